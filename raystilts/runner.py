@@ -1,0 +1,280 @@
+"""The chain runner: train the phases of a chain in order, then the target, then evaluate it.
+
+    metrics = run_chain(plan, base_model="path/or/hub-id", store=store, settings=TrainSettings(),
+                        report=print)
+
+Plain PyTorch, rank-aware and Ray-free: under Ray Train the process group already exists and
+the model is wrapped in DDP; alone it runs in one process. The encoder is carried from phase to
+phase; each phase gets a fresh head chosen by its task type (Hugging Face's
+``AutoModelFor{SequenceClassification,TokenClassification}``, so any encoder family works).
+
+Throughput: length-grouped batches with dynamic padding, no host sync inside the step loop
+(losses and token counts accumulate on the device and are read at evaluation points only),
+bf16 autocast on GPUs that support it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from raystilts.data import FeatureStore, batches, collate, eval_batches
+from raystilts.metrics import score
+from raystilts.tasks import TaskSpec
+
+__all__ = ["ChainPlan", "DivergedError", "Phase", "TrainSettings", "build_model", "evaluate", "run_chain"]
+
+Report = Callable[[dict[str, float]], None]
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the trial is recorded as diverged."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phase:
+    task: TaskSpec
+    lr: float
+    steps: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainPlan:
+    """Intermediate phases in order, then the target phase; evaluation languages of the target."""
+
+    phases: tuple[Phase, ...]
+    target: Phase
+    eval_every: int
+    eval_languages: tuple[str, ...]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return ">".join([p.task.name for p in self.phases] + [self.target.task.name])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainSettings:
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1  # micro-batches per optimizer step (keeps the effective batch fixed)
+    bf16: bool = True  # used only where the device supports it
+
+
+@dataclass(slots=True, kw_only=True)
+class Dist:
+    """Where this process sits in the data-parallel group."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def current(cls) -> Dist:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(), dist.get_world_size()
+        else:
+            rank, world = 0, 1
+        if torch.cuda.is_available():
+            local = rank % torch.cuda.device_count()
+            torch.cuda.set_device(local)
+            return cls(rank=rank, world_size=world, device=torch.device("cuda", local))
+        return cls(rank=rank, world_size=world)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+
+def build_model(base_model: str, task: TaskSpec, encoder_state: Mapping[str, torch.Tensor] | None, *, seed: int) -> nn.Module:
+    """Base model with a fresh head for ``task``; the encoder weights of the last phase if given."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # "some weights newly initialized" is the point of a new head
+    hf_logging.disable_progress_bar()
+    cls = AutoModelForTokenClassification if task.kind == "tagging" else AutoModelForSequenceClassification
+    torch.manual_seed(seed)
+    model = cls.from_pretrained(base_model, num_labels=task.num_labels)
+    if model.config.pad_token_id is None:  # decoder-only models classify the last non-pad token
+        model.config.pad_token_id = model.config.eos_token_id
+    if encoder_state is not None:
+        getattr(model, model.base_model_prefix).load_state_dict(encoder_state)
+    return model
+
+
+def _encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    enc = getattr(inner, inner.base_model_prefix)
+    return {k: v.detach().clone() for k, v in enc.state_dict().items()}
+
+
+def _optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=torch.cuda.is_available())
+
+
+def _autocast(device: torch.device, bf16: bool) -> Any:
+    if bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: TaskSpec, store: FeatureStore, split: str, lang: str, *, settings: TrainSettings, device: torch.device, pad_id: int) -> dict[str, float]:
+    """Metrics of ``task`` on one (split, language)."""
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    was_training = inner.training
+    inner.eval()
+    feats = store.load(task, split, lang)
+    gold: list[Any] = []
+    pred: list[Any] = []
+    for idx in eval_batches(feats.lengths, batch_size=settings.eval_batch_size):
+        batch = collate(feats, idx, pad_id=pad_id)
+        with _autocast(device, settings.bf16):
+            logits = inner(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        p = logits.argmax(-1).cpu()
+        if task.kind == "tagging":
+            for row, labels in enumerate(batch["labels"]):
+                n = int(batch["attention_mask"][row].sum())
+                gold.append(labels[:n].tolist())
+                pred.append(p[row, :n].tolist())
+        else:
+            gold.extend(batch["labels"].tolist())
+            pred.extend(p.tolist())
+    inner.train(was_training)
+    return score(task.kind, gold, pred)
+
+
+def _train_phase(
+    model: nn.Module,
+    phase: Phase,
+    *,
+    store: FeatureStore,
+    settings: TrainSettings,
+    dist: Dist,
+    seed: int,
+    pad_id: int,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    eval_every: int = 0,
+) -> dict[str, float]:
+    """Train ``phase.steps`` optimizer steps; returns throughput figures of the phase."""
+    from transformers import get_linear_schedule_with_warmup
+
+    feats = store.load(phase.task, "train", "en")
+    lengths = feats.lengths
+    opt = _optimizer(model, lr=phase.lr, weight_decay=settings.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(settings.warmup_ratio * phase.steps), phase.steps)
+    model.train()
+    loss_sum = torch.zeros((), device=dist.device)
+    tokens = torch.zeros((), device=dist.device, dtype=torch.long)
+    micro = 0
+    epoch = 0
+    plan: list[list[int]] = []
+    t0 = time.perf_counter()
+    for step in range(1, phase.steps + 1):
+        for _ in range(settings.grad_accum):
+            if not plan:
+                plan = batches(lengths, batch_size=settings.batch_size, seed=seed, epoch=epoch, rank=dist.rank, world_size=dist.world_size)
+                epoch += 1
+            batch = {k: v.to(dist.device, non_blocking=True) for k, v in collate(feats, plan.pop(), pad_id=pad_id).items()}
+            with _autocast(dist.device, settings.bf16):
+                loss = model(**batch).loss / settings.grad_accum
+            loss.backward()
+            loss_sum += loss.detach()
+            tokens += batch["attention_mask"].sum()
+            micro += 1
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if on_eval is not None and eval_every and step % eval_every == 0:
+            mean_loss = _checked_loss(loss_sum, micro / settings.grad_accum, phase)
+            on_eval(step, {"train/loss": mean_loss})
+    elapsed = time.perf_counter() - t0
+    mean_loss = _checked_loss(loss_sum, micro / settings.grad_accum, phase)
+    return {"train/loss": mean_loss, "train/tokens_per_s": float(tokens.item()) / max(elapsed, 1e-9), "train/seconds": elapsed}
+
+
+def _checked_loss(loss_sum: torch.Tensor, steps: float, phase: Phase) -> float:
+    value = float(loss_sum.item()) / max(steps, 1.0)  # the only host sync: at evaluation points
+    if not math.isfinite(value):
+        raise DivergedError(f"phase {phase.task.name}: training loss is {value} (lr {phase.lr:g})")
+    return value
+
+
+def _wrap(model: nn.Module, dist: Dist) -> nn.Module:
+    model.to(dist.device)
+    if dist.world_size > 1:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+def run_chain(
+    plan: ChainPlan,
+    *,
+    base_model: str,
+    store: FeatureStore,
+    settings: TrainSettings,
+    report: Report,
+    pad_id: int,
+    dist: Dist | None = None,
+) -> dict[str, float]:
+    """Run ``plan``; ``report`` gets English dev metrics every ``eval_every`` target steps and,
+    last, every metric (``{split}/{task}/{lang}/{metric}``). Only rank 0's values are meaningful.
+    """
+    dist = dist or Dist.current()
+    encoder: dict[str, torch.Tensor] | None = None
+    info: dict[str, float] = {}
+    for i, phase in enumerate(plan.phases):
+        model = _wrap(build_model(base_model, phase.task, encoder, seed=plan.seed * 1000 + i), dist)
+        stats = _train_phase(model, phase, store=store, settings=settings, dist=dist, seed=plan.seed * 1000 + i, pad_id=pad_id)
+        info.update({f"phase{i}/{k}": v for k, v in stats.items()})
+        if dist.rank == 0:
+            info[f"phase{i}/dev_en"] = evaluate(model, phase.task, store, "dev", "en", settings=settings, device=dist.device, pad_id=pad_id)[phase.task.metric]
+        encoder = _encoder_state(model)
+        del model
+
+    target = plan.target.task
+    key = f"dev/{target.name}/en/{target.metric}"
+    model = _wrap(build_model(base_model, target, encoder, seed=plan.seed * 1000 + 999), dist)
+
+    def on_eval(step: int, extra: dict[str, float]) -> None:
+        if step == plan.target.steps:
+            return  # the final evaluation below reports this point with every language
+        metrics = {"target_step": float(step), **extra}
+        if dist.rank == 0:
+            metrics[key] = evaluate(model, target, store, "dev", "en", settings=settings, device=dist.device, pad_id=pad_id)[target.metric]
+        dist.barrier()
+        report(metrics)
+
+    stats = _train_phase(model, plan.target, store=store, settings=settings, dist=dist, seed=plan.seed * 1000 + 999, pad_id=pad_id, on_eval=on_eval, eval_every=plan.eval_every)
+    final: dict[str, float] = {"target_step": float(plan.target.steps), **info, **{f"target/{k}": v for k, v in stats.items()}}
+    if dist.rank == 0:
+        for split in ("dev", "test"):
+            per_lang: dict[str, dict[str, float]] = {}
+            for lang in plan.eval_languages:
+                per_lang[lang] = evaluate(model, target, store, split, lang, settings=settings, device=dist.device, pad_id=pad_id)
+                final.update({f"{split}/{target.name}/{lang}/{m}": v for m, v in per_lang[lang].items()})
+            for m in per_lang[plan.eval_languages[0]]:
+                final[f"{split}/{target.name}/avg/{m}"] = sum(d[m] for d in per_lang.values()) / len(per_lang)
+    dist.barrier()
+    report(final)
+    logging.getLogger(__name__).debug("chain %s done", plan.name)
+    return final

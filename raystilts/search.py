@@ -1,0 +1,249 @@
+"""Ray Tune + Optuna over chains, each trial a Ray Train ``TorchTrainer``: the only Ray module.
+
+    summary = run_search(space, settings=SearchRun(workdir=Path("raystilts_runs")))
+
+Per target, one Tune run: ``OptunaSearch`` (define-by-run: chain length, tasks in order,
+per-phase learning rates) proposes trials, ASHA stops weak ones on the English dev metric, and
+each trial is a Tune function that fits a ``TorchTrainer`` (DDP over ``workers_per_trial``
+workers; gloo on CPU, NCCL on GPU) running :func:`raystilts.runner.run_chain`. MLflow logging
+happens on the driver, in a Tune callback, so a killed or stopped trial never leaves its run
+RUNNING (the workers never talk to MLflow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import train, tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from raystilts.space import SearchSpace, baseline_params, chain_from_params, make_define_by_run
+from raystilts.tasks import CATALOG, TaskSpec
+from raystilts.tracking import Tracker
+from raystilts.workspace import Workspace, prepare_workspace
+
+__all__ = ["SearchRun", "run_search"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchRun:
+    """Where and how a search runs (the space says *what* is searched)."""
+
+    workdir: Path  # Tune state and, by default, the MLflow store
+    cache_dir: Path  # model, data and features shared across searches
+    tracking_uri: str
+    address: str | None = None  # None: start Ray locally
+    storage_path: str | None = None  # Tune/Train storage; default <workdir>/ray_results
+    data_dir: Path | None = None
+    log: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def _needs(space: SearchSpace) -> set[tuple[TaskSpec, str, str]]:
+    needs: set[tuple[TaskSpec, str, str]] = set()
+    for name in space.intermediate.tasks:
+        needs.update((CATALOG[name], s, "en") for s in ("train", "dev"))
+    for target in space.targets:
+        task = CATALOG[target]
+        needs.update((task, s, "en") for s in ("train", "dev"))
+        for lang in space.languages_for(target):
+            needs.update((task, s, lang) for s in ("dev", "test"))
+    return needs
+
+
+def _train_loop(cfg: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: one chain, reported through ``ray.train.report``."""
+    import torch
+
+    from raystilts.runner import ChainPlan, Phase, TrainSettings, run_chain
+
+    torch.set_num_threads(int(cfg["threads"]))
+    store = Workspace.store_from_config(cfg["workspace"])
+    plan = ChainPlan(
+        phases=tuple(Phase(task=CATALOG[p["task"]], lr=p["lr"], steps=p["steps"]) for p in cfg["phases"]),
+        target=Phase(task=CATALOG[cfg["target"]["task"]], lr=cfg["target"]["lr"], steps=cfg["target"]["steps"]),
+        eval_every=cfg["eval_every"],
+        eval_languages=tuple(cfg["languages"]),
+        seed=cfg["seed"],
+    )
+    world = train.get_context().get_world_size()
+    settings = TrainSettings(
+        batch_size=max(1, cfg["batch_size"] // world),  # the effective batch stays fixed across worker counts
+        warmup_ratio=cfg["warmup_ratio"],
+        weight_decay=cfg["weight_decay"],
+    )
+    run_chain(plan, base_model=cfg["workspace"]["model"], store=store, settings=settings, report=train.report, pad_id=cfg["workspace"]["pad_id"])
+
+
+def _trial(config: dict[str, Any], *, space: SearchSpace, target: str, workspace: dict[str, Any], storage: str, threads: int, use_gpu: bool) -> None:
+    """A Tune function trainable: builds the chain from the sampled params and fits a TorchTrainer."""
+    plan = chain_from_params(config, space, target)
+    trial_name = tune.get_context().get_trial_name()
+    loop_cfg = {
+        "phases": [{"task": p.task, "lr": p.lr, "steps": p.steps} for p in plan.phases],
+        "target": {"task": plan.target.task, "lr": plan.target.lr, "steps": plan.target.steps},
+        "eval_every": plan.eval_every,
+        "languages": list(space.languages_for(target)),
+        "seed": int(config["seed"]),
+        "batch_size": space.training.batch_size,
+        "warmup_ratio": space.training.warmup_ratio,
+        "weight_decay": space.training.weight_decay,
+        "workspace": workspace,
+        "threads": threads,
+    }
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config=loop_cfg,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=train.ScalingConfig(
+            num_workers=space.resources.workers_per_trial,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": space.resources.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+        ),
+        run_config=train.RunConfig(name=f"train-{trial_name}", storage_path=storage, callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+def config_key(params: Mapping[str, Any], target: str) -> str:
+    """Hash of a trial's hyperparameters without its seed: runs sharing it are seeds of one config."""
+    blob = json.dumps({k: v for k, v in params.items() if k != "seed"} | {"target": target}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class MlflowCallback(tune.Callback):
+    """Runs on the driver: one MLflow run per trial; every exit path ends the run."""
+
+    def __init__(self, *, tracker: Tracker, space: SearchSpace, target: str) -> None:
+        self.tracker = tracker
+        self.space = space
+        self.target = target
+        self.task = CATALOG[target]
+        self.runs: dict[str, str] = {}
+        self.steps: dict[str, int] = {}
+
+    def _params(self, trial: Any) -> dict[str, Any]:
+        config = {k: v for k, v in trial.config.items()}
+        plan = chain_from_params(config, self.space, self.target)
+        params: dict[str, Any] = {
+            "target": self.target,
+            "chain": plan.name,
+            "intermediate": json.dumps(list(plan.tasks)),
+            "chain_length": len(plan.phases),
+            "seed": int(config["seed"]),
+            "model": self.space.model,
+            "metric": self.task.metric,
+            "target_lr": plan.target.lr,
+            "target_steps": plan.target.steps,
+            "workers_per_trial": self.space.resources.workers_per_trial,
+            "batch_size": self.space.training.batch_size,
+        }
+        for i, p in enumerate(plan.phases):
+            params |= {f"phase{i}_task": p.task, f"phase{i}_lr": p.lr, f"phase{i}_steps": p.steps}
+        params["config_key"] = config_key({k: v for k, v in params.items()}, self.target)
+        return params
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        params = self._params(trial)
+        self.runs[trial.trial_id] = self.tracker.start_trial(
+            trial_id=trial.trial_id,
+            run_name=f"{params['chain']}#{params['seed']}",
+            params=params,
+            tags={"raystilts.target": self.target, "raystilts.chain": params["chain"], "raystilts.trial_id": trial.trial_id, "raystilts.search": self.space.name},
+        )
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        run = self.runs.get(trial.trial_id)
+        if run is None:
+            return
+        metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and ("/" in k)}
+        self.tracker.log_metrics(run, metrics, step=int(result.get("target_step", result.get("training_iteration", 0))))
+
+    def _end(self, trial: Any, status: str, outcome: str) -> None:
+        run = self.runs.pop(trial.trial_id, None)
+        if run is not None:
+            self.tracker.end_trial(run, status=status, tags={"raystilts.outcome": outcome})  # type: ignore[arg-type]
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        finished = any(k.startswith(f"test/{self.target}/") for k in last)
+        self._end(trial, "FINISHED" if finished else "KILLED", "finished" if finished else "stopped_early")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._end(trial, "FAILED", "error")
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        for trial_id in list(self.runs):
+            self.tracker.end_trial(self.runs.pop(trial_id), status="KILLED", tags={"raystilts.outcome": "interrupted"})
+
+
+def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
+    if ray.is_initialized():
+        return
+    env = {
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # Train's print patch floods logs with datasets' messages
+        "TOKENIZERS_PARALLELISM": "false",
+        # a loaded machine (or a cold node pulling an image) starts workers slowly: Train's 60 s
+        # default turned busy laptops' trials into controller errors
+        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900"),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+        **run.extra_env,
+    }
+    os.environ.update({k: env[k] for k in ("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_ENABLE_PRINT_PATCH")})
+    if run.address:
+        ray.init(address=run.address, runtime_env={"env_vars": env}, log_to_driver=run.log)
+        return
+    # Locally, trials are limited by max_concurrent; give Ray enough logical CPUs for them and
+    # pin torch threads so that concurrent workers share the physical cores instead of fighting.
+    need = space.search.max_concurrent * space.resources.workers_per_trial * space.resources.cpus_per_worker
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 1)), runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=run.log)
+
+
+def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
+    """Run the search of ``space``, one Tune run per target; returns timing and trial counts."""
+    t0 = time.perf_counter()
+    tracker = Tracker(tracking_uri=run.tracking_uri, experiment=space.name)  # fail fast on a bad URI
+    ws = prepare_workspace(model=space.model, needs=_needs(space), max_length=space.training.max_length, cache_dir=run.cache_dir, data_dir=run.data_dir, log=run.log)
+    import torch
+
+    use_gpu = torch.cuda.is_available() if space.resources.use_gpu == "auto" else bool(space.resources.use_gpu)
+    _init_ray(space, run, use_gpu)
+    storage = run.storage_path or str((run.workdir / "ray_results").resolve())
+    workers = space.search.max_concurrent * space.resources.workers_per_trial
+    threads = max(1, (os.cpu_count() or 1) // workers) if not run.address else max(1, int(space.resources.cpus_per_worker))
+    counts: dict[str, int] = {}
+    for target in space.targets:
+        metric = f"dev/{target}/en/{CATALOG[target].metric}"
+        points = [baseline_params(space, target)] if space.search.baseline_first else None
+        searcher = OptunaSearch(space=make_define_by_run(space, target), metric=metric, mode="max", points_to_evaluate=points, seed=space.search.sampler_seed)
+        sched: Any = FIFOScheduler()
+        if space.search.scheduler.type == "asha":
+            sched = ASHAScheduler(time_attr="training_iteration", max_t=space.target.num_reports, grace_period=space.search.scheduler.grace_period, reduction_factor=space.search.scheduler.reduction_factor)
+        trainable = tune.with_parameters(_trial, space=space, target=target, workspace=ws.to_config(), storage=storage, threads=threads, use_gpu=use_gpu)
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"CPU": 0.01}),  # the trial driver only waits on its workers
+            param_space={"seed": space.search.seeds[0]},
+            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent), scheduler=sched, num_samples=space.search.num_samples, metric=metric, mode="max"),
+            run_config=tune.RunConfig(
+                name=f"{space.name}-{target}",
+                storage_path=storage,
+                callbacks=[MlflowCallback(tracker=tracker, space=space, target=target)],
+                verbose=0,
+            ),
+        )
+        grid = tuner.fit()
+        counts[target] = len(grid)
+    tracker.close_open_runs()
+    return {"seconds": time.perf_counter() - t0, "trials": counts, "experiment": space.name, "tracking_uri": tracker.tracking_uri}

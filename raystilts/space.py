@@ -1,0 +1,710 @@
+"""The search space of a STILTs search: typed, loaded from YAML, validated at load time.
+
+    space = load_space("search_spaces/demo.yaml", catalog=catalog)
+    fn = make_define_by_run(space, "mini_xnli")           # OptunaSearch(space=fn, ...)
+    points = [baseline_params(space, "mini_xnli")]        # OptunaSearch(points_to_evaluate=...)
+    plan = chain_from_params(config, space, "mini_xnli")  # inside the trial: config -> phases
+
+Every mistake in a space file is a `UserError` whose message is one line: the field path, the
+bad value and the fix. The task catalog is an argument, so this module stays pure (no ray,
+torch or mlflow) and tests can pass a fake catalog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import yaml
+
+from raystilts.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class TaskInfo(Protocol):
+    """What validation needs to know about a task (read-only, so frozen dataclasses fit)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...  # "classification" | "tagging" | ...
+    @property
+    def languages(self) -> tuple[str, ...]: ...
+    @property
+    def is_target(self) -> bool: ...  # has multilingual evaluation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FloatRange:
+    """A float searched in [low, high]; log scale by default (learning rates)."""
+
+    low: float
+    high: float
+    log: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Choice:
+    """An integer picked among `values` (sorted, distinct)."""
+
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseSpace:
+    """Hyperparameters of every intermediate phase: fixed values or searched ones."""
+
+    lr: float | FloatRange
+    steps: int | Choice
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntermediateSpace:
+    tasks: tuple[str, ...]
+    min_chain_length: int
+    max_chain_length: int
+    phase: PhaseSpace
+
+    def pool_for(self, target: str) -> tuple[str, ...]:
+        """The sorted tasks a chain for `target` may use: training the target twice is no STILT."""
+        return _pool(self.tasks, target)
+
+
+def _pool(tasks: Sequence[str], target: str) -> tuple[str, ...]:
+    return tuple(sorted(t for t in tasks if t != target))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetSpace:
+    lr: float | FloatRange
+    steps: int
+    eval_every: int  # English dev every N steps: one report (ASHA rung) each
+
+    @property
+    def num_reports(self) -> int:
+        return self.steps // self.eval_every
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainingSettings:
+    batch_size: int = 32
+    max_length: int = 64
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerSettings:
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = 1  # in reports (target.eval_every steps each)
+    reduction_factor: float = 2.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchSettings:
+    num_samples: int = 6  # trials per target
+    max_concurrent: int = 2  # two concurrent trials is the useful ceiling on 2 cores
+    seeds: tuple[int, ...] = (0,)
+    baseline_first: bool = True
+    sampler_seed: int = 0
+    scheduler: SchedulerSettings = SchedulerSettings()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    use_gpu: bool | Literal["auto"] = "auto"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchSpace:
+    """A validated search space. `source_path` is the YAML file, None when built from a dict."""
+
+    name: str
+    model: str
+    targets: tuple[str, ...]
+    languages: tuple[str, ...] | None  # as written; None = every language of each target
+    eval_languages: tuple[tuple[str, tuple[str, ...]], ...]  # resolved: (target, languages)
+    intermediate: IntermediateSpace
+    target: TargetSpace
+    training: TrainingSettings
+    search: SearchSettings
+    resources: Resources
+    source_path: str | None = None
+
+    def languages_for(self, target: str) -> tuple[str, ...]:
+        """The languages `target` is evaluated on ("en" first is not guaranteed)."""
+        return dict(self.eval_languages)[_require_target(self, target)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict in the YAML schema; `load_space_dict` reads it back unchanged."""
+        skip = ("eval_languages", "source_path")  # derived from the catalog / not a setting
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out["intermediate"].update(out["intermediate"].pop("phase"))
+        return {k: v for k, v in out.items() if k not in skip}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Choice):
+        return {"choices": list(value.values)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
+
+
+# --------------------------------------------------------------------------- chains and plans
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseSpec:
+    task: str
+    lr: float
+    steps: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainPlanSpec:
+    """One sampled chain: intermediate phases in order, then the target phase."""
+
+    phases: tuple[PhaseSpec, ...]
+    target: PhaseSpec
+    eval_every: int
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(p.task for p in self.phases)
+
+    @property
+    def name(self) -> str:
+        return chain_name(self.tasks, self.target.task)
+
+
+def chain_name(tasks: Sequence[str], target: str) -> str:
+    """The printed form of a chain.
+
+    >>> chain_name(["mini_mnli", "mini_qqp"], "mini_xnli"), chain_name([], "mini_xnli")
+    ('mini_mnli>mini_qqp>mini_xnli', 'mini_xnli')
+    """
+    return ">".join([*tasks, target])
+
+
+def _task_param(index: int, chosen: Sequence[str]) -> str:
+    # Optuna needs one name per choice list; the choices are the pool minus the tasks already
+    # used, so the name encodes that set (sorted: a>b and b>a share statistics for phase 2).
+    # '.' keeps names valid as MLflow params and untouched by Tune's '/'-unflattening.
+    return (
+        f"phase{index}_task"
+        if not chosen
+        else f"phase{index}_task_after_{'.'.join(sorted(chosen))}"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefineByRun:
+    """Optuna define-by-run function for one target; a picklable object for Ray's OptunaSearch.
+
+    Suggests `chain_length`, then per phase `phase{i}_task[_after_...]`, `phase{i}_lr` and
+    `phase{i}_steps` (the last two only when searched), and `target_lr` when searched.
+    Returns the constants `{"target": target}`, which Ray merges into the trial config.
+    """
+
+    space: SearchSpace
+    target: str
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        inter = self.space.intermediate
+        pool = inter.pool_for(self.target)
+        length = trial.suggest_int("chain_length", inter.min_chain_length, inter.max_chain_length)
+        chosen: list[str] = []
+        for i in range(length):
+            remaining = [t for t in pool if t not in chosen]
+            chosen.append(trial.suggest_categorical(_task_param(i, chosen), remaining))
+            if isinstance(inter.phase.lr, FloatRange):
+                lr = inter.phase.lr
+                trial.suggest_float(f"phase{i}_lr", lr.low, lr.high, log=lr.log)
+            if isinstance(inter.phase.steps, Choice):
+                trial.suggest_categorical(f"phase{i}_steps", list(inter.phase.steps.values))
+        if isinstance(self.space.target.lr, FloatRange):
+            lr = self.space.target.lr
+            trial.suggest_float("target_lr", lr.low, lr.high, log=lr.log)
+        return {"target": self.target}
+
+
+def make_define_by_run(space: SearchSpace, target: str) -> DefineByRun:
+    return DefineByRun(space=space, target=_require_target(space, target))
+
+
+def baseline_params(space: SearchSpace, target: str) -> dict[str, Any]:
+    """Params of the empty chain, for `points_to_evaluate`; a searched target lr takes the
+    centre of its range (geometric mean on a log scale)."""
+    _require_target(space, target)
+    if space.intermediate.min_chain_length > 0:
+        raise ValueError(
+            f"baseline_params: min_chain_length is {space.intermediate.min_chain_length}, "
+            "so the empty chain is outside the space; check space.search.baseline_first first"
+        )
+    params: dict[str, Any] = {"chain_length": 0}
+    lr = space.target.lr
+    if isinstance(lr, FloatRange):
+        params["target_lr"] = math.sqrt(lr.low * lr.high) if lr.log else (lr.low + lr.high) / 2
+    return params
+
+
+def chain_from_params(params: Mapping[str, Any], space: SearchSpace, target: str) -> ChainPlanSpec:
+    """Turn a trial's flat config (sampled names + constants) into a plan; fixed values come
+    from the space. Raises ValueError when `params` were not sampled from this space."""
+    _require_target(space, target)
+    if params.get("target", target) != target:
+        raise ValueError(
+            f"chain_from_params: params are for target {params['target']!r}, not {target!r}"
+        )
+
+    def get(key: str) -> Any:
+        if key not in params:
+            raise ValueError(
+                f"chain_from_params: missing parameter {key!r} (got {sorted(params)}); "
+                "were these params sampled from another search space?"
+            )
+        return params[key]
+
+    inter = space.intermediate
+    length = get("chain_length")
+    if (
+        not isinstance(length, int)
+        or not inter.min_chain_length <= length <= inter.max_chain_length
+    ):
+        raise ValueError(f"chain_from_params: chain_length {length!r} is outside the space")
+    phases: list[PhaseSpec] = []
+    for i in range(length):
+        chosen = [p.task for p in phases]
+        task = get(_task_param(i, chosen))
+        if task not in inter.pool_for(target) or task in chosen:
+            raise ValueError(
+                f"chain_from_params: task {task!r} cannot follow {chosen} for {target!r}"
+            )
+        lr = inter.phase.lr
+        steps = inter.phase.steps
+        phases.append(
+            PhaseSpec(
+                task=task,
+                lr=float(get(f"phase{i}_lr")) if isinstance(lr, FloatRange) else lr,
+                steps=int(get(f"phase{i}_steps")) if isinstance(steps, Choice) else steps,
+            )
+        )
+    tlr = space.target.lr
+    target_phase = PhaseSpec(
+        task=target,
+        lr=float(get("target_lr")) if isinstance(tlr, FloatRange) else tlr,
+        steps=space.target.steps,
+    )
+    return ChainPlanSpec(
+        phases=tuple(phases), target=target_phase, eval_every=space.target.eval_every
+    )
+
+
+def _require_target(space: SearchSpace, target: str) -> str:
+    if target not in space.targets:
+        raise UserError(
+            f"target: {target!r} is not a target of space {space.name!r}"
+            f"{_did_you_mean(target, space.targets)}; use one of: {', '.join(space.targets)}"
+        )
+    return target
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: list[Any] = []
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.append(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_space(path: str | os.PathLike[str], *, catalog: Mapping[str, TaskInfo]) -> SearchSpace:
+    """Read and validate a search-space YAML file against the task catalog."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; check the path (see search_spaces/)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc}); pass a UTF-8 YAML file") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        reason = " ".join(f"{exc.context or ''} {exc.problem or ''}".split())
+        raise UserError(f"{where}: invalid YAML: {reason}; fix the syntax there") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    return load_space_dict(data, catalog=catalog, source=str(path))
+
+
+def load_space_dict(
+    data: Mapping[str, Any], *, catalog: Mapping[str, TaskInfo], source: str = "<dict>"
+) -> SearchSpace:
+    """Validate a parsed space. Only `name` and `targets` are required; errors from a file end
+    with `(in SOURCE)`."""
+    try:
+        return _parse_space(data, catalog, source)
+    except UserError as exc:
+        if source == "<dict>":
+            raise
+        raise UserError(f"{exc} (in {source})") from None
+
+
+def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> SearchSpace:
+    if not isinstance(data, Mapping):
+        raise UserError(
+            f"top level: expected a mapping with 'name' and 'targets', got {_short(data)}"
+        )
+    top = _Section(data, "", _SECTION_KEYS[""])
+    for key, example in (("name", "my_search"), ("targets", "[mini_xnli]")):
+        if not top.has(key):
+            raise UserError(f"{key}: missing required key; add e.g. `{key}: {example}`")
+    name = top.raw("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise UserError(f"name: expected letters, digits, '_', '.' or '-', got {_short(name)}")
+    model = top.raw("model", "embedded")
+    if not isinstance(model, str) or not model.strip():
+        raise UserError(
+            f"model: expected 'embedded', a hub id or a local path, got {_short(model)}"
+        )
+    targets = _task_list(top.raw("targets"), "targets", catalog, allow_empty=False)
+    for t in targets:
+        if not catalog[t].is_target:
+            known = ", ".join(sorted(n for n, info in catalog.items() if info.is_target))
+            raise UserError(f"targets: {t!r} has no multilingual evaluation; use one of: {known}")
+    languages, eval_languages = _languages(top.raw("languages"), targets, catalog)
+    intermediate = _intermediate(top.section("intermediate"), targets, catalog)
+    target = _target(top.section("target"))
+    train = top.section("training")
+    res = top.section("resources")
+    use_gpu = res.raw("use_gpu", "auto")
+    if use_gpu != "auto" and not isinstance(use_gpu, bool):
+        raise UserError(f"resources.use_gpu: expected auto, true or false, got {_short(use_gpu)}")
+    return SearchSpace(
+        name=name,
+        model=model,
+        targets=targets,
+        languages=languages,
+        eval_languages=eval_languages,
+        intermediate=intermediate,
+        target=target,
+        training=TrainingSettings(
+            batch_size=train.get_int("batch_size", 32, minimum=1),
+            max_length=train.get_int("max_length", 64, minimum=2),
+            warmup_ratio=train.get_float("warmup_ratio", 0.1, "a number in [0, 1)", _unit),
+            weight_decay=train.get_float("weight_decay", 0.01, "a number >= 0", _non_negative),
+        ),
+        search=_search(top.section("search"), intermediate, target),
+        resources=Resources(
+            workers_per_trial=res.get_int("workers_per_trial", 1, minimum=1),
+            cpus_per_worker=res.get_float("cpus_per_worker", 1.0, "a number > 0", _positive),
+            use_gpu=use_gpu,
+        ),
+        source_path=None if source == "<dict>" else source,
+    )
+
+
+def _languages(
+    value: Any, targets: tuple[str, ...], catalog: Mapping[str, TaskInfo]
+) -> tuple[tuple[str, ...] | None, tuple[tuple[str, tuple[str, ...]], ...]]:
+    if value is None:
+        for t in targets:
+            if "en" not in catalog[t].languages:
+                raise UserError(f"targets: {t!r} has no 'en' data to select models on; drop it")
+        return None, tuple((t, tuple(catalog[t].languages)) for t in targets)
+    langs = _str_list(value, "languages", allow_empty=False, what="language codes, e.g. [en, qaa]")
+    if "en" not in langs:
+        raise UserError(f"languages: {list(langs)} lacks 'en' (English dev selects models); add en")
+    for t in targets:
+        for lang in langs:
+            if lang not in catalog[t].languages:
+                have = ", ".join(catalog[t].languages)
+                raise UserError(
+                    f"languages: {lang!r} is not a language of {t!r} ({have}); remove it"
+                )
+    return langs, tuple((t, langs) for t in targets)
+
+
+def _intermediate(
+    sec: _Section, targets: tuple[str, ...], catalog: Mapping[str, TaskInfo]
+) -> IntermediateSpace:
+    if sec.has("tasks"):
+        tasks = _task_list(sec.raw("tasks"), "intermediate.tasks", catalog, allow_empty=True)
+    else:  # default pool: every intermediate (non-target) task of the catalog
+        tasks = tuple(sorted(n for n, info in catalog.items() if not info.is_target))
+    smallest = min(len(_pool(tasks, t)) for t in targets)
+    max_len = sec.get_int("max_chain_length", min(2, smallest), minimum=0)
+    min_len = sec.get_int("min_chain_length", 0, minimum=0)
+    if max_len > 0 and not tasks:
+        raise UserError(
+            f"intermediate.tasks: empty, but max_chain_length is {max_len}; "
+            "add tasks or set max_chain_length: 0"
+        )
+    for t in targets:
+        pool = _pool(tasks, t)
+        if max_len > len(pool):
+            raise UserError(
+                f"intermediate.max_chain_length: {max_len} is longer than the {len(pool)} tasks "
+                f"{list(pool)} open to target {t!r}; set it <= {len(pool)} or add tasks"
+            )
+    if min_len > max_len:
+        raise UserError(
+            f"intermediate.min_chain_length: {min_len} > max_chain_length {max_len}; lower it"
+        )
+    phase = PhaseSpace(
+        lr=_lr(sec.raw("lr", {"low": 1e-4, "high": 3e-3}), "intermediate.lr"),
+        steps=_steps(sec.raw("steps", 200), "intermediate.steps"),
+    )
+    return IntermediateSpace(
+        tasks=tasks, min_chain_length=min_len, max_chain_length=max_len, phase=phase
+    )
+
+
+def _target(sec: _Section) -> TargetSpace:
+    steps = sec.get_int("steps", 200, minimum=1)
+    eval_every = sec.get_int("eval_every", max(1, steps // 4), minimum=1)  # 4 rungs by default
+    if eval_every > steps:
+        raise UserError(f"target.eval_every: {eval_every} > steps {steps}; set eval_every <= steps")
+    return TargetSpace(lr=_lr(sec.raw("lr", 1e-3), "target.lr"), steps=steps, eval_every=eval_every)
+
+
+def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace) -> SearchSettings:
+    seeds_value = sec.raw("seeds", [0])
+    if not isinstance(seeds_value, list) or not seeds_value:
+        raise UserError(
+            f"search.seeds: expected a non-empty list of integers, got {_short(seeds_value)}"
+        )
+    seeds = tuple(_int(s, "search.seeds", minimum=0) for s in seeds_value)
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"search.seeds: duplicates in {list(seeds)}; list each seed once")
+    no_baseline = intermediate.min_chain_length > 0
+    baseline_first = sec.get_bool("baseline_first", not no_baseline)
+    if baseline_first and no_baseline:
+        raise UserError(
+            "search.baseline_first: true needs intermediate.min_chain_length 0, got "
+            f"{intermediate.min_chain_length}; set baseline_first: false or min_chain_length: 0"
+        )
+    sched = sec.section("scheduler")
+    kind = sched.raw("type", "asha")
+    if kind not in ("asha", "none"):
+        raise UserError(f"search.scheduler.type: expected asha or none, got {_short(kind)}")
+    grace = sched.get_int("grace_period", 1, minimum=1)
+    if kind == "asha" and grace > target.num_reports:
+        raise UserError(
+            f"search.scheduler.grace_period: {grace} exceeds the {target.num_reports} reports of "
+            f"a trial (target.steps // eval_every); lower it or lower target.eval_every"
+        )
+    return SearchSettings(
+        num_samples=sec.get_int("num_samples", 6, minimum=1),
+        max_concurrent=sec.get_int("max_concurrent", 2, minimum=1),
+        seeds=seeds,
+        baseline_first=baseline_first,
+        sampler_seed=sec.get_int("sampler_seed", 0, minimum=0),
+        scheduler=SchedulerSettings(
+            type=kind,
+            grace_period=grace,
+            reduction_factor=sched.get_float("reduction_factor", 2.0, "a number > 1", _above_one),
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- field readers
+
+
+def _positive(x: float) -> bool:
+    return x > 0
+
+
+def _non_negative(x: float) -> bool:
+    return x >= 0
+
+
+def _unit(x: float) -> bool:
+    return 0 <= x < 1
+
+
+def _above_one(x: float) -> bool:
+    return x > 1
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _did_you_mean(word: object, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Section:
+    """A YAML mapping at `path` ("" = top level) with only known keys; readers report `path.key`.
+
+    A missing key takes its default; an explicit `null` section is an error, not the defaults
+    (`scheduler: null` must not silently mean ASHA).
+    """
+
+    def __init__(self, value: Any, path: str, keys: Sequence[str]) -> None:
+        if not isinstance(value, Mapping):
+            raise UserError(
+                f"{path}: expected a mapping with keys {', '.join(keys)}, got {_short(value)}; "
+                "omit it to use the defaults"
+            )
+        for key in value:
+            if key not in keys:
+                raise UserError(
+                    f"{self._join(path, str(key))}: unknown key{_did_you_mean(key, keys)}; "
+                    f"allowed{' under ' + path if path else ''}: {', '.join(keys)}"
+                )
+        self.value, self.path = value, path
+
+    @staticmethod
+    def _join(path: str, key: str) -> str:
+        return f"{path}.{key}" if path else key
+
+    def has(self, key: str) -> bool:
+        return key in self.value
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        return self.value.get(key, default)
+
+    def section(self, key: str) -> _Section:
+        keys = _SECTION_KEYS[self._join(self.path, key)]
+        return _Section(self.value.get(key, {}), self._join(self.path, key), keys)
+
+    def get_int(self, key: str, default: int, *, minimum: int) -> int:
+        return _int(self.value.get(key, default), self._join(self.path, key), minimum=minimum)
+
+    def get_float(self, key: str, default: float, what: str, ok: Callable[[float], bool]) -> float:
+        return _number(self.value.get(key, default), self._join(self.path, key), what, ok)
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self.value.get(key, default)
+        if not isinstance(value, bool):
+            raise UserError(
+                f"{self._join(self.path, key)}: expected true or false, got {_short(value)}"
+            )
+        return value
+
+
+_SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "": (
+        *("name", "model", "targets", "languages"),
+        *("intermediate", "target", "training", "search", "resources"),
+    ),
+    "intermediate": ("tasks", "min_chain_length", "max_chain_length", "lr", "steps"),
+    "target": ("lr", "steps", "eval_every"),
+    "training": ("batch_size", "max_length", "warmup_ratio", "weight_decay"),
+    "search": (
+        *("num_samples", "max_concurrent", "seeds"),
+        *("baseline_first", "sampler_seed", "scheduler"),
+    ),
+    "search.scheduler": ("type", "grace_period", "reduction_factor"),
+    "resources": ("workers_per_trial", "cpus_per_worker", "use_gpu"),
+}
+
+
+def _int(value: Any, path: str, *, minimum: int, what: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(
+            f"{path}: expected {what or f'an integer >= {minimum}'}, got {_short(value)}"
+        )
+    return value
+
+
+def _number(value: Any, path: str, what: str, ok: Callable[[float], bool]) -> float:
+    """A finite float satisfying `ok`; strings like '1e-4' count (PyYAML reads them as strings)."""
+    number = math.nan
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if not math.isfinite(number) or not ok(number):
+        raise UserError(f"{path}: expected {what}, got {_short(value)}")
+    return number
+
+
+def _str_list(value: Any, path: str, *, allow_empty: bool, what: str) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not all(isinstance(v, str) for v in value)
+        or not (value or allow_empty)
+    ):
+        article = "a" if allow_empty else "a non-empty"
+        raise UserError(f"{path}: expected {article} list of {what}, got {_short(value)}")
+    for i, item in enumerate(value):
+        if item in value[:i]:
+            raise UserError(f"{path}: {item!r} is listed twice; list it once")
+    return tuple(value)
+
+
+def _task_list(
+    value: Any, path: str, catalog: Mapping[str, TaskInfo], *, allow_empty: bool
+) -> tuple[str, ...]:
+    tasks = _str_list(value, path, allow_empty=allow_empty, what="task names, e.g. [mini_xnli]")
+    for task in tasks:
+        if task not in catalog:
+            raise UserError(
+                f"{path}: unknown task {task!r}{_did_you_mean(task, sorted(catalog))}; "
+                "run 'raystilts tasks' to list tasks"
+            )
+    return tasks
+
+
+def _lr(value: Any, path: str) -> float | FloatRange:
+    """A fixed learning rate, or `{low, high, log}` (log defaults to true)."""
+    if not isinstance(value, Mapping):
+        return _number(value, path, "a number > 0 or a range {low, high, log}", _positive)
+    sec = _Section(value, path, ("low", "high", "log"))
+    for key in ("low", "high"):
+        if not sec.has(key):
+            raise UserError(
+                f"{path}.{key}: missing; a range needs both, e.g. {{low: 1.0e-4, high: 1.0e-3}}"
+            )
+    low = sec.get_float("low", 0.0, "a number > 0", _positive)
+    high = sec.get_float("high", 0.0, "a number > 0", _positive)
+    if low >= high:
+        raise UserError(f"{path}: low {low} >= high {high}; set low < high")
+    return FloatRange(low=low, high=high, log=sec.get_bool("log", True))
+
+
+def _steps(value: Any, path: str) -> int | Choice:
+    """A fixed number of steps, or `{choices: [...]}`."""
+    if not isinstance(value, Mapping):
+        return _int(value, path, minimum=1, what="an integer >= 1 or {choices: [100, 200]}")
+    choices = _Section(value, path, ("choices",)).raw("choices")
+    if not isinstance(choices, list) or not choices:
+        raise UserError(
+            f"{path}.choices: expected a non-empty list of integers, got {_short(choices)}"
+        )
+    values = [_int(v, f"{path}.choices", minimum=1) for v in choices]
+    if len(set(values)) != len(values):
+        raise UserError(f"{path}.choices: duplicates in {values}; list each value once")
+    return Choice(values=tuple(sorted(values)))

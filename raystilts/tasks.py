@@ -1,0 +1,98 @@
+"""The task catalog: what each task is (type, labels, metric, languages) and where its data lives.
+
+    from raystilts.tasks import CATALOG
+    CATALOG["mini_xnli"].languages   # ('en', 'qaa', 'qab', 'qac', 'qad', 'qae')
+
+A task is plain data. Loading reads JSON lines in the task's schema from a data directory laid
+out as ``<data_dir>/<task>/<lang>/<split>.jsonl``; the embedded benchmark writes exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from raystilts.embedded import generate as mini
+from raystilts.errors import UserError
+
+__all__ = ["CATALOG", "TaskSpec", "get_task", "read_examples"]
+
+TaskKind = Literal["classification", "tagging"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """One task. ``text_fields`` are the input columns (one or two); ``label_field`` the output."""
+
+    name: str
+    kind: TaskKind
+    labels: tuple[str, ...]
+    metric: str  # the primary metric, used for selection and reporting
+    languages: tuple[str, ...]
+    is_target: bool
+    text_fields: tuple[str, ...]
+    label_field: str
+    source: str
+    description: str
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def splits(self, lang: str) -> tuple[str, ...]:
+        """Splits available in ``lang``: targets are zero-shot, so only English has ``train``."""
+        return mini.splits_of(self.name, lang)
+
+
+def _mini(name: str, kind: TaskKind, labels: tuple[str, ...], fields: tuple[str, ...], description: str) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        kind=kind,
+        labels=labels,
+        metric="accuracy",
+        languages=mini.languages_of(name),
+        is_target=name in mini.TARGET_TASKS,
+        text_fields=fields,
+        label_field="tags" if kind == "tagging" else "label",
+        source="embedded",
+        description=description,
+    )
+
+
+_PAIR = ("premise", "hypothesis")
+CATALOG: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (
+        _mini("mini_mnli", "classification", mini.NLI_LABELS, _PAIR, "English NLI, large (as MNLI)"),
+        _mini("mini_qqp", "classification", ("different", "paraphrase"), _PAIR, "English paraphrase pairs (as QQP)"),
+        _mini("mini_ccg", "tagging", mini.CCG_TAGS, ("tokens",), "English role supertags (as CCG)"),
+        _mini("mini_topic", "classification", mini.VERB_CLASSES, ("sentence",), "English verb class (unrelated skill)"),
+        _mini("mini_xnli", "classification", mini.NLI_LABELS, _PAIR, "NLI, 400 English train, 6 languages (as XNLI)"),
+        _mini("mini_udpos", "tagging", mini.POS_TAGS, ("tokens",), "POS tags, 60 English train, 6 languages (as UDPOS)"),
+    )
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(CATALOG), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown task '{name}'{hint}; run 'raystilts tasks' to list tasks") from None
+
+
+def read_examples(task: TaskSpec, split: str, lang: str, *, data_dir: Path) -> list[dict[str, Any]]:
+    """Read ``<data_dir>/<task>/<lang>/<split>.jsonl``; a missing file is a one-line UserError."""
+    path = data_dir / task.name / lang / f"{split}.jsonl"
+    if not path.is_file():
+        raise UserError(
+            f"task '{task.name}': no {split} data for language '{lang}' at {path}; "
+            f"put JSON lines with fields {', '.join(task.text_fields)}, {task.label_field} there"
+        )
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,113 @@
+"""Featurization, the tokenized cache, batching and the chain runner on a tiny real model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from raystilts.data import FeatureStore, batches, collate
+from raystilts.metrics import accuracy, token_accuracy
+from raystilts.runner import ChainPlan, DivergedError, Phase, TrainSettings, run_chain
+from raystilts.tasks import CATALOG, get_task
+from raystilts.errors import UserError
+from raystilts.workspace import prepare_workspace
+
+
+@pytest.fixture(scope="module")
+def store(tiny_model: Path, mini_data: Path, feature_dir: Path) -> FeatureStore:
+    s = FeatureStore(cache_dir=feature_dir, tokenizer_dir=tiny_model, max_length=48)
+    for name in ("mini_mnli", "mini_ccg", "mini_xnli", "mini_udpos"):
+        task = CATALOG[name]
+        for lang in task.languages:
+            for split in task.splits(lang):
+                s.ensure(task, split, lang, data_dir=mini_data)
+    return s
+
+
+def test_cache_hit_does_no_tokenization(store: FeatureStore, mini_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import raystilts.data as data
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(data, "featurize", boom)
+    assert store.ensure(CATALOG["mini_xnli"], "test", "qac", data_dir=mini_data) is False
+
+
+def test_tagging_labels_only_first_subword(store: FeatureStore) -> None:
+    feats = store.load(CATALOG["mini_udpos"], "test", "qad")
+    row_ids, row_labels = feats.input_ids[0], feats.labels[0]
+    assert len(row_ids) == len(row_labels)
+    assert row_labels[0] == -100 and row_labels[-1] == -100  # <s> and </s>
+    scored = [x for x in row_labels if x != -100]
+    assert 3 <= len(scored) <= len(row_ids) - 2
+
+
+def test_dynamic_padding_and_length_grouping(store: FeatureStore) -> None:
+    feats = store.load(CATALOG["mini_mnli"], "train", "en")
+    plan = batches(feats.lengths, batch_size=32, seed=0, epoch=0)
+    assert sorted(i for b in plan for i in b) == list(range(len(feats)))
+    spread = sum(max(feats.lengths[i] for i in b) - min(feats.lengths[i] for i in b) for b in plan) / len(plan)
+    assert spread <= 2  # length-grouped: a batch pads little
+    batch = collate(feats, plan[0], pad_id=1)
+    assert batch["input_ids"].shape[1] == max(feats.lengths[i] for i in plan[0])
+    # two ranks: disjoint batches, same count
+    r0 = batches(feats.lengths, batch_size=32, seed=0, epoch=0, rank=0, world_size=2)
+    r1 = batches(feats.lengths, batch_size=32, seed=0, epoch=0, rank=1, world_size=2)
+    assert len(r0) == len(r1) and not {i for b in r0 for i in b} & {i for b in r1 for i in b}
+
+
+def test_metrics_hand_computed() -> None:
+    assert accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
+    assert token_accuracy([[-100, 1, 2, -100], [3, -100]], [[5, 1, 0, 5], [3, 3]]) == pytest.approx(2 / 3)
+    assert math.isnan(accuracy([], []))
+
+
+def _plan(phases: list[tuple[str, float, int]], target: str, *, steps: int = 6, seed: int = 0, lr: float = 1e-3) -> ChainPlan:
+    t = CATALOG[target]
+    return ChainPlan(
+        phases=tuple(Phase(task=CATALOG[n], lr=plr, steps=s) for n, plr, s in phases),
+        target=Phase(task=t, lr=lr, steps=steps),
+        eval_every=3,
+        eval_languages=t.languages,
+        seed=seed,
+    )
+
+
+def test_chain_runs_phases_then_reports_every_language(store: FeatureStore, tiny_model: Path) -> None:
+    reports: list[dict[str, float]] = []
+    plan = _plan([("mini_mnli", 1e-3, 4), ("mini_ccg", 1e-3, 4)], "mini_udpos")
+    out = run_chain(plan, base_model=str(tiny_model), store=store, settings=TrainSettings(batch_size=8), report=reports.append, pad_id=1)
+    assert len(reports) == 2  # one intermediate report (step 3), then the final one
+    assert "dev/mini_udpos/en/accuracy" in reports[0] and "test/mini_udpos/en/accuracy" not in reports[0]
+    for lang in CATALOG["mini_udpos"].languages:
+        for split in ("dev", "test"):
+            assert 0.0 <= out[f"{split}/mini_udpos/{lang}/accuracy"] <= 1.0
+    assert out["test/mini_udpos/avg/accuracy"] == pytest.approx(sum(out[f"test/mini_udpos/{lang}/accuracy"] for lang in CATALOG["mini_udpos"].languages) / 6)
+    assert {"phase0/dev_en", "phase1/dev_en", "target/train/tokens_per_s"} <= out.keys()
+
+
+def test_same_seed_same_result_other_seed_differs(store: FeatureStore, tiny_model: Path) -> None:
+    def run(seed: int) -> dict[str, float]:
+        return run_chain(_plan([], "mini_xnli", seed=seed), base_model=str(tiny_model), store=store, settings=TrainSettings(batch_size=8), report=lambda _: None, pad_id=1)
+
+    a, b, c = run(0), run(0), run(1)
+    assert a["test/mini_xnli/qab/accuracy"] == b["test/mini_xnli/qab/accuracy"]
+    assert a["target/train/loss"] == b["target/train/loss"]
+    assert a["target/train/loss"] != c["target/train/loss"]
+
+
+def test_divergence_is_detected(store: FeatureStore, tiny_model: Path) -> None:
+    with pytest.raises(DivergedError, match="training loss"):
+        run_chain(_plan([], "mini_xnli", lr=1e12), base_model=str(tiny_model), store=store, settings=TrainSettings(batch_size=8, max_grad_norm=1e30), report=lambda _: None, pad_id=1)
+
+
+def test_missing_data_is_one_line_user_error(tmp_path: Path, tiny_model: Path) -> None:
+    with pytest.raises(UserError, match=r"no dev data for language 'qaa'.*jsonl") as e:
+        prepare_workspace(model=str(tiny_model), needs=[(get_task("mini_xnli"), "dev", "qaa")], max_length=32, cache_dir=tmp_path, data_dir=tmp_path / "nothing", log=False)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="did you mean 'mini_xnli'"):
+        get_task("mini_xnl")
