@@ -20,17 +20,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raystilts.runner import ChainPlan, Phase, TrainSettings, run_chain  # noqa: E402
-from raystilts.tasks import CATALOG  # noqa: E402
-from raystilts.workspace import default_cache_dir, prepare_workspace  # noqa: E402
+from raystilts.runner import ChainPlan, Phase, TrainSettings, run_chain
+from raystilts.tasks import CATALOG
+from raystilts.workspace import default_cache_dir, prepare_workspace
 
-DEFAULT_CHAINS = ["", "mini_mnli", "mini_qqp", "mini_ccg", "mini_topic", "mini_topic,mini_mnli", "mini_mnli,mini_topic"]
+DEFAULT_CHAINS = [
+    "",
+    "mini_mnli",
+    "mini_qqp",
+    "mini_ccg",
+    "mini_topic",
+    "mini_topic,mini_mnli",
+    "mini_mnli,mini_topic",
+]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", nargs="+", default=["mini_xnli", "mini_udpos"])
-    ap.add_argument("--chains", nargs="+", default=DEFAULT_CHAINS, help="comma-separated tasks; '' = baseline")
+    ap.add_argument(
+        "--chains", nargs="+", default=DEFAULT_CHAINS, help="comma-separated tasks; '' = baseline"
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--phase-steps", type=int, default=200)
     ap.add_argument("--phase-lr", type=float, default=1e-3)
@@ -43,7 +53,9 @@ def main() -> None:
         task = CATALOG[name]
         for lang in task.languages:
             needs.update((task, split, lang) for split in task.splits(lang))
-    ws = prepare_workspace(model="embedded", needs=needs, max_length=64, cache_dir=default_cache_dir())
+    ws = prepare_workspace(
+        model="embedded", needs=needs, max_length=64, cache_dir=default_cache_dir()
+    )
     settings = TrainSettings(batch_size=32)
     helps = flat = 0
     sds = []
@@ -56,28 +68,50 @@ def main() -> None:
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 plan = ChainPlan(
-                    phases=tuple(Phase(task=CATALOG[t], lr=args.phase_lr, steps=args.phase_steps) for t in tasks),
+                    phases=tuple(
+                        Phase(task=CATALOG[t], lr=args.phase_lr, steps=args.phase_steps)
+                        for t in tasks
+                    ),
                     target=Phase(task=target, lr=args.target_lr, steps=args.target_steps),
-                    eval_every=args.target_steps, eval_languages=target.languages, seed=seed,
+                    eval_every=args.target_steps,
+                    eval_languages=target.languages,
+                    seed=seed,
                 )
-                m = run_chain(plan, base_model=ws.model, store=ws.features, settings=settings, report=lambda _: None, pad_id=ws.pad_id)
+                m = run_chain(
+                    plan,
+                    base_model=ws.model,
+                    store=ws.features,
+                    settings=settings,
+                    report=lambda _: None,
+                    pad_id=ws.pad_id,
+                )
                 devs.append(m[f"dev/{target_name}/en/{target.metric}"])
                 tests.append(m[f"test/{target_name}/avg/{target.metric}"])
-                langs = " ".join(f"{lang}={m[f'test/{target_name}/{lang}/{target.metric}']:.3f}" for lang in target.languages)
+                langs = " ".join(
+                    f"{lang}={m[f'test/{target_name}/{lang}/{target.metric}']:.3f}"
+                    for lang in target.languages
+                )
                 inter = " ".join(f"{t}={m[f'phase{i}/dev_en']:.2f}" for i, t in enumerate(tasks))
-                print(f"  {plan.name:40s} seed {seed}: [{inter}] dev_en {devs[-1]:.3f} test_avg {tests[-1]:.3f} [{langs}] ({time.perf_counter() - t0:.0f}s)", flush=True)
+                print(
+                    f"  {plan.name:40s} seed {seed}: [{inter}] dev_en {devs[-1]:.3f} test_avg {tests[-1]:.3f} [{langs}] ({time.perf_counter() - t0:.0f}s)",
+                    flush=True,
+                )
             rows[chain] = (devs, tests)
-        base_dev, base_test = rows.get("", rows[args.chains[0]])
+        _base_dev, base_test = rows.get("", rows[args.chains[0]])
         sd = statistics.pstdev(base_test) or 1e-9
         sds.append(statistics.pstdev(base_test))
-        print(f"\n{target_name}: baseline test avg {statistics.mean(base_test):.3f} ± {statistics.pstdev(base_test):.3f}")
+        print(
+            f"\n{target_name}: baseline test avg {statistics.mean(base_test):.3f} ± {statistics.pstdev(base_test):.3f}"
+        )
         for chain, (devs, tests) in rows.items():
             gain = statistics.mean(tests) - statistics.mean(base_test)
             noise = max(statistics.pstdev(tests), sd)
             if chain:
                 helps += gain > 2 * noise
                 flat += gain <= 2 * noise
-            print(f"  {chain or '(baseline)':28s} dev_en {statistics.mean(devs):.3f}±{statistics.pstdev(devs):.3f}  test_avg {statistics.mean(tests):.3f}±{statistics.pstdev(tests):.3f}  gain {gain:+.3f} ({gain / noise:+.1f} sd)")
+            print(
+                f"  {chain or '(baseline)':28s} dev_en {statistics.mean(devs):.3f}±{statistics.pstdev(devs):.3f}  test_avg {statistics.mean(tests):.3f}±{statistics.pstdev(tests):.3f}  gain {gain:+.3f} ({gain / noise:+.1f} sd)"
+            )
     print(f"chain_effects: helps={helps} hurts_or_flat={flat} noise_sd={statistics.mean(sds):.4f}")
 
 

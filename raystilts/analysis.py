@@ -111,12 +111,8 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
         {
             "run_id": [r.run_id for r in records],
             "status": [r.status for r in records],
-            "target": [
-                r.params.get("target", r.tags.get("raystilts.target")) for r in records
-            ],
-            "chain": [
-                r.params.get("chain", r.tags.get("raystilts.chain")) for r in records
-            ],
+            "target": [r.params.get("target", r.tags.get("raystilts.target")) for r in records],
+            "chain": [r.params.get("chain", r.tags.get("raystilts.chain")) for r in records],
             "intermediate_json": [r.params.get("intermediate") for r in records],
             "seed": [r.params.get("seed") for r in records],
             "config_key": [r.params.get("config_key") for r in records],
@@ -135,9 +131,7 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
     ).with_columns(
         intermediate=pl.coalesce(
             pl.col("intermediate_json").str.json_decode(pl.List(pl.String)),
-            pl.col("chain")
-            .str.split(">")
-            .list.slice(0, pl.col("chain").str.count_matches(">")),
+            pl.col("chain").str.split(">").list.slice(0, pl.col("chain").str.count_matches(">")),
         ),
         seed=pl.col("seed").cast(pl.Int64, strict=False),
     )
@@ -235,9 +229,9 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
         tests.join(best.select(keys), on=keys, how="semi")
         .drop("config_key")
         .join(
-            tests.join(
-                baseline, left_on=keys, right_on=["target", "baseline_config_key"]
-            ).select("target", "lang", baseline="test"),
+            tests.join(baseline, left_on=keys, right_on=["target", "baseline_config_key"]).select(
+                "target", "lang", baseline="test"
+            ),
             on=["target", "lang"],
             how="full",
             coalesce=True,
@@ -285,9 +279,7 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
     return results
 
 
-def render(
-    results: Sequence[TargetResult], fmt: Literal["table", "json", "csv"]
-) -> str:
+def render(results: Sequence[TargetResult], fmt: Literal["table", "json", "csv"]) -> str:
     """Format results: ``table`` for people (scores x100), ``json``/``csv`` raw fractions.
 
     JSON is a list of objects (every :class:`TargetResult` field; NaN becomes null). CSV has one

@@ -16,21 +16,26 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from raystilts.errors import UserError
+
+if TYPE_CHECKING:
+    from raystilts.space import SearchSpace
+    from raystilts.tasks import TaskSpec
 
 __all__ = ["main"]
 
 DEFAULT_WORKDIR = Path("raystilts_runs")
 
 
-def _catalog():  # type: ignore[no-untyped-def]
+def _catalog() -> dict[str, TaskSpec]:
     from raystilts.tasks import CATALOG
 
     return CATALOG
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _load(path: str) -> SearchSpace:
     from raystilts.space import load_space
 
     return load_space(path, catalog=_catalog())
@@ -40,10 +45,12 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     from raystilts.tracking import default_tracking_uri
 
     workdir = Path(args.workdir)
-    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+    return (
+        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+    )
 
 
-def _search(space_path: str, args: argparse.Namespace) -> dict[str, object]:
+def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
     space = _load(space_path)
     from raystilts.search import SearchRun, run_search
     from raystilts.workspace import default_cache_dir
@@ -58,7 +65,10 @@ def _search(space_path: str, args: argparse.Namespace) -> dict[str, object]:
         storage_path=args.storage_path,
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
-    print(f"search '{space.name}': targets {', '.join(space.targets)}; MLflow {run.tracking_uri}", flush=True)
+    print(
+        f"search '{space.name}': targets {', '.join(space.targets)}; MLflow {run.tracking_uri}",
+        flush=True,
+    )
     return run_search(space, run=run)
 
 
@@ -66,7 +76,8 @@ def _analyze(experiment: str, tracking_uri: str, fmt: str) -> str:
     from raystilts.analysis import best_chains, render, runs_to_long
     from raystilts.tracking import load_runs
 
-    return render(best_chains(runs_to_long(load_runs(tracking_uri=tracking_uri, experiment=experiment))), fmt)  # type: ignore[arg-type]
+    runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
+    return render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
 
 
 def _ui_hint(tracking_uri: str) -> str:
@@ -75,29 +86,33 @@ def _ui_hint(tracking_uri: str) -> str:
     return f"open {tracking_uri} in a browser"
 
 
+def _summarize(summary: dict[str, Any]) -> None:
+    """What a search ends with: the best chain per target and how to open the MLflow UI."""
+    uri = str(summary["tracking_uri"])
+    trials = ", ".join(f"{t}: {n}" for t, n in summary["trials"].items())
+    print(f"\n{summary['experiment']}: trials {trials} in {summary['seconds']:.0f}s\n")
+    print(_analyze(str(summary["experiment"]), uri, "table"))
+    print(f"\nCompare the trials in the MLflow UI:\n  {_ui_hint(uri)}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     space = resources.files("raystilts").joinpath("spaces/demo.yaml")
     with resources.as_file(space) as path:
-        summary = _search(str(path), args)
-    uri = str(summary["tracking_uri"])
-    print(f"\n{summary['experiment']}: {sum(summary['trials'].values())} trials in {summary['seconds']:.0f}s")  # type: ignore[attr-defined]
-    print(_analyze(str(summary["experiment"]), uri, "table"))
-    print(f"\nCompare the trials in the MLflow UI:\n  {_ui_hint(uri)}")
+        _summarize(_search(str(path), args))
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    summary = _search(args.space, args)
-    print(f"\n{summary['experiment']}: {summary['trials']} trials in {summary['seconds']:.0f}s")
-    print(_analyze(str(summary["experiment"]), str(summary["tracking_uri"]), "table"))
-    print(f"\n  {_ui_hint(str(summary['tracking_uri']))}")
+    _summarize(_search(args.space, args))
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     space = _load(args.space)
     n = len(space.targets)
-    print(f"{args.space}: ok ({n} target{'s' * (n != 1)}, pool {', '.join(space.intermediate.tasks) or '-'}, chains of {space.intermediate.min_chain_length}-{space.intermediate.max_chain_length} phases)")
+    print(
+        f"{args.space}: ok ({n} target{'s' * (n != 1)}, pool {', '.join(space.intermediate.tasks) or '-'}, chains of {space.intermediate.min_chain_length}-{space.intermediate.max_chain_length} phases)"
+    )
     return 0
 
 
@@ -107,15 +122,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    rows = [
-        {"name": t.name, "type": t.kind, "metric": t.metric, "languages": list(t.languages), "source": t.source, "target": t.is_target, "description": t.description}
+    rows: list[dict[str, Any]] = [
+        {
+            "name": t.name,
+            "type": t.kind,
+            "metric": t.metric,
+            "languages": list(t.languages),
+            "source": t.source,
+            "target": t.is_target,
+            "description": t.description,
+        }
         for t in _catalog().values()
     ]
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         for r in rows:
-            print(f"{r['name']:12s} {r['type']:15s} {r['metric']:9s} {'target' if r['target'] else 'interm.':8s} {','.join(r['languages']):28s} {r['description']}")
+            print(
+                f"{r['name']:12s} {r['type']:15s} {r['metric']:9s} {'target' if r['target'] else 'interm.':8s} {','.join(r['languages']):28s} {r['description']}"
+            )
     return 0
 
 
@@ -124,12 +149,28 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     def run_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="Tune state and the default MLflow store (default: %(default)s)")
-        sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under --workdir)")
-        sp.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-        sp.add_argument("--storage-path", help="Tune/Train storage: a shared directory or s3://... (default: <workdir>/ray_results)")
-        sp.add_argument("--cache-dir", help="model, data and feature cache (default: $RAYSTILTS_CACHE or ~/.cache/raystilts)")
-        sp.add_argument("--data-dir", help="task data as <task>/<lang>/<split>.jsonl (non-embedded models)")
+        sp.add_argument(
+            "--workdir",
+            default=str(DEFAULT_WORKDIR),
+            help="Tune state and the default MLflow store (default: %(default)s)",
+        )
+        sp.add_argument(
+            "--tracking-uri", help="MLflow tracking URI (default: sqlite under --workdir)"
+        )
+        sp.add_argument(
+            "--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
+        )
+        sp.add_argument(
+            "--storage-path",
+            help="Tune/Train storage: a shared directory or s3://... (default: <workdir>/ray_results)",
+        )
+        sp.add_argument(
+            "--cache-dir",
+            help="model, data and feature cache (default: $RAYSTILTS_CACHE or ~/.cache/raystilts)",
+        )
+        sp.add_argument(
+            "--data-dir", help="task data as <task>/<lang>/<split>.jsonl (non-embedded models)"
+        )
 
     d = sub.add_parser("demo", help="run a small real search on the embedded benchmark")
     run_opts(d)
@@ -161,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raystilts: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("raystilts: interrupted; finished trials are in MLflow (rerun to continue)", file=sys.stderr)
+        print(
+            "raystilts: interrupted; finished trials are in MLflow (rerun to continue)",
+            file=sys.stderr,
+        )
         return 130
 
 

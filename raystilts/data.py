@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     import datasets
     import torch
 
-__all__ = ["FEATURIZE_VERSION", "FeatureStore", "batches", "collate", "featurize", "tokenizer_fingerprint"]
+__all__ = [
+    "FEATURIZE_VERSION",
+    "FeatureStore",
+    "batches",
+    "collate",
+    "featurize",
+    "tokenizer_fingerprint",
+]
 
 FEATURIZE_VERSION = "1"
 IGNORE_INDEX = -100  # label of padding and non-first subwords (ignored by the loss)
@@ -36,7 +43,14 @@ MEGA_BATCH = 4  # batches per length-sorted group: see `batches`
 def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     """A hash of the tokenizer files, so a changed tokenizer never reads stale features."""
     h = hashlib.sha256()
-    for name in sorted(("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model")):
+    for name in sorted(
+        (
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "sentencepiece.bpe.model",
+        )
+    ):
         p = tokenizer_dir / name
         if p.is_file():
             h.update(name.encode())
@@ -44,10 +58,17 @@ def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def featurize(task: TaskSpec, examples: Sequence[dict[str, Any]], tokenizer: Any, *, max_length: int) -> dict[str, list[Any]]:
+def featurize(
+    task: TaskSpec, examples: Sequence[dict[str, Any]], tokenizer: Any, *, max_length: int
+) -> dict[str, list[Any]]:
     """Tokenize examples into ``input_ids`` and ``labels`` columns (no padding: batches pad)."""
     if task.kind == "tagging":
-        enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, truncation=True, max_length=max_length)
+        enc = tokenizer(
+            [ex["tokens"] for ex in examples],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+        )
         tag_id = {t: i for i, t in enumerate(task.labels)}
         labels: list[list[int]] = []
         for i, ex in enumerate(examples):
@@ -92,7 +113,9 @@ class FeatureStore:
         key = f"{task.name}-{split}-{lang}-tok{self._fingerprint}-len{self.max_length}-v{FEATURIZE_VERSION}"
         return self.cache_dir / key
 
-    def ensure(self, task: TaskSpec, split: str, lang: str, *, data_dir: Path, tokenizer: Any = None) -> bool:
+    def ensure(
+        self, task: TaskSpec, split: str, lang: str, *, data_dir: Path, tokenizer: Any = None
+    ) -> bool:
         """Featurize into the cache unless present; returns True when it tokenized (a cache miss)."""
         out = self.path(task, split, lang)
         if (out / "dataset_info.json").is_file():
@@ -105,7 +128,12 @@ class FeatureStore:
             from transformers import AutoTokenizer
 
             tok = tokenizer or AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
-            cols = featurize(task, read_examples(task, split, lang, data_dir=data_dir), tok, max_length=self.max_length)
+            cols = featurize(
+                task,
+                read_examples(task, split, lang, data_dir=data_dir),
+                tok,
+                max_length=self.max_length,
+            )
             tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
@@ -113,8 +141,12 @@ class FeatureStore:
         return True
 
     def load(self, task: TaskSpec, split: str, lang: str) -> Features:
-        ds: datasets.Dataset = _load_from_disk(self.path(task, split, lang))
-        return Features(input_ids=ds["input_ids"], labels=ds["labels"])
+        """The features as plain lists (``datasets`` 5 columns are lazy: indexing them one row
+        at a time in the batch loop cost more than the model's forward pass)."""
+        table = _load_from_disk(self.path(task, split, lang)).data
+        return Features(
+            input_ids=table.column("input_ids").to_pylist(), labels=table.column("labels").to_pylist()
+        )
 
 
 def _load_from_disk(path: Path) -> datasets.Dataset:
@@ -131,7 +163,11 @@ def collate(feats: Features, idx: Sequence[int], *, pad_id: int) -> dict[str, to
     ids = torch.full((len(idx), width), pad_id, dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(idx), width), dtype=torch.long)
     tagging = isinstance(feats.labels[idx[0]], list)
-    labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long) if tagging else torch.empty(len(idx), dtype=torch.long)
+    labels = (
+        torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
+        if tagging
+        else torch.empty(len(idx), dtype=torch.long)
+    )
     for row, i in enumerate(idx):
         seq = feats.input_ids[i]
         ids[row, : len(seq)] = torch.tensor(seq)
@@ -144,7 +180,13 @@ def collate(feats: Features, idx: Sequence[int], *, pad_id: int) -> dict[str, to
 
 
 def batches(
-    lengths: Sequence[int], *, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+    lengths: Sequence[int],
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[list[int]]:
     """One epoch of length-grouped batches for this rank (every rank gets the same count).
 
@@ -158,7 +200,9 @@ def batches(
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = get_length_grouped_indices(list(lengths), batch_size, mega_batch_mult=MEGA_BATCH, generator=gen)
+    order = get_length_grouped_indices(
+        list(lengths), batch_size, mega_batch_mult=MEGA_BATCH, generator=gen
+    )
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     perm = torch.randperm(len(chunks), generator=gen).tolist()
     chunks = [chunks[p] for p in perm]

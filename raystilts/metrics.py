@@ -1,9 +1,9 @@
 """Metrics as pure functions on label arrays (numpy), one per task type.
 
-    >>> accuracy([0, 1, 2], [0, 1, 1])
-    0.6666666666666666
-    >>> token_accuracy([[0, 1, -100]], [[0, 2, 1]])
-    0.5
+>>> accuracy([0, 1, 2], [0, 1, 1])
+0.6666666666666666
+>>> token_accuracy([[0, 1, -100]], [[0, 2, 1]])
+0.5
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["accuracy", "token_accuracy", "score"]
+__all__ = ["accuracy", "score", "token_accuracy"]
 
 IGNORE_INDEX = -100
 

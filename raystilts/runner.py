@@ -30,7 +30,15 @@ from raystilts.data import FeatureStore, batches, collate, eval_batches
 from raystilts.metrics import score
 from raystilts.tasks import TaskSpec
 
-__all__ = ["ChainPlan", "DivergedError", "Phase", "TrainSettings", "build_model", "evaluate", "run_chain"]
+__all__ = [
+    "ChainPlan",
+    "DivergedError",
+    "Phase",
+    "TrainSettings",
+    "build_model",
+    "evaluate",
+    "run_chain",
+]
 
 Report = Callable[[dict[str, float]], None]
 
@@ -98,34 +106,46 @@ class Dist:
             torch.distributed.barrier()
 
 
-def build_model(base_model: str, task: TaskSpec, encoder_state: Mapping[str, torch.Tensor] | None, *, seed: int) -> nn.Module:
+def build_model(
+    base_model: str, task: TaskSpec, encoder_state: Mapping[str, torch.Tensor] | None, *, seed: int
+) -> nn.Module:
     """Base model with a fresh head for ``task``; the encoder weights of the last phase if given."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "some weights newly initialized" is the point of a new head
     hf_logging.disable_progress_bar()
-    cls = AutoModelForTokenClassification if task.kind == "tagging" else AutoModelForSequenceClassification
+    cls = (
+        AutoModelForTokenClassification
+        if task.kind == "tagging"
+        else AutoModelForSequenceClassification
+    )
     torch.manual_seed(seed)
     model = cls.from_pretrained(base_model, num_labels=task.num_labels)
     if model.config.pad_token_id is None:  # decoder-only models classify the last non-pad token
         model.config.pad_token_id = model.config.eos_token_id
     if encoder_state is not None:
-        getattr(model, model.base_model_prefix).load_state_dict(encoder_state)
+        getattr(model, str(model.base_model_prefix)).load_state_dict(encoder_state)
     return model
 
 
 def _encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    enc = getattr(inner, inner.base_model_prefix)
+    enc = getattr(inner, str(inner.base_model_prefix))
     return {k: v.detach().clone() for k, v in enc.state_dict().items()}
 
 
 def _optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(
+            p
+        )
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, fused=torch.cuda.is_available())
 
 
@@ -136,7 +156,17 @@ def _autocast(device: torch.device, bf16: bool) -> Any:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: TaskSpec, store: FeatureStore, split: str, lang: str, *, settings: TrainSettings, device: torch.device, pad_id: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    task: TaskSpec,
+    store: FeatureStore,
+    split: str,
+    lang: str,
+    *,
+    settings: TrainSettings,
+    device: torch.device,
+    pad_id: int,
+) -> dict[str, float]:
     """Metrics of ``task`` on one (split, language)."""
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     was_training = inner.training
@@ -147,7 +177,10 @@ def evaluate(model: nn.Module, task: TaskSpec, store: FeatureStore, split: str, 
     for idx in eval_batches(feats.lengths, batch_size=settings.eval_batch_size):
         batch = collate(feats, idx, pad_id=pad_id)
         with _autocast(device, settings.bf16):
-            logits = inner(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            logits = inner(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+            ).logits
         p = logits.argmax(-1).cpu()
         if task.kind == "tagging":
             for row, labels in enumerate(batch["labels"]):
@@ -179,7 +212,9 @@ def _train_phase(
     feats = store.load(phase.task, "train", "en")
     lengths = feats.lengths
     opt = _optimizer(model, lr=phase.lr, weight_decay=settings.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, math.ceil(settings.warmup_ratio * phase.steps), phase.steps)
+    sched = get_linear_schedule_with_warmup(
+        opt, math.ceil(settings.warmup_ratio * phase.steps), phase.steps
+    )
     model.train()
     loss_sum = torch.zeros((), device=dist.device)
     tokens = torch.zeros((), device=dist.device, dtype=torch.long)
@@ -190,9 +225,19 @@ def _train_phase(
     for step in range(1, phase.steps + 1):
         for _ in range(settings.grad_accum):
             if not plan:
-                plan = batches(lengths, batch_size=settings.batch_size, seed=seed, epoch=epoch, rank=dist.rank, world_size=dist.world_size)
+                plan = batches(
+                    lengths,
+                    batch_size=settings.batch_size,
+                    seed=seed,
+                    epoch=epoch,
+                    rank=dist.rank,
+                    world_size=dist.world_size,
+                )
                 epoch += 1
-            batch = {k: v.to(dist.device, non_blocking=True) for k, v in collate(feats, plan.pop(), pad_id=pad_id).items()}
+            batch = {
+                k: v.to(dist.device, non_blocking=True)
+                for k, v in collate(feats, plan.pop(), pad_id=pad_id).items()
+            }
             with _autocast(dist.device, settings.bf16):
                 loss = model(**batch).loss / settings.grad_accum
             loss.backward()
@@ -208,7 +253,11 @@ def _train_phase(
             on_eval(step, {"train/loss": mean_loss})
     elapsed = time.perf_counter() - t0
     mean_loss = _checked_loss(loss_sum, micro / settings.grad_accum, phase)
-    return {"train/loss": mean_loss, "train/tokens_per_s": float(tokens.item()) / max(elapsed, 1e-9), "train/seconds": elapsed}
+    return {
+        "train/loss": mean_loss,
+        "train/tokens_per_s": float(tokens.item()) / max(elapsed, 1e-9),
+        "train/seconds": elapsed,
+    }
 
 
 def _checked_loss(loss_sum: torch.Tensor, steps: float, phase: Phase) -> float:
@@ -244,10 +293,27 @@ def run_chain(
     info: dict[str, float] = {}
     for i, phase in enumerate(plan.phases):
         model = _wrap(build_model(base_model, phase.task, encoder, seed=plan.seed * 1000 + i), dist)
-        stats = _train_phase(model, phase, store=store, settings=settings, dist=dist, seed=plan.seed * 1000 + i, pad_id=pad_id)
+        stats = _train_phase(
+            model,
+            phase,
+            store=store,
+            settings=settings,
+            dist=dist,
+            seed=plan.seed * 1000 + i,
+            pad_id=pad_id,
+        )
         info.update({f"phase{i}/{k}": v for k, v in stats.items()})
         if dist.rank == 0:
-            info[f"phase{i}/dev_en"] = evaluate(model, phase.task, store, "dev", "en", settings=settings, device=dist.device, pad_id=pad_id)[phase.task.metric]
+            info[f"phase{i}/dev_en"] = evaluate(
+                model,
+                phase.task,
+                store,
+                "dev",
+                "en",
+                settings=settings,
+                device=dist.device,
+                pad_id=pad_id,
+            )[phase.task.metric]
         encoder = _encoder_state(model)
         del model
 
@@ -260,20 +326,56 @@ def run_chain(
             return  # the final evaluation below reports this point with every language
         metrics = {"target_step": float(step), **extra}
         if dist.rank == 0:
-            metrics[key] = evaluate(model, target, store, "dev", "en", settings=settings, device=dist.device, pad_id=pad_id)[target.metric]
+            metrics[key] = evaluate(
+                model,
+                target,
+                store,
+                "dev",
+                "en",
+                settings=settings,
+                device=dist.device,
+                pad_id=pad_id,
+            )[target.metric]
         dist.barrier()
         report(metrics)
 
-    stats = _train_phase(model, plan.target, store=store, settings=settings, dist=dist, seed=plan.seed * 1000 + 999, pad_id=pad_id, on_eval=on_eval, eval_every=plan.eval_every)
-    final: dict[str, float] = {"target_step": float(plan.target.steps), **info, **{f"target/{k}": v for k, v in stats.items()}}
+    stats = _train_phase(
+        model,
+        plan.target,
+        store=store,
+        settings=settings,
+        dist=dist,
+        seed=plan.seed * 1000 + 999,
+        pad_id=pad_id,
+        on_eval=on_eval,
+        eval_every=plan.eval_every,
+    )
+    final: dict[str, float] = {
+        "target_step": float(plan.target.steps),
+        **info,
+        **{f"target/{k}": v for k, v in stats.items()},
+    }
     if dist.rank == 0:
         for split in ("dev", "test"):
             per_lang: dict[str, dict[str, float]] = {}
             for lang in plan.eval_languages:
-                per_lang[lang] = evaluate(model, target, store, split, lang, settings=settings, device=dist.device, pad_id=pad_id)
-                final.update({f"{split}/{target.name}/{lang}/{m}": v for m, v in per_lang[lang].items()})
+                per_lang[lang] = evaluate(
+                    model,
+                    target,
+                    store,
+                    split,
+                    lang,
+                    settings=settings,
+                    device=dist.device,
+                    pad_id=pad_id,
+                )
+                final.update(
+                    {f"{split}/{target.name}/{lang}/{m}": v for m, v in per_lang[lang].items()}
+                )
             for m in per_lang[plan.eval_languages[0]]:
-                final[f"{split}/{target.name}/avg/{m}"] = sum(d[m] for d in per_lang.values()) / len(per_lang)
+                final[f"{split}/{target.name}/avg/{m}"] = sum(
+                    d[m] for d in per_lang.values()
+                ) / len(per_lang)
     dist.barrier()
     report(final)
     logging.getLogger(__name__).debug("chain %s done", plan.name)

@@ -72,22 +72,46 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     torch.set_num_threads(int(cfg["threads"]))
     store = Workspace.store_from_config(cfg["workspace"])
     plan = ChainPlan(
-        phases=tuple(Phase(task=CATALOG[p["task"]], lr=p["lr"], steps=p["steps"]) for p in cfg["phases"]),
-        target=Phase(task=CATALOG[cfg["target"]["task"]], lr=cfg["target"]["lr"], steps=cfg["target"]["steps"]),
+        phases=tuple(
+            Phase(task=CATALOG[p["task"]], lr=p["lr"], steps=p["steps"]) for p in cfg["phases"]
+        ),
+        target=Phase(
+            task=CATALOG[cfg["target"]["task"]],
+            lr=cfg["target"]["lr"],
+            steps=cfg["target"]["steps"],
+        ),
         eval_every=cfg["eval_every"],
         eval_languages=tuple(cfg["languages"]),
         seed=cfg["seed"],
     )
     world = train.get_context().get_world_size()
     settings = TrainSettings(
-        batch_size=max(1, cfg["batch_size"] // world),  # the effective batch stays fixed across worker counts
+        batch_size=max(
+            1, cfg["batch_size"] // world
+        ),  # the effective batch stays fixed across worker counts
         warmup_ratio=cfg["warmup_ratio"],
         weight_decay=cfg["weight_decay"],
     )
-    run_chain(plan, base_model=cfg["workspace"]["model"], store=store, settings=settings, report=train.report, pad_id=cfg["workspace"]["pad_id"])
+    run_chain(
+        plan,
+        base_model=cfg["workspace"]["model"],
+        store=store,
+        settings=settings,
+        report=train.report,
+        pad_id=cfg["workspace"]["pad_id"],
+    )
 
 
-def _trial(config: dict[str, Any], *, space: SearchSpace, target: str, workspace: dict[str, Any], storage: str, threads: int, use_gpu: bool) -> None:
+def _trial(
+    config: dict[str, Any],
+    *,
+    space: SearchSpace,
+    target: str,
+    workspace: dict[str, Any],
+    storage: str,
+    threads: int,
+    use_gpu: bool,
+) -> None:
     """A Tune function trainable: builds the chain from the sampled params and fits a TorchTrainer."""
     plan = chain_from_params(config, space, target)
     trial_name = tune.get_context().get_trial_name()
@@ -110,24 +134,40 @@ def _trial(config: dict[str, Any], *, space: SearchSpace, target: str, workspace
         scaling_config=train.ScalingConfig(
             num_workers=space.resources.workers_per_trial,
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": space.resources.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+            resources_per_worker={
+                "CPU": space.resources.cpus_per_worker,
+                **({"GPU": 1} if use_gpu else {}),
+            },
         ),
-        run_config=train.RunConfig(name=f"train-{trial_name}", storage_path=storage, callbacks=[TuneReportCallback()]),
+        run_config=train.RunConfig(
+            name=f"train-{trial_name}",
+            storage_path=storage,
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+        ),
     )
     trainer.fit()
 
 
 def config_key(params: Mapping[str, Any], target: str) -> str:
     """Hash of a trial's hyperparameters without its seed: runs sharing it are seeds of one config."""
-    blob = json.dumps({k: v for k, v in params.items() if k != "seed"} | {"target": target}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {k: v for k, v in params.items() if k != "seed"} | {"target": target},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 class MlflowCallback(tune.Callback):
     """Runs on the driver: one MLflow run per trial; every exit path ends the run."""
 
-    def __init__(self, *, tracker: Tracker, space: SearchSpace, target: str) -> None:
+    def __init__(
+        self, *, tracker: Tracker, space: SearchSpace, target: str, log: bool = True
+    ) -> None:
         self.tracker = tracker
+        self.log = log
+        self.done = 0
+        self.total = space.search.num_samples
         self.space = space
         self.target = target
         self.task = CATALOG[target]
@@ -161,89 +201,197 @@ class MlflowCallback(tune.Callback):
             trial_id=trial.trial_id,
             run_name=f"{params['chain']}#{params['seed']}",
             params=params,
-            tags={"raystilts.target": self.target, "raystilts.chain": params["chain"], "raystilts.trial_id": trial.trial_id, "raystilts.search": self.space.name},
+            tags={
+                "raystilts.target": self.target,
+                "raystilts.chain": params["chain"],
+                "raystilts.trial_id": trial.trial_id,
+                "raystilts.search": self.space.name,
+            },
         )
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         run = self.runs.get(trial.trial_id)
         if run is None:
             return
-        metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and ("/" in k)}
-        self.tracker.log_metrics(run, metrics, step=int(result.get("target_step", result.get("training_iteration", 0))))
+        metrics = {
+            k: float(v)
+            for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and ("/" in k)
+        }
+        self.tracker.log_metrics(
+            run, metrics, step=int(result.get("target_step", result.get("training_iteration", 0)))
+        )
 
     def _end(self, trial: Any, status: str, outcome: str) -> None:
         run = self.runs.pop(trial.trial_id, None)
         if run is not None:
             self.tracker.end_trial(run, status=status, tags={"raystilts.outcome": outcome})  # type: ignore[arg-type]
+        if self.log:  # one progress line per trial (Ray's own logs stay in its session dir)
+            last = trial.last_result or {}
+            score = last.get(f"dev/{self.target}/en/{self.task.metric}")
+            shown = (
+                f"en dev {self.task.metric} {100 * score:.1f}" if score is not None else "no score"
+            )
+            chain = chain_from_params(dict(trial.config), self.space, self.target).name
+            self.done += 1
+            print(
+                f"  [{self.target} {self.done}/{self.total}] {chain:38s} {shown:24s} {outcome}",
+                flush=True,
+            )
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         finished = any(k.startswith(f"test/{self.target}/") for k in last)
-        self._end(trial, "FINISHED" if finished else "KILLED", "finished" if finished else "stopped_early")
+        self._end(
+            trial, "FINISHED" if finished else "KILLED", "finished" if finished else "stopped_early"
+        )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._end(trial, "FAILED", "error")
+        self._end(trial, "FAILED", f"error (see {trial.local_path}/error.txt)")
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         for trial_id in list(self.runs):
-            self.tracker.end_trial(self.runs.pop(trial_id), status="KILLED", tags={"raystilts.outcome": "interrupted"})
+            self.tracker.end_trial(
+                self.runs.pop(trial_id), status="KILLED", tags={"raystilts.outcome": "interrupted"}
+            )
 
 
 def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
     if ray.is_initialized():
         return
     env = {
-        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # Train's print patch floods logs with datasets' messages
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0, the legacy reporter prints nothing  # Train's print patch floods logs with datasets' messages
         "TOKENIZERS_PARALLELISM": "false",
         # a loaded machine (or a cold node pulling an image) starts workers slowly: Train's 60 s
         # default turned busy laptops' trials into controller errors
-        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900"),
+        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ.get(
+            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900"
+        ),
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
         **run.extra_env,
     }
-    os.environ.update({k: env[k] for k in ("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_ENABLE_PRINT_PATCH")})
+    os.environ.update(
+        {
+            k: env[k]
+            for k in (
+                "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S",
+                "RAY_TRAIN_ENABLE_PRINT_PATCH",
+                "RAY_AIR_NEW_OUTPUT",
+            )
+        }
+    )
     if run.address:
-        ray.init(address=run.address, runtime_env={"env_vars": env}, log_to_driver=run.log)
+        ray.init(address=run.address, runtime_env={"env_vars": env}, log_to_driver=False)
         return
     # Locally, trials are limited by max_concurrent; give Ray enough logical CPUs for them and
     # pin torch threads so that concurrent workers share the physical cores instead of fighting.
-    need = space.search.max_concurrent * space.resources.workers_per_trial * space.resources.cpus_per_worker
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 1)), runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=run.log)
+    need = (
+        space.search.max_concurrent
+        * space.resources.workers_per_trial
+        * space.resources.cpus_per_worker
+    )
+    # The dashboard stays on (bound to 127.0.0.1): Train V2 under Tune polls its controller
+    # through the State API, which the dashboard serves; without it stopped trials leak.
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, int(need + 1)),
+        runtime_env={"env_vars": env},
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,  # workers' logs stay in Ray's session dir; trials print one line each
+    )
 
 
 def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     """Run the search of ``space``, one Tune run per target; returns timing and trial counts."""
     t0 = time.perf_counter()
-    tracker = Tracker(tracking_uri=run.tracking_uri, experiment=space.name)  # fail fast on a bad URI
-    ws = prepare_workspace(model=space.model, needs=_needs(space), max_length=space.training.max_length, cache_dir=run.cache_dir, data_dir=run.data_dir, log=run.log)
+    tracker = Tracker(
+        tracking_uri=run.tracking_uri, experiment=space.name
+    )  # fail fast on a bad URI
+    ws = prepare_workspace(
+        model=space.model,
+        needs=_needs(space),
+        max_length=space.training.max_length,
+        cache_dir=run.cache_dir,
+        data_dir=run.data_dir,
+        log=run.log,
+    )
     import torch
 
-    use_gpu = torch.cuda.is_available() if space.resources.use_gpu == "auto" else bool(space.resources.use_gpu)
+    use_gpu = (
+        torch.cuda.is_available()
+        if space.resources.use_gpu == "auto"
+        else bool(space.resources.use_gpu)
+    )
     _init_ray(space, run, use_gpu)
     storage = run.storage_path or str((run.workdir / "ray_results").resolve())
     workers = space.search.max_concurrent * space.resources.workers_per_trial
-    threads = max(1, (os.cpu_count() or 1) // workers) if not run.address else max(1, int(space.resources.cpus_per_worker))
+    threads = (
+        max(1, (os.cpu_count() or 1) // workers)
+        if not run.address
+        else max(1, int(space.resources.cpus_per_worker))
+    )
     counts: dict[str, int] = {}
     for target in space.targets:
         metric = f"dev/{target}/en/{CATALOG[target].metric}"
+        if run.log:
+            print(
+                f"{target}: {space.search.num_samples} trials, {space.search.max_concurrent} at a time, selected on {metric}",
+                flush=True,
+            )
         points = [baseline_params(space, target)] if space.search.baseline_first else None
-        searcher = OptunaSearch(space=make_define_by_run(space, target), metric=metric, mode="max", points_to_evaluate=points, seed=space.search.sampler_seed)
+        searcher = OptunaSearch(
+            space=make_define_by_run(space, target),
+            metric=metric,
+            mode="max",
+            points_to_evaluate=points,
+            seed=space.search.sampler_seed,
+        )
         sched: Any = FIFOScheduler()
         if space.search.scheduler.type == "asha":
-            sched = ASHAScheduler(time_attr="training_iteration", max_t=space.target.num_reports, grace_period=space.search.scheduler.grace_period, reduction_factor=space.search.scheduler.reduction_factor)
-        trainable = tune.with_parameters(_trial, space=space, target=target, workspace=ws.to_config(), storage=storage, threads=threads, use_gpu=use_gpu)
+            sched = ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=space.target.num_reports,
+                grace_period=space.search.scheduler.grace_period,
+                reduction_factor=space.search.scheduler.reduction_factor,
+            )
+        trainable = tune.with_parameters(
+            _trial,
+            space=space,
+            target=target,
+            workspace=ws.to_config(),
+            storage=storage,
+            threads=threads,
+            use_gpu=use_gpu,
+        )
         tuner = tune.Tuner(
-            tune.with_resources(trainable, {"CPU": 0.01}),  # the trial driver only waits on its workers
+            tune.with_resources(
+                trainable, {"CPU": 0.01}
+            ),  # the trial driver only waits on its workers
             param_space={"seed": space.search.seeds[0]},
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent), scheduler=sched, num_samples=space.search.num_samples, metric=metric, mode="max"),
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent),
+                scheduler=sched,
+                num_samples=space.search.num_samples,
+                metric=metric,
+                mode="max",
+            ),
             run_config=tune.RunConfig(
                 name=f"{space.name}-{target}",
                 storage_path=storage,
-                callbacks=[MlflowCallback(tracker=tracker, space=space, target=target)],
+                callbacks=[
+                    MlflowCallback(tracker=tracker, space=space, target=target, log=run.log)
+                ],
                 verbose=0,
             ),
         )
         grid = tuner.fit()
         counts[target] = len(grid)
     tracker.close_open_runs()
-    return {"seconds": time.perf_counter() - t0, "trials": counts, "experiment": space.name, "tracking_uri": tracker.tracking_uri}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "trials": counts,
+        "experiment": space.name,
+        "tracking_uri": tracker.tracking_uri,
+    }

@@ -46,7 +46,9 @@ class TaskSpec:
         return mini.splits_of(self.name, lang)
 
 
-def _mini(name: str, kind: TaskKind, labels: tuple[str, ...], fields: tuple[str, ...], description: str) -> TaskSpec:
+def _mini(
+    name: str, kind: TaskKind, labels: tuple[str, ...], fields: tuple[str, ...], description: str
+) -> TaskSpec:
     return TaskSpec(
         name=name,
         kind=kind,
@@ -65,12 +67,38 @@ _PAIR = ("premise", "hypothesis")
 CATALOG: dict[str, TaskSpec] = {
     t.name: t
     for t in (
-        _mini("mini_mnli", "classification", mini.NLI_LABELS, _PAIR, "English NLI, large (as MNLI)"),
-        _mini("mini_qqp", "classification", ("different", "paraphrase"), _PAIR, "English paraphrase pairs (as QQP)"),
+        _mini(
+            "mini_mnli", "classification", mini.NLI_LABELS, _PAIR, "English NLI, large (as MNLI)"
+        ),
+        _mini(
+            "mini_qqp",
+            "classification",
+            ("different", "paraphrase"),
+            _PAIR,
+            "English paraphrase pairs (as QQP)",
+        ),
         _mini("mini_ccg", "tagging", mini.CCG_TAGS, ("tokens",), "English role supertags (as CCG)"),
-        _mini("mini_topic", "classification", mini.VERB_CLASSES, ("sentence",), "English verb class (unrelated skill)"),
-        _mini("mini_xnli", "classification", mini.NLI_LABELS, _PAIR, "NLI, 400 English train, 6 languages (as XNLI)"),
-        _mini("mini_udpos", "tagging", mini.POS_TAGS, ("tokens",), "POS tags, 60 English train, 6 languages (as UDPOS)"),
+        _mini(
+            "mini_topic",
+            "classification",
+            mini.VERB_CLASSES,
+            ("sentence",),
+            "English verb class (unrelated skill)",
+        ),
+        _mini(
+            "mini_xnli",
+            "classification",
+            mini.NLI_LABELS,
+            _PAIR,
+            "NLI, 400 English train, 6 languages (as XNLI)",
+        ),
+        _mini(
+            "mini_udpos",
+            "tagging",
+            mini.POS_TAGS,
+            ("tokens",),
+            "POS tags, 60 English train, 6 languages (as UDPOS)",
+        ),
     )
 }
 
@@ -83,7 +111,9 @@ def get_task(name: str) -> TaskSpec:
 
         close = difflib.get_close_matches(name, list(CATALOG), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown task '{name}'{hint}; run 'raystilts tasks' to list tasks") from None
+        raise UserError(
+            f"unknown task '{name}'{hint}; run 'raystilts tasks' to list tasks"
+        ) from None
 
 
 def read_examples(task: TaskSpec, split: str, lang: str, *, data_dir: Path) -> list[dict[str, Any]]:

@@ -62,9 +62,7 @@ _MAX_TAGS_PER_BATCH = 100
 _PAGE_SIZE = 1000  # search_runs' largest page
 _PROBE_TIMEOUT_S = 3.0  # fail fast: mlflow's own client retries for minutes by default
 _SQLITE_PREFIX = "sqlite:///"
-_TRIAL_ID_RE = re.compile(
-    r"^[A-Za-z0-9_.:\-]+$"
-)  # quoted verbatim into a filter string
+_TRIAL_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")  # quoted verbatim into a filter string
 
 TrialStatus = Literal["FINISHED", "KILLED", "FAILED"]
 _T = TypeVar("_T")
@@ -117,9 +115,7 @@ class Tracker:
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id: str = self._get_or_create_experiment(artifact_root, db_path)
 
-    def _get_or_create_experiment(
-        self, artifact_root: Path | None, db_path: Path | None
-    ) -> str:
+    def _get_or_create_experiment(self, artifact_root: Path | None, db_path: Path | None) -> str:
         found = self._client.get_experiment_by_name(self.experiment)
         if found is not None:
             if found.lifecycle_stage != "active":
@@ -133,12 +129,8 @@ class Tracker:
             artifact_root = db_path.parent / "mlartifacts"
         location = None
         if artifact_root is not None:
-            location = (
-                artifact_root.resolve() / _safe_dirname(self.experiment)
-            ).as_uri()
-        return str(
-            self._client.create_experiment(self.experiment, artifact_location=location)
-        )
+            location = (artifact_root.resolve() / _safe_dirname(self.experiment)).as_uri()
+        return str(self._client.create_experiment(self.experiment, artifact_location=location))
 
     def start_trial(
         self,
@@ -174,9 +166,7 @@ class Tracker:
                     f"{text!r}; resume with the same search space or use a new experiment"
                 )
         if existing is None:
-            run = self._client.create_run(
-                self.experiment_id, run_name=run_name, tags=all_tags
-            )
+            run = self._client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
             run_id: str = run.info.run_id
         else:
             run_id = existing.info.run_id
@@ -187,15 +177,11 @@ class Tracker:
             self._client.log_batch(run_id, params=chunk, synchronous=True)
         return run_id
 
-    def log_metrics(
-        self, run_id: str, metrics: Mapping[str, float], *, step: int
-    ) -> None:
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int) -> None:
         """Log one report's metrics at ``step`` (NaN is stored as NaN, infinities are clipped
         to the largest float by MLflow)."""
         now_ms = int(time.time() * 1000)
-        batch = [
-            Metric(key, float(value), now_ms, step) for key, value in metrics.items()
-        ]
+        batch = [Metric(key, float(value), now_ms, step) for key, value in metrics.items()]
         for chunk in _chunks(batch, _MAX_METRICS_PER_BATCH):
             self._client.log_batch(run_id, metrics=chunk, synchronous=True)
 
@@ -217,9 +203,7 @@ class Tracker:
         """
         running = list(self._search("attributes.status = 'RUNNING'"))
         for run in running:
-            self.end_trial(
-                run.info.run_id, status="KILLED", tags={OUTCOME_TAG: "interrupted"}
-            )
+            self.end_trial(run.info.run_id, status="KILLED", tags={OUTCOME_TAG: "interrupted"})
         return len(running)
 
     def finished_trial_ids(self) -> set[str]:
@@ -239,9 +223,7 @@ class Tracker:
         if not runs:
             return None
         # Duplicates can only come from outside this class; prefer the run that got furthest.
-        runs.sort(
-            key=lambda r: (r.info.status != "FINISHED", -(r.info.start_time or 0))
-        )
+        runs.sort(key=lambda r: (r.info.status != "FINISHED", -(r.info.start_time or 0)))
         return runs[0]
 
     def _log_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
@@ -271,9 +253,7 @@ def load_runs(*, tracking_uri: str, experiment: str) -> list[RunRecord]:
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None or found.lifecycle_stage != "active":
-        known = sorted(
-            e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
-        )
+        known = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
         raise UserError(
             f"experiment {experiment!r} not found in {uri}; known: {', '.join(known) or '(none)'}"
         )
@@ -293,9 +273,7 @@ def load_runs(*, tracking_uri: str, experiment: str) -> list[RunRecord]:
     ]
 
 
-def _search_all(
-    client: MlflowClient, experiment_id: str, filter_string: str
-) -> Iterator[Run]:
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> Iterator[Run]:
     token: str | None = None
     while True:
         page = client.search_runs(
@@ -321,9 +299,7 @@ def _check_reachable(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        with urllib.request.urlopen(
-            f"{uri.rstrip('/')}/health", timeout=_PROBE_TIMEOUT_S
-        ):
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=_PROBE_TIMEOUT_S):
             pass
     except urllib.error.HTTPError:
         return

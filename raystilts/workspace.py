@@ -73,18 +73,29 @@ def prepare_workspace(
         model_dir = str(ensure_base_model(cache_dir, log=log))
     else:
         if data_dir is None:
-            raise UserError(f"model '{model}': pass --data-dir DIR with <task>/<lang>/<split>.jsonl files")
+            raise UserError(
+                f"model '{model}': pass --data-dir DIR with <task>/<lang>/<split>.jsonl files"
+            )
         model_dir = model
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    tok_dir = Path(model_dir) if Path(model_dir).is_dir() else _save_tokenizer(tok, cache_dir, model)
-    store = FeatureStore(cache_dir=cache_dir / "features", tokenizer_dir=tok_dir, max_length=max_length)
-    misses = sum(store.ensure(task, split, lang, data_dir=data_dir, tokenizer=tok) for task, split, lang in needs)
+    tok_dir = (
+        Path(model_dir) if Path(model_dir).is_dir() else _save_tokenizer(tok, cache_dir, model)
+    )
+    store = FeatureStore(
+        cache_dir=cache_dir / "features", tokenizer_dir=tok_dir, max_length=max_length
+    )
+    misses = sum(
+        store.ensure(task, split, lang, data_dir=data_dir, tokenizer=tok)
+        for task, split, lang in needs
+    )
     if log and misses:
         print(f"tokenized {misses} (task, split, language) sets into {store.cache_dir}", flush=True)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return Workspace(model=model_dir, data_dir=data_dir, features=store, pad_id=int(pad), misses=misses)
+    return Workspace(
+        model=model_dir, data_dir=data_dir, features=store, pad_id=int(pad), misses=misses
+    )
 
 
 def _save_tokenizer(tok: object, cache_dir: Path, model: str) -> Path:

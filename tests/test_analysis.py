@@ -191,9 +191,7 @@ def test_ties_prefer_fewer_phases_then_name_and_missing_baseline(
 def test_baseline_can_win() -> None:
     runs = [
         _run("b", XNLI, 0, "kb", dev_en=0.8, test={"en": 0.8, "de": 0.5}),
-        _run(
-            "m", f"mini_mnli>{XNLI}", 0, "k1", dev_en=0.7, test={"en": 0.9, "de": 0.9}
-        ),
+        _run("m", f"mini_mnli>{XNLI}", 0, "k1", dev_en=0.7, test={"en": 0.9, "de": 0.9}),
     ]
     [result] = best_chains(runs_to_long(runs))
     assert result.chain == []
@@ -238,10 +236,7 @@ def test_render_csv_one_row_per_target_language(results: list[TargetResult]) -> 
 
 def test_render_table(results: list[TargetResult]) -> None:
     table = render(results, "table")
-    assert (
-        f"{XNLI}  best chain: mini_mnli>{XNLI}  (en dev accuracy 76.0, 4 configs"
-        in table
-    )
+    assert f"{XNLI}  best chain: mini_mnli>{XNLI}  (en dev accuracy 76.0, 4 configs" in table
     assert f"no baseline run for {UDPOS}" in table
     lines = table.splitlines()
     assert any(line.split() == ["de", "67.0", "61.0", "+6.0"] for line in lines)

@@ -93,9 +93,7 @@ def _worker_types(cfg: Config) -> dict[str, Config]:
 
 def _head_start_command(cfg: Config, needle: str) -> str:
     matches = [c for c in cfg["head_start_ray_commands"] if needle in c]
-    assert len(matches) == 1, (
-        f"expected one head start command with {needle!r}: {matches}"
-    )
+    assert len(matches) == 1, f"expected one head start command with {needle!r}: {matches}"
     return matches[0]
 
 
@@ -202,9 +200,7 @@ def test_head_runs_no_trials(config: Config) -> None:
     assert head["resources"].get("CPU") == 0
     assert head["resources"].get("GPU", 0) == 0
     assert head["max_workers"] == 0
-    assert "InstanceMarketOptions" not in head["node_config"], (
-        "the head must be on-demand"
-    )
+    assert "InstanceMarketOptions" not in head["node_config"], "the head must be on-demand"
 
 
 def test_gpu_worker_types(config: Config) -> None:

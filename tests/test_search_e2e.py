@@ -20,10 +20,20 @@ def _space(model: Path, *, workers: int, name: str) -> dict[str, object]:
         "model": str(model),
         "targets": ["mini_xnli", "mini_udpos"],
         "languages": ["en", "qab", "qae"],
-        "intermediate": {"tasks": ["mini_mnli", "mini_ccg"], "max_chain_length": 2, "lr": {"low": 1e-4, "high": 1e-2}, "steps": 4},
+        "intermediate": {
+            "tasks": ["mini_mnli", "mini_ccg"],
+            "max_chain_length": 2,
+            "lr": {"low": 1e-4, "high": 1e-2},
+            "steps": 4,
+        },
         "target": {"lr": 1e-3, "steps": 4, "eval_every": 2},
         "training": {"batch_size": 8, "max_length": 32},
-        "search": {"num_samples": 3, "max_concurrent": 2, "seeds": [0], "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}},
+        "search": {
+            "num_samples": 3,
+            "max_concurrent": 2,
+            "seeds": [0],
+            "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        },
         "resources": {"workers_per_trial": workers, "cpus_per_worker": 1, "use_gpu": False},
     }
 
@@ -37,19 +47,34 @@ def ray_local():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_search_logs_every_trial_and_analysis_reads_it(workers: int, tmp_path: Path, tiny_model: Path, mini_data: Path, ray_local: None) -> None:
+def test_search_logs_every_trial_and_analysis_reads_it(
+    workers: int, tmp_path: Path, tiny_model: Path, mini_data: Path, ray_local: None
+) -> None:
     from raystilts.analysis import best_chains, render, runs_to_long
     from raystilts.search import SearchRun, run_search
     from raystilts.tracking import default_tracking_uri, load_runs
 
-    space = load_space_dict(_space(tiny_model, workers=workers, name=f"e2e{workers}"), catalog=CATALOG)
+    space = load_space_dict(
+        _space(tiny_model, workers=workers, name=f"e2e{workers}"), catalog=CATALOG
+    )
     uri = default_tracking_uri(tmp_path)
-    summary = run_search(space, run=SearchRun(workdir=tmp_path, cache_dir=tmp_path / "cache", tracking_uri=uri, data_dir=mini_data, log=False))
+    summary = run_search(
+        space,
+        run=SearchRun(
+            workdir=tmp_path,
+            cache_dir=tmp_path / "cache",
+            tracking_uri=uri,
+            data_dir=mini_data,
+            log=False,
+        ),
+    )
     assert summary["trials"] == {"mini_xnli": 3, "mini_udpos": 3}
 
     runs = load_runs(tracking_uri=uri, experiment=f"e2e{workers}")
     assert len(runs) == 6  # one run per trial, no duplicates
-    assert all(r.status in ("FINISHED", "KILLED") for r in runs), [r.status for r in runs]  # none RUNNING
+    assert all(r.status in ("FINISHED", "KILLED") for r in runs), [
+        r.status for r in runs
+    ]  # none RUNNING
     baselines = [r for r in runs if r.params["chain_length"] == "0"]
     assert {r.params["target"] for r in baselines} == {"mini_xnli", "mini_udpos"}  # baseline_first
     finished = [r for r in runs if r.status == "FINISHED"]

@@ -61,17 +61,11 @@ def test_default_tracking_uri_is_absolute(tmp_path: Path) -> None:
 
 def test_trial_lifecycle(tracker: Tracker) -> None:
     run_id = _start(tracker, "t_00000")
-    tracker.log_metrics(
-        run_id, {"dev/mini_xnli/en/accuracy": 0.5, "train/loss": 2.0}, step=10
-    )
+    tracker.log_metrics(run_id, {"dev/mini_xnli/en/accuracy": 0.5, "train/loss": 2.0}, step=10)
     tracker.log_metrics(run_id, {"dev/mini_xnli/en/accuracy": 0.75}, step=20)
-    tracker.end_trial(
-        run_id, status="FINISHED", tags={"raystilts.outcome": "completed"}
-    )
+    tracker.end_trial(run_id, status="FINISHED", tags={"raystilts.outcome": "completed"})
 
-    [record] = load_runs(
-        tracking_uri=tracker.tracking_uri, experiment=tracker.experiment
-    )
+    [record] = load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     assert record.run_id == run_id
     assert record.status == "FINISHED"
     assert record.metrics == {"dev/mini_xnli/en/accuracy": 0.75, "train/loss": 2.0}
@@ -89,9 +83,7 @@ def test_restarted_trial_reuses_its_run(tracker: Tracker) -> None:
     again = _start(tracker, "t_00001")
 
     assert again == first
-    [record] = load_runs(
-        tracking_uri=tracker.tracking_uri, experiment=tracker.experiment
-    )
+    [record] = load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     assert record.status == "RUNNING"
     assert record.params["config_key"] == "abc123"
 
@@ -100,9 +92,7 @@ def test_restart_with_changed_param_is_a_user_error(tracker: Tracker) -> None:
     tracker.end_trial(_start(tracker, "t_00002"), status="KILLED")
     with pytest.raises(UserError, match=r"phase0_lr='3e-05', now '0.001'"):
         _start(tracker, "t_00002", phase0_lr=1e-3)
-    [record] = load_runs(
-        tracking_uri=tracker.tracking_uri, experiment=tracker.experiment
-    )
+    [record] = load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     assert record.status == "KILLED"  # the conflicting restart left the run untouched
 
 
@@ -114,9 +104,7 @@ def test_close_open_runs_kills_running_runs(tracker: Tracker) -> None:
 
     assert tracker.close_open_runs() == 2
     assert tracker.close_open_runs() == 0
-    records = load_runs(
-        tracking_uri=tracker.tracking_uri, experiment=tracker.experiment
-    )
+    records = load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     by_trial = {r.tags["raystilts.trial_id"]: r for r in records}
     assert by_trial["t_done"].status == "FINISHED"
     for trial in ("t_left1", "t_left2"):
@@ -128,18 +116,14 @@ def test_close_open_runs_kills_running_runs(tracker: Tracker) -> None:
 def test_nan_metric_is_logged(tracker: Tracker) -> None:
     run_id = _start(tracker, "t_nan")
     tracker.log_metrics(run_id, {"dev/mini_xnli/en/accuracy": math.nan}, step=1)
-    [record] = load_runs(
-        tracking_uri=tracker.tracking_uri, experiment=tracker.experiment
-    )
+    [record] = load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     assert math.isnan(record.metrics["dev/mini_xnli/en/accuracy"])
 
 
 def test_load_runs_paginates(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracking, "_PAGE_SIZE", 2)
     ids = [_start(tracker, f"t_page{i}") for i in range(5)]
-    records = load_runs(
-        tracking_uri=tracker.tracking_uri, experiment=tracker.experiment
-    )
+    records = load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     assert sorted(r.run_id for r in records) == sorted(ids)
 
 
@@ -154,9 +138,7 @@ def test_artifacts_land_beside_the_database(
 
 
 def test_unknown_experiment_lists_known_ones(tracker: Tracker) -> None:
-    with pytest.raises(
-        UserError, match=r"experiment 'nope' not found in sqlite:.*known: .*"
-    ):
+    with pytest.raises(UserError, match=r"experiment 'nope' not found in sqlite:.*known: .*"):
         load_runs(tracking_uri=tracker.tracking_uri, experiment="nope")
 
 
@@ -179,6 +161,4 @@ def test_unreachable_server_fails_fast_on_one_line(call: str) -> None:
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"tracking URI {uri} unreachable (")
-    assert message.endswith(
-        "start the server or pass --tracking-uri sqlite:///path/mlflow.db"
-    )
+    assert message.endswith("start the server or pass --tracking-uri sqlite:///path/mlflow.db")

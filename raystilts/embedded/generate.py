@@ -23,6 +23,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "BENCHMARK_VERSION",
@@ -43,16 +44,39 @@ NOUNS: dict[str, tuple[str, ...]] = {  # category (its hypernym word) -> nouns
     "animal": ("dog", "cat", "horse", "bird", "fish", "mouse", "lion", "sheep", "wolf", "bear"),
     "food": ("apple", "bread", "cheese", "rice", "soup", "cake", "egg", "bean", "pear", "meat"),
     "tool": ("hammer", "knife", "rope", "spoon", "saw", "brush", "key", "wheel", "nail", "pen"),
-    "person": ("farmer", "doctor", "child", "singer", "king", "nurse", "pilot", "judge", "cook", "thief"),
+    "person": (
+        "farmer",
+        "doctor",
+        "child",
+        "singer",
+        "king",
+        "nurse",
+        "pilot",
+        "judge",
+        "cook",
+        "thief",
+    ),
 }
 HYPERNYMS = tuple(NOUNS)
 NOUN_CATEGORY = {n: c for c, ns in NOUNS.items() for n in ns}
 # verb -> semantic class (the label of mini_topic, deliberately unrelated to NLI or tagging)
 VERBS: dict[str, str] = {
-    "sees": "perception", "hears": "perception", "watches": "perception", "smells": "perception",
-    "carries": "motion", "pushes": "motion", "pulls": "motion", "throws": "motion",
-    "eats": "consumption", "bites": "consumption", "tastes": "consumption", "drinks": "consumption",
-    "likes": "emotion", "fears": "emotion", "loves": "emotion", "hates": "emotion",
+    "sees": "perception",
+    "hears": "perception",
+    "watches": "perception",
+    "smells": "perception",
+    "carries": "motion",
+    "pushes": "motion",
+    "pulls": "motion",
+    "throws": "motion",
+    "eats": "consumption",
+    "bites": "consumption",
+    "tastes": "consumption",
+    "drinks": "consumption",
+    "likes": "emotion",
+    "fears": "emotion",
+    "loves": "emotion",
+    "hates": "emotion",
 }
 VERB_CLASSES = ("perception", "motion", "consumption", "emotion")
 ANTONYMS = (("big", "small"), ("old", "young"), ("red", "blue"), ("hot", "cold"), ("fast", "slow"))
@@ -64,8 +88,17 @@ DET, NEG = "the", "not"
 
 POS_TAGS = ("DET", "ADJ", "NOUN", "PROPN", "VERB", "PART", "ADV")
 CCG_TAGS = (
-    "NP/N", "N/N", "N", "NP", "(S\\NP)/NP", "(S\\NP)/(S\\NP)", "S\\S",  # subject side, verb, adverb
-    "NP/N:obj", "N/N:obj", "N:obj", "NP:obj",
+    "NP/N",
+    "N/N",
+    "N",
+    "NP",
+    "(S\\NP)/NP",
+    "(S\\NP)/(S\\NP)",
+    "S\\S",  # subject side, verb, adverb
+    "NP/N:obj",
+    "N/N:obj",
+    "N:obj",
+    "NP:obj",
 )
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 
@@ -107,17 +140,54 @@ class SynthLanguage:
 
 _CV = "ptkbdgmnslrvzfh"
 LANGUAGES: tuple[SynthLanguage, ...] = (
-    SynthLanguage(code="en", name="English", order="SVO", adj_after=False, overlap=1.0, distance=0.0),
-    SynthLanguage(code="qaa", name="Near-SVO", order="SVO", adj_after=False, overlap=0.5, distance=0.2,
-                  syllables=tuple(c + v for c in "ptkmnsl" for v in "aeiou")),
-    SynthLanguage(code="qab", name="Romance-like", order="SVO", adj_after=True, overlap=0.3, distance=0.4,
-                  syllables=tuple(c + v for c in "bdgrlvz" for v in "aeio")),
-    SynthLanguage(code="qac", name="Verb-final", order="SOV", adj_after=False, overlap=0.15, distance=0.6,
-                  syllables=tuple(c + v for c in "kgtdmnrh" for v in "aiu")),
-    SynthLanguage(code="qad", name="Verb-initial", order="VSO", adj_after=True, overlap=0.05, distance=0.8,
-                  syllables=tuple(c + v + e for c in "fhlmnw" for v in "aeiouy" for e in ("", "n"))),
-    SynthLanguage(code="qae", name="Isolate", order="OSV", adj_after=True, overlap=0.0, distance=1.0,
-                  syllables=tuple(c + v for c in "qxzjcvw" for v in "aeiouy")),
+    SynthLanguage(
+        code="en", name="English", order="SVO", adj_after=False, overlap=1.0, distance=0.0
+    ),
+    SynthLanguage(
+        code="qaa",
+        name="Near-SVO",
+        order="SVO",
+        adj_after=False,
+        overlap=0.5,
+        distance=0.2,
+        syllables=tuple(c + v for c in "ptkmnsl" for v in "aeiou"),
+    ),
+    SynthLanguage(
+        code="qab",
+        name="Romance-like",
+        order="SVO",
+        adj_after=True,
+        overlap=0.3,
+        distance=0.4,
+        syllables=tuple(c + v for c in "bdgrlvz" for v in "aeio"),
+    ),
+    SynthLanguage(
+        code="qac",
+        name="Verb-final",
+        order="SOV",
+        adj_after=False,
+        overlap=0.15,
+        distance=0.6,
+        syllables=tuple(c + v for c in "kgtdmnrh" for v in "aiu"),
+    ),
+    SynthLanguage(
+        code="qad",
+        name="Verb-initial",
+        order="VSO",
+        adj_after=True,
+        overlap=0.05,
+        distance=0.8,
+        syllables=tuple(c + v + e for c in "fhlmnw" for v in "aeiouy" for e in ("", "n")),
+    ),
+    SynthLanguage(
+        code="qae",
+        name="Isolate",
+        order="OSV",
+        adj_after=True,
+        overlap=0.0,
+        distance=1.0,
+        syllables=tuple(c + v for c in "qxzjcvw" for v in "aeiouy"),
+    ),
 )
 LANGUAGE_BY_CODE = {lang.code: lang for lang in LANGUAGES}
 
@@ -150,7 +220,9 @@ def lexicon(lang: SynthLanguage, *, seed: int) -> dict[str, str]:
 # --- rendering ---------------------------------------------------------------------------
 
 
-def _np_words(np_: NounPhrase, lang: SynthLanguage, lex: dict[str, str], role: str) -> list[tuple[str, str, str]]:
+def _np_words(
+    np_: NounPhrase, lang: SynthLanguage, lex: dict[str, str], role: str
+) -> list[tuple[str, str, str]]:
     """(word, POS, CCG tag) triples of a noun phrase in ``lang``."""
     obj = ":obj" if role == "obj" else ""
     if np_.is_name:
@@ -163,12 +235,18 @@ def _np_words(np_: NounPhrase, lang: SynthLanguage, lex: dict[str, str], role: s
     return [det, noun, adj] if lang.adj_after else [det, adj, noun]
 
 
-def render(prop: Proposition, lang: SynthLanguage, lex: dict[str, str]) -> list[tuple[str, str, str]]:
+def render(
+    prop: Proposition, lang: SynthLanguage, lex: dict[str, str]
+) -> list[tuple[str, str, str]]:
     """Render a proposition as (word, POS, CCG tag) triples, in the language's order."""
     verb = [(lex[prop.verb], "VERB", "(S\\NP)/NP")]
     if prop.negated:  # negation precedes the verb in every language
         verb = [(lex[NEG], "PART", "(S\\NP)/(S\\NP)"), *verb]
-    parts = {"S": _np_words(prop.subj, lang, lex, "subj"), "V": verb, "O": _np_words(prop.obj, lang, lex, "obj")}
+    parts = {
+        "S": _np_words(prop.subj, lang, lex, "subj"),
+        "V": verb,
+        "O": _np_words(prop.obj, lang, lex, "obj"),
+    }
     words = [w for slot in lang.order for w in parts[slot]]
     if prop.adverb is not None:
         words.append((lex[prop.adverb], "ADV", "S\\S"))
@@ -253,7 +331,12 @@ def _para_pair(rng: random.Random, label: int) -> tuple[Proposition, Proposition
     np_ = getattr(p, kind)
     if np_.is_name:
         return p, replace(p, subj=NounPhrase(noun=_other(rng, NAMES, np_.noun)))
-    return p, replace(p, **{kind: replace(np_, noun=_other(rng, [n for ns in NOUNS.values() for n in ns], np_.noun))})
+    return p, replace(
+        p,
+        **{
+            kind: replace(np_, noun=_other(rng, [n for ns in NOUNS.values() for n in ns], np_.noun))
+        },
+    )
 
 
 # --- tasks -------------------------------------------------------------------------------
@@ -271,7 +354,7 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
 TARGET_TASKS = ("mini_xnli", "mini_udpos")
 
 
-def _examples(task: str, rng: random.Random, n: int) -> Iterator[tuple[str, object]]:
+def _examples(task: str, rng: random.Random, n: int) -> Iterator[tuple[str, Any]]:
     """Yield (kind, meaning) pairs: language-independent content, rendered per language later."""
     for i in range(n):
         if task in ("mini_mnli", "mini_xnli"):
@@ -287,14 +370,20 @@ def _examples(task: str, rng: random.Random, n: int) -> Iterator[tuple[str, obje
             yield "tags", random_proposition(rng)
 
 
-def _record(task: str, kind: str, meaning: object, lang: SynthLanguage, lex: dict[str, str]) -> dict[str, object]:
+def _record(
+    task: str, kind: str, meaning: Any, lang: SynthLanguage, lex: dict[str, str]
+) -> dict[str, object]:
     if kind == "pair":
-        p, h, label = meaning  # type: ignore[misc]
-        return {"premise": _text(render(p, lang, lex)), "hypothesis": _text(render(h, lang, lex)), "label": label}
+        p, h, label = meaning
+        return {
+            "premise": _text(render(p, lang, lex)),
+            "hypothesis": _text(render(h, lang, lex)),
+            "label": label,
+        }
     if kind == "single":
-        prop, label = meaning  # type: ignore[misc]
+        prop, label = meaning
         return {"sentence": _text(render(prop, lang, lex)), "label": label}
-    triples = render(meaning, lang, lex)  # type: ignore[arg-type]
+    triples = render(meaning, lang, lex)
     column = 2 if task == "mini_ccg" else 1
     return {"tokens": [t[0] for t in triples], "tags": [t[column] for t in triples]}
 
@@ -318,7 +407,11 @@ def unlabelled_corpus(*, seed: int, sentences_per_language: int = 6000) -> list[
         for _ in range(sentences_per_language):
             first = _text(render(random_proposition(rng), lang, lex))
             # two-clause lines give the model longer contexts, as documents do
-            lines.append(first if rng.random() < 0.5 else first + " " + _text(render(random_proposition(rng), lang, lex)))
+            lines.append(
+                first
+                if rng.random() < 0.5
+                else first + " " + _text(render(random_proposition(rng), lang, lex))
+            )
     random.Random(f"{seed}/corpus/shuffle").shuffle(lines)
     return lines
 

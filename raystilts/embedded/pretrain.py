@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -40,11 +41,13 @@ class PretrainSettings:
     sentences_per_language: int = 6000
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "corpus": CORPUS_VERSION, "recipe": PRETRAIN_VERSION}, sort_keys=True)
+        blob = json.dumps(
+            {**asdict(self), "corpus": CORPUS_VERSION, "recipe": PRETRAIN_VERSION}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def build_tokenizer(lines: list[str], *, vocab_size: int):  # -> XLMRobertaTokenizerFast
+def build_tokenizer(lines: list[str], *, vocab_size: int) -> Any:
     """A Unigram tokenizer (XLM-R's model type and special ids) wrapped as XLM-R's fast tokenizer.
 
     The pieces are estimated directly as a unigram LM: every word form of the corpus (the
@@ -56,15 +59,20 @@ def build_tokenizer(lines: list[str], *, vocab_size: int):  # -> XLMRobertaToken
     from collections import Counter
 
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import XLMRobertaTokenizerFast
+    from transformers import XLMRobertaTokenizer
 
     words = Counter(w for line in lines for w in line.split())
     chars = Counter(c for w, n in words.items() for c in w for _ in range(n))
     total = sum(words.values()) + sum(chars.values())
     specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]  # XLM-R's ids 0..3
-    pieces = [("\u2581" + w, math.log(n / total)) for w, n in words.most_common(vocab_size - len(chars) - 6)]
+    pieces = [
+        ("\u2581" + w, math.log(n / total))
+        for w, n in words.most_common(vocab_size - len(chars) - 6)
+    ]
     pieces += [(c, math.log(n / total) - 10.0) for c, n in chars.items()] + [("\u2581", -20.0)]
-    tok = Tokenizer(models.Unigram(specials + pieces + [("<mask>", 0.0)], unk_id=3, byte_fallback=False))
+    tok = Tokenizer(
+        models.Unigram(specials + pieces + [("<mask>", 0.0)], unk_id=3, byte_fallback=False)
+    )
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
@@ -74,7 +82,7 @@ def build_tokenizer(lines: list[str], *, vocab_size: int):  # -> XLMRobertaToken
         pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", 0), ("</s>", 2)],
     )
-    return XLMRobertaTokenizerFast(
+    return XLMRobertaTokenizer(
         tokenizer_object=tok,
         bos_token="<s>",
         eos_token="</s>",
@@ -97,7 +105,9 @@ def _pretrain(out: Path, settings: PretrainSettings, *, log: bool) -> None:
     )
 
     torch.manual_seed(settings.seed)
-    lines = unlabelled_corpus(seed=settings.seed, sentences_per_language=settings.sentences_per_language)
+    lines = unlabelled_corpus(
+        seed=settings.seed, sentences_per_language=settings.sentences_per_language
+    )
     tokenizer = build_tokenizer(lines, vocab_size=settings.vocab_size)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer),
@@ -105,7 +115,8 @@ def _pretrain(out: Path, settings: PretrainSettings, *, log: bool) -> None:
         num_hidden_layers=settings.num_layers,
         num_attention_heads=settings.num_heads,
         intermediate_size=settings.intermediate_size,
-        max_position_embeddings=settings.max_length + 2,  # XLM-R offsets positions by padding_idx + 1
+        max_position_embeddings=settings.max_length
+        + 2,  # XLM-R offsets positions by padding_idx + 1
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -130,13 +141,18 @@ def _pretrain(out: Path, settings: PretrainSettings, *, log: bool) -> None:
         sched.step()
         opt.zero_grad(set_to_none=True)
         if log and (step + 1) % 250 == 0:
-            print(f"  mlm step {step + 1}/{settings.steps} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+            print(
+                f"  mlm step {step + 1}/{settings.steps} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f}s)",
+                flush=True,
+            )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "raystilts_pretrain.json").write_text(json.dumps(asdict(settings), indent=1) + "\n")
 
 
-def ensure_base_model(cache_dir: Path, settings: PretrainSettings | None = None, *, log: bool = True) -> Path:
+def ensure_base_model(
+    cache_dir: Path, settings: PretrainSettings | None = None, *, log: bool = True
+) -> Path:
     """Return the directory of the pretrained embedded model, building it once (process-safe)."""
     settings = settings or PretrainSettings()
     out = cache_dir / f"embedded-model-{settings.key()}"

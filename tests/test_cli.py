@@ -1,0 +1,84 @@
+"""The command line: verbs, exit codes, one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raystilts.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _err_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_validate_accepts_shipped_spaces(capsys: pytest.CaptureFixture[str]) -> None:
+    for path in sorted((REPO / "search_spaces").glob("*.yaml")):
+        assert main(["validate", str(path)]) == 0, path
+        assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: x\ntargets: [mini_xnlx]\n", "mini_xnlx"),
+        (
+            "name: x\ntargets: [mini_xnli]\nintermediate: {tasks: [], max_chain_length: 1}\n",
+            "intermediate",
+        ),
+        ("name: x\ntargets: [mini_xnli]\nintermediate: {lr: {low: 0.01, high: 0.001}}\n", "0.01"),
+        (
+            "name: x\ntargets: [mini_xnli]\nintermediate: {tasks: [mini_mnli], max_chain_length: 3}\n",
+            "max_chain_length",
+        ),
+        ("name: x\ntargets: [mini_xnli]\nserch: {}\n", "serch"),
+        ("name: x\ntargets: [mini_xnli\n", "bad.yaml:3:1: invalid YAML"),
+    ],
+)
+def test_validate_rejects_bad_space_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, needle: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 2
+    assert needle in _err_line(capsys)
+    assert main(["search", str(path), "--workdir", str(tmp_path)]) == 2  # search validates first
+    assert needle in _err_line(capsys)
+
+
+def test_missing_space_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in _err_line(capsys)
+
+
+def test_analyze_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--experiment", "demo", "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "127.0.0.1:9" in _err_line(capsys)
+    assert main(["analyze", "--experiment", "demo", "--workdir", str(tmp_path)]) == 2
+    assert "mlflow.db" in _err_line(capsys)
+
+
+def test_tasks_json_lists_every_task(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tasks", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} >= {"mini_mnli", "mini_xnli", "mini_udpos"}
+    assert all({"name", "type", "metric", "languages", "source"} <= r.keys() for r in rows)
+
+
+def test_console_entry_point_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "raystilts.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for verb in ("demo", "search", "validate", "analyze", "tasks"):
+        assert verb in out
