@@ -109,7 +109,7 @@ def test_defaults_fill_everything_but_name_and_targets() -> None:
 
 def test_string_floats_choices_and_languages() -> None:
     space = load({**FULL, "languages": ["en", "qab"]})
-    assert space.intermediate.phase.lr == FloatRange(low=3e-4, high=3e-3, log=True)
+    assert space.intermediate.phase.lr == FloatRange(low=1e-4, high=3e-3, log=True)
     assert space.intermediate.phase.steps == Choice(values=(100, 200))
     assert space.languages == ("en", "qab") and space.languages_for("mini_xnli") == ("en", "qab")
 
