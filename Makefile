@@ -2,17 +2,19 @@
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
-# torch first, pinned to the CPU build that this machine keeps on disk: a bare `torch`
-# requirement would pull several GB of CUDA wheels. On a GPU cluster, pip keeps the CUDA torch
-# that is already installed (pyproject asks only torch>=2.3). Override: make TORCH_SPEC=torch
-TORCH_SPEC ?= torch==2.13.0
+# torch first, pinned to a CPU build: a bare `torch` requirement pulls several GB of CUDA
+# wheels. Our dev machines keep torch 2.13.0+cpu in pip's find-links; elsewhere add PyTorch's
+# CPU index: make TORCH_INDEX=https://download.pytorch.org/whl/cpu demo
+# On a GPU machine an installed CUDA torch is kept (pyproject asks only torch>=2.3).
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: demo test test-all lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 

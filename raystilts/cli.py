@@ -62,7 +62,7 @@ def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
         cache_dir=Path(args.cache_dir).resolve() if args.cache_dir else default_cache_dir(),
         tracking_uri=_tracking_uri(args),
         address=args.address or os.environ.get("RAY_ADDRESS"),
-        storage_path=args.storage_path,
+        storage_path=_storage(args.storage_path),
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     print(
@@ -70,6 +70,13 @@ def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     return run_search(space, run=run)
+
+
+def _storage(path: str | None) -> str | None:
+    """Tune wants an absolute path or a URI (s3://, gs://...): make a local path absolute."""
+    if path is None or "://" in path:
+        return path
+    return str(Path(path).resolve())
 
 
 def _analyze(experiment: str, tracking_uri: str, fmt: str) -> str:
@@ -95,16 +102,25 @@ def _summarize(summary: dict[str, Any]) -> None:
     print(f"\nCompare the trials in the MLflow UI:\n  {_ui_hint(uri)}")
 
 
+def _finish(summary: dict[str, Any]) -> int:
+    _summarize(summary)
+    if sum(summary["failed"].values()) == sum(summary["trials"].values()):
+        print(
+            "raystilts: every trial failed; see the error files under the Tune storage path",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     space = resources.files("raystilts").joinpath("spaces/demo.yaml")
     with resources.as_file(space) as path:
-        _summarize(_search(str(path), args))
-    return 0
+        return _finish(_search(str(path), args))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    _summarize(_search(args.space, args))
-    return 0
+    return _finish(_search(args.space, args))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

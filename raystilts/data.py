@@ -49,6 +49,10 @@ def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
             "tokenizer_config.json",
             "special_tokens_map.json",
             "sentencepiece.bpe.model",
+            "spm.model",
+            "vocab.txt",
+            "vocab.json",
+            "merges.txt",
         )
     ):
         p = tokenizer_dir / name
@@ -145,7 +149,8 @@ class FeatureStore:
         at a time in the batch loop cost more than the model's forward pass)."""
         table = _load_from_disk(self.path(task, split, lang)).data
         return Features(
-            input_ids=table.column("input_ids").to_pylist(), labels=table.column("labels").to_pylist()
+            input_ids=table.column("input_ids").to_pylist(),
+            labels=table.column("labels").to_pylist(),
         )
 
 

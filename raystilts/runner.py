@@ -216,6 +216,7 @@ def _train_phase(
         opt, math.ceil(settings.warmup_ratio * phase.steps), phase.steps
     )
     model.train()
+    torch.manual_seed(seed * 7919 + dist.rank)  # dropout masks differ across ranks
     loss_sum = torch.zeros((), device=dist.device)
     tokens = torch.zeros((), device=dist.device, dtype=torch.long)
     micro = 0
@@ -249,10 +250,10 @@ def _train_phase(
         sched.step()
         opt.zero_grad(set_to_none=True)
         if on_eval is not None and eval_every and step % eval_every == 0:
-            mean_loss = _checked_loss(loss_sum, micro / settings.grad_accum, phase)
+            mean_loss = _checked_loss(loss_sum, micro / settings.grad_accum, phase, dist)
             on_eval(step, {"train/loss": mean_loss})
     elapsed = time.perf_counter() - t0
-    mean_loss = _checked_loss(loss_sum, micro / settings.grad_accum, phase)
+    mean_loss = _checked_loss(loss_sum, micro / settings.grad_accum, phase, dist)
     return {
         "train/loss": mean_loss,
         "train/tokens_per_s": float(tokens.item()) / max(elapsed, 1e-9),
@@ -260,7 +261,12 @@ def _train_phase(
     }
 
 
-def _checked_loss(loss_sum: torch.Tensor, steps: float, phase: Phase) -> float:
+def _checked_loss(loss_sum: torch.Tensor, steps: float, phase: Phase, dist: Dist) -> float:
+    """Mean loss over all ranks; every rank sees the same value, so all stop together on NaN."""
+    if dist.world_size > 1:
+        loss_sum = loss_sum.clone()
+        torch.distributed.all_reduce(loss_sum)
+        loss_sum /= dist.world_size
     value = float(loss_sum.item()) / max(steps, 1.0)  # the only host sync: at evaluation points
     if not math.isfinite(value):
         raise DivergedError(f"phase {phase.task.name}: training loss is {value} (lr {phase.lr:g})")

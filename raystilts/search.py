@@ -26,9 +26,11 @@ from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Repeater
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.repeater import TRIAL_INDEX
 
+from raystilts.errors import UserError
 from raystilts.space import SearchSpace, baseline_params, chain_from_params, make_define_by_run
 from raystilts.tasks import CATALOG, TaskSpec
 from raystilts.tracking import Tracker
@@ -120,7 +122,7 @@ def _trial(
         "target": {"task": plan.target.task, "lr": plan.target.lr, "steps": plan.target.steps},
         "eval_every": plan.eval_every,
         "languages": list(space.languages_for(target)),
-        "seed": int(config["seed"]),
+        "seed": seed_of(config, space),
         "batch_size": space.training.batch_size,
         "warmup_ratio": space.training.warmup_ratio,
         "weight_decay": space.training.weight_decay,
@@ -146,6 +148,11 @@ def _trial(
         ),
     )
     trainer.fit()
+
+
+def seed_of(config: Mapping[str, Any], space: SearchSpace) -> int:
+    """The seed of a trial: Tune's Repeater numbers the repeats of one suggestion."""
+    return int(space.search.seeds[int(config.get(TRIAL_INDEX, 0)) % len(space.search.seeds)])
 
 
 def config_key(params: Mapping[str, Any], target: str) -> str:
@@ -175,14 +182,14 @@ class MlflowCallback(tune.Callback):
         self.steps: dict[str, int] = {}
 
     def _params(self, trial: Any) -> dict[str, Any]:
-        config = {k: v for k, v in trial.config.items()}
+        config = {k: v for k, v in trial.config.items() if k != TRIAL_INDEX}
         plan = chain_from_params(config, self.space, self.target)
         params: dict[str, Any] = {
             "target": self.target,
             "chain": plan.name,
             "intermediate": json.dumps(list(plan.tasks)),
             "chain_length": len(plan.phases),
-            "seed": int(config["seed"]),
+            "seed": seed_of(trial.config, self.space),
             "model": self.space.model,
             "metric": self.task.metric,
             "target_lr": plan.target.lr,
@@ -284,7 +291,13 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
         }
     )
     if run.address:
-        ray.init(address=run.address, runtime_env={"env_vars": env}, log_to_driver=False)
+        try:
+            ray.init(address=run.address, runtime_env={"env_vars": env}, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as e:
+            raise UserError(
+                f"--address {run.address}: no Ray cluster there ({str(e).splitlines()[0]}); "
+                "start one with `ray start --head` or `ray up cluster.yaml`, or drop --address"
+            ) from None
         return
     # Locally, trials are limited by max_concurrent; give Ray enough logical CPUs for them and
     # pin torch threads so that concurrent workers share the physical cores instead of fighting.
@@ -324,6 +337,17 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         if space.resources.use_gpu == "auto"
         else bool(space.resources.use_gpu)
     )
+    if (
+        use_gpu
+        and not run.address
+        and torch.cuda.device_count() < space.resources.workers_per_trial
+    ):
+        # Train would wait for GPUs forever, silently: say so before anything starts
+        raise UserError(
+            f"resources.use_gpu: {space.resources.use_gpu} needs {space.resources.workers_per_trial} "
+            f"GPU(s) per trial, this machine has {torch.cuda.device_count()}; "
+            "set use_gpu: auto/false or pass --address of a GPU cluster"
+        )
     _init_ray(space, run, use_gpu)
     storage = run.storage_path or str((run.workdir / "ray_results").resolve())
     workers = space.search.max_concurrent * space.resources.workers_per_trial
@@ -333,6 +357,31 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         else max(1, int(space.resources.cpus_per_worker))
     )
     counts: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    try:
+        _run_targets(space, run, tracker, ws, storage, threads, use_gpu, counts, failed)
+    finally:
+        tracker.close_open_runs()  # whatever happened, no run of this search stays RUNNING
+    return {
+        "seconds": time.perf_counter() - t0,
+        "trials": counts,
+        "failed": failed,
+        "experiment": space.name,
+        "tracking_uri": tracker.tracking_uri,
+    }
+
+
+def _run_targets(
+    space: SearchSpace,
+    run: SearchRun,
+    tracker: Tracker,
+    ws: Workspace,
+    storage: str,
+    threads: int,
+    use_gpu: bool,
+    counts: dict[str, int],
+    failed: dict[str, int],
+) -> None:
     for target in space.targets:
         metric = f"dev/{target}/en/{CATALOG[target].metric}"
         if run.log:
@@ -369,11 +418,15 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
             tune.with_resources(
                 trainable, {"CPU": 0.01}
             ),  # the trial driver only waits on its workers
-            param_space={"seed": space.search.seeds[0]},
+            param_space={},
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent),
+                search_alg=ConcurrencyLimiter(
+                    # every suggested chain runs once per seed; Optuna sees the mean over seeds
+                    Repeater(searcher, repeat=len(space.search.seeds), set_index=True),
+                    max_concurrent=space.search.max_concurrent,
+                ),
                 scheduler=sched,
-                num_samples=space.search.num_samples,
+                num_samples=space.search.num_samples * len(space.search.seeds),
                 metric=metric,
                 mode="max",
             ),
@@ -388,10 +441,4 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         )
         grid = tuner.fit()
         counts[target] = len(grid)
-    tracker.close_open_runs()
-    return {
-        "seconds": time.perf_counter() - t0,
-        "trials": counts,
-        "experiment": space.name,
-        "tracking_uri": tracker.tracking_uri,
-    }
+        failed[target] = grid.num_errors

@@ -92,7 +92,8 @@ class TargetSpace:
 
     @property
     def num_reports(self) -> int:
-        return self.steps // self.eval_every
+        """Reports per trial: every ``eval_every`` target steps, the last one at ``steps``."""
+        return -(-self.steps // self.eval_every)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -520,7 +521,7 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
     if kind == "asha" and grace > target.num_reports:
         raise UserError(
             f"search.scheduler.grace_period: {grace} exceeds the {target.num_reports} reports of "
-            f"a trial (target.steps // eval_every); lower it or lower target.eval_every"
+            f"a trial (ceil(target.steps / eval_every)); lower it or lower target.eval_every"
         )
     return SearchSettings(
         num_samples=sec.get_int("num_samples", 6, minimum=1),

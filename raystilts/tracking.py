@@ -313,7 +313,15 @@ def _check_reachable(uri: str) -> None:
 
 
 def _normalise_uri(uri: str) -> str:
-    """Make a relative sqlite URI absolute (Ray workers run in other directories)."""
+    """Make a relative sqlite URI absolute (Ray workers run in other directories).
+
+    A bare path (no scheme) would select MLflow's retired file store: refuse it with the fix.
+    """
+    if "://" not in uri and not uri.startswith("databricks"):
+        raise UserError(
+            f"tracking URI {uri!r} has no scheme; use sqlite:///{Path(uri).resolve()} for a local "
+            "database or http://host:port for a server"
+        )
     path = _sqlite_path(uri)
     if path is None or path.is_absolute():
         return uri

@@ -76,10 +76,17 @@ def prepare_workspace(
             raise UserError(
                 f"model '{model}': pass --data-dir DIR with <task>/<lang>/<split>.jsonl files"
             )
-        model_dir = model
+        # a local path travels to workers whose working directory differs: make it absolute
+        model_dir = str(Path(model).resolve()) if Path(model).exists() else model
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+    except OSError as e:
+        raise UserError(
+            f"model '{model}': cannot load its tokenizer ({str(e).splitlines()[0]}); "
+            "give a local directory with the model, or make the hub reachable"
+        ) from None
     tok_dir = (
         Path(model_dir) if Path(model_dir).is_dir() else _save_tokenizer(tok, cache_dir, model)
     )

@@ -14,7 +14,9 @@ from raystilts.tasks import CATALOG
 pytestmark = pytest.mark.slow
 
 
-def _space(model: Path, *, workers: int, name: str) -> dict[str, object]:
+def _space(
+    model: Path, *, workers: int, seeds: list[int], samples: int, name: str
+) -> dict[str, object]:
     return {
         "name": name,
         "model": str(model),
@@ -46,16 +48,23 @@ def ray_local():  # type: ignore[no-untyped-def]
     ray.shutdown()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "seeds", "samples"), [(1, [0, 1], 2), (2, [0], 3)])
 def test_search_logs_every_trial_and_analysis_reads_it(
-    workers: int, tmp_path: Path, tiny_model: Path, mini_data: Path, ray_local: None
+    workers: int,
+    seeds: list[int],
+    samples: int,
+    tmp_path: Path,
+    tiny_model: Path,
+    mini_data: Path,
+    ray_local: None,
 ) -> None:
     from raystilts.analysis import best_chains, render, runs_to_long
     from raystilts.search import SearchRun, run_search
     from raystilts.tracking import default_tracking_uri, load_runs
 
     space = load_space_dict(
-        _space(tiny_model, workers=workers, name=f"e2e{workers}"), catalog=CATALOG
+        _space(tiny_model, workers=workers, seeds=seeds, samples=samples, name=f"e2e{workers}"),
+        catalog=CATALOG,
     )
     uri = default_tracking_uri(tmp_path)
     summary = run_search(
@@ -68,10 +77,16 @@ def test_search_logs_every_trial_and_analysis_reads_it(
             log=False,
         ),
     )
-    assert summary["trials"] == {"mini_xnli": 3, "mini_udpos": 3}
+    n = samples * len(seeds)  # every suggested chain runs once per seed
+    assert summary["trials"] == {"mini_xnli": n, "mini_udpos": n}
 
     runs = load_runs(tracking_uri=uri, experiment=f"e2e{workers}")
-    assert len(runs) == 6  # one run per trial, no duplicates
+    assert len(runs) == 2 * n  # one run per trial, no duplicates
+    assert len({r.tags["raystilts.trial_id"] for r in runs}) == 2 * n
+    by_config: dict[str, set[str]] = {}
+    for r in runs:
+        by_config.setdefault(r.params["config_key"], set()).add(r.params["seed"])
+    assert all(s == {str(x) for x in seeds} for s in by_config.values())  # each config: every seed
     assert all(r.status in ("FINISHED", "KILLED") for r in runs), [
         r.status for r in runs
     ]  # none RUNNING
