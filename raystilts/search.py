@@ -26,9 +26,8 @@ from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter, Repeater
+from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.repeater import TRIAL_INDEX
 
 from raystilts.errors import UserError
 from raystilts.space import SearchSpace, baseline_params, chain_from_params, make_define_by_run
@@ -151,8 +150,8 @@ def _trial(
 
 
 def seed_of(config: Mapping[str, Any], space: SearchSpace) -> int:
-    """The seed of a trial: Tune's Repeater numbers the repeats of one suggestion."""
-    return int(space.search.seeds[int(config.get(TRIAL_INDEX, 0)) % len(space.search.seeds)])
+    """The seed of a trial (one per search for now: the space refuses several)."""
+    return int(space.search.seeds[0])
 
 
 def config_key(params: Mapping[str, Any], target: str) -> str:
@@ -182,7 +181,7 @@ class MlflowCallback(tune.Callback):
         self.steps: dict[str, int] = {}
 
     def _params(self, trial: Any) -> dict[str, Any]:
-        config = {k: v for k, v in trial.config.items() if k != TRIAL_INDEX}
+        config = dict(trial.config)
         plan = chain_from_params(config, self.space, self.target)
         params: dict[str, Any] = {
             "target": self.target,
@@ -420,13 +419,9 @@ def _run_targets(
             ),  # the trial driver only waits on its workers
             param_space={},
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(
-                    # every suggested chain runs once per seed; Optuna sees the mean over seeds
-                    Repeater(searcher, repeat=len(space.search.seeds), set_index=True),
-                    max_concurrent=space.search.max_concurrent,
-                ),
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent),
                 scheduler=sched,
-                num_samples=space.search.num_samples * len(space.search.seeds),
+                num_samples=space.search.num_samples,
                 metric=metric,
                 mode="max",
             ),

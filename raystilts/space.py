@@ -506,6 +506,13 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
     seeds = tuple(_int(s, "search.seeds", minimum=0) for s in seeds_value)
     if len(set(seeds)) != len(seeds):
         raise UserError(f"search.seeds: duplicates in {list(seeds)}; list each seed once")
+    if len(seeds) > 1:
+        # Tune's Repeater, the obvious tool, produced one seed per chain under
+        # ConcurrencyLimiter in Ray 2.60; until seeds are scheduled by raystilts itself, refuse
+        raise UserError(
+            f"search.seeds: {list(seeds)} - one seed per search for now; run the search once "
+            "per seed (same name) and `analyze` averages the seeds of each configuration"
+        )
     no_baseline = intermediate.min_chain_length > 0
     baseline_first = sec.get_bool("baseline_first", not no_baseline)
     if baseline_first and no_baseline:

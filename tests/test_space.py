@@ -62,7 +62,7 @@ FULL: dict[str, Any] = {
         "steps": {"choices": [200, 100]},
     },
     "target": {"lr": {"low": 1e-4, "high": 1e-2}, "steps": 40, "eval_every": 10},
-    "search": {"seeds": [0, 1], "scheduler": {"grace_period": 2}},
+    "search": {"seeds": [3], "scheduler": {"grace_period": 2}},
 }
 
 
