@@ -89,7 +89,9 @@ def _analyze(experiment: str, tracking_uri: str, fmt: str) -> str:
 
 def _ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000   # then open http://127.0.0.1:5000"
+        mlflow = Path(sys.executable).parent / "mlflow"  # the one installed beside raystilts
+        exe = str(mlflow) if mlflow.exists() else "mlflow"
+        return f"{exe} ui --backend-store-uri {tracking_uri} --port 5000   # then open http://127.0.0.1:5000"
     return f"open {tracking_uri} in a browser"
 
 

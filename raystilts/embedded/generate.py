@@ -138,7 +138,6 @@ class SynthLanguage:
     syllables: tuple[str, ...] = field(default=())
 
 
-_CV = "ptkbdgmnslrvzfh"
 LANGUAGES: tuple[SynthLanguage, ...] = (
     SynthLanguage(
         code="en", name="English", order="SVO", adj_after=False, overlap=1.0, distance=0.0
