@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-demo: $(BIN)/.installed  ## a real small search on the embedded benchmark (about 6-9 minutes on 2 cores)
+demo: $(BIN)/.installed  ## a real small search on the embedded benchmark (about 9 minutes on 2 cores, first run)
 	$(BIN)/raystilts demo
 
 test: $(BIN)/.installed  ## the whole test suite, Ray end-to-end tests included (what CI runs)
