@@ -297,6 +297,12 @@ def run_chain(
     dist = dist or Dist.current()
     encoder: dict[str, torch.Tensor] | None = None
     info: dict[str, float] = {}
+
+    def score(model: nn.Module, task: TaskSpec, split: str, lang: str) -> dict[str, float]:
+        return evaluate(
+            model, task, store, split, lang, settings=settings, device=dist.device, pad_id=pad_id
+        )
+
     for i, phase in enumerate(plan.phases):
         model = _wrap(build_model(base_model, phase.task, encoder, seed=plan.seed * 1000 + i), dist)
         stats = _train_phase(
@@ -310,16 +316,7 @@ def run_chain(
         )
         info.update({f"phase{i}/{k}": v for k, v in stats.items()})
         if dist.rank == 0:
-            info[f"phase{i}/dev_en"] = evaluate(
-                model,
-                phase.task,
-                store,
-                "dev",
-                "en",
-                settings=settings,
-                device=dist.device,
-                pad_id=pad_id,
-            )[phase.task.metric]
+            info[f"phase{i}/dev_en"] = score(model, phase.task, "dev", "en")[phase.task.metric]
         encoder = _encoder_state(model)
         del model
 
@@ -332,16 +329,7 @@ def run_chain(
             return  # the final evaluation below reports this point with every language
         metrics = {"target_step": float(step), **extra}
         if dist.rank == 0:
-            metrics[key] = evaluate(
-                model,
-                target,
-                store,
-                "dev",
-                "en",
-                settings=settings,
-                device=dist.device,
-                pad_id=pad_id,
-            )[target.metric]
+            metrics[key] = score(model, target, "dev", "en")[target.metric]
         dist.barrier()
         report(metrics)
 
@@ -365,16 +353,7 @@ def run_chain(
         for split in ("dev", "test"):
             per_lang: dict[str, dict[str, float]] = {}
             for lang in plan.eval_languages:
-                per_lang[lang] = evaluate(
-                    model,
-                    target,
-                    store,
-                    split,
-                    lang,
-                    settings=settings,
-                    device=dist.device,
-                    pad_id=pad_id,
-                )
+                per_lang[lang] = score(model, target, split, lang)
                 final.update(
                     {f"{split}/{target.name}/{lang}/{m}": v for m, v in per_lang[lang].items()}
                 )
