@@ -121,7 +121,7 @@ def _trial(
         "target": {"task": plan.target.task, "lr": plan.target.lr, "steps": plan.target.steps},
         "eval_every": plan.eval_every,
         "languages": list(space.languages_for(target)),
-        "seed": seed_of(config, space),
+        "seed": space.search.seeds[0],  # one per search: the space refuses several
         "batch_size": space.training.batch_size,
         "warmup_ratio": space.training.warmup_ratio,
         "weight_decay": space.training.weight_decay,
@@ -147,11 +147,6 @@ def _trial(
         ),
     )
     trainer.fit()
-
-
-def seed_of(config: Mapping[str, Any], space: SearchSpace) -> int:
-    """The seed of a trial (one per search for now: the space refuses several)."""
-    return int(space.search.seeds[0])
 
 
 def config_key(params: Mapping[str, Any], target: str) -> str:
@@ -188,7 +183,7 @@ class MlflowCallback(tune.Callback):
             "chain": plan.name,
             "intermediate": json.dumps(list(plan.tasks)),
             "chain_length": len(plan.phases),
-            "seed": seed_of(trial.config, self.space),
+            "seed": self.space.search.seeds[0],
             "model": self.space.model,
             "metric": self.task.metric,
             "target_lr": plan.target.lr,
