@@ -36,6 +36,17 @@ class TaskSpec:
     label_field: str
     source: str
     description: str
+    # XTREME's category of a target ("classification", "structured_prediction",
+    # "question_answering", "retrieval"); None for intermediate tasks
+    category: str | None = None
+    # the English task this one is a machine translation of ("translate-train" data), if any
+    translation_of: str | None = None
+    # metrics averaged into the task's benchmark score (XTREME: QA is the mean of EM and F1)
+    score_metrics: tuple[str, ...] = ()
+
+    @property
+    def benchmark_metrics(self) -> tuple[str, ...]:
+        return self.score_metrics or (self.metric,)
 
     @property
     def num_labels(self) -> int:
@@ -44,6 +55,9 @@ class TaskSpec:
     def splits(self, lang: str) -> tuple[str, ...]:
         """Splits available in ``lang``: targets are zero-shot, so only English has ``train``."""
         return mini.splits_of(self.name, lang)
+
+
+_MINI_CATEGORY = {"mini_xnli": "classification", "mini_udpos": "structured_prediction"}
 
 
 def _mini(
@@ -60,6 +74,7 @@ def _mini(
         label_field="tags" if kind == "tagging" else "label",
         source="embedded",
         description=description,
+        category=_MINI_CATEGORY.get(name),
     )
 
 
