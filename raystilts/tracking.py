@@ -1,32 +1,48 @@
-"""MLflow bookkeeping for searches: one experiment per search, one run per trial.
+"""MLflow bookkeeping for searches: one experiment per search, a parent run per search, one child
+run per trial.
 
 This is the only module that imports mlflow. It talks to the store through an explicit
 :class:`mlflow.tracking.MlflowClient` (never the global active-run state), so a Tune callback on
 the driver can own every run and end it on every exit path: no run is left RUNNING when a trial
 finishes, stops early, fails, or the search is interrupted (:meth:`Tracker.close_open_runs`).
 
-Layout of one run (see DESIGN.md):
+Layout of an experiment (see DESIGN.md); ``raystilts.kind`` says which kind a run is:
 
-- params: ``target``, ``chain`` (``mini_mnli>mini_xnli``), ``intermediate`` (JSON list),
+- ``search``: one parent run per search (:meth:`Tracker.start_search`), found again by its
+  ``raystilts.search_id`` tag when the search resumes; params and tags of the whole search.
+- ``trial``: one run per Tune trial (:meth:`Tracker.start_trial`), a child of the search run
+  through MLflow's ``mlflow.parentRunId`` tag (what the UI nests runs by).
+  params: ``target``, ``chain`` (``mini_mnli>mini_xnli``), ``intermediate`` (JSON list),
   ``chain_length``, ``seed``, ``model``, ``metric``, per-phase hyperparameters, ``config_key``;
-- tags: ``raystilts.target``, ``raystilts.chain``, ``raystilts.trial_id``, ``raystilts.search``
+  tags: ``raystilts.target``, ``raystilts.chain``, ``raystilts.trial_id``, ``raystilts.search``
   and, once ended, ``raystilts.outcome``;
-- metrics: ``{split}/{task}/{lang}/{metric}`` keys, logged with the training step.
+  metrics: ``{split}/{task}/{lang}/{metric}`` keys (one per language), logged with the step.
+- ``summary``: a finished run holding a report's files as artifacts (:meth:`Tracker.log_summary`).
+
+:func:`load_runs` returns the trial runs only (runs without ``raystilts.kind``, from stores
+written before parents existed, count as trials). For a ``sqlite:///`` store it reads MLflow's
+tables directly, which is much faster than ``MlflowClient.search_runs`` on large searches.
 
 Example (a throwaway sqlite store)::
 
     tracker = Tracker(tracking_uri=default_tracking_uri(Path("runs")), experiment="demo")
+    parent = tracker.start_search(search_id="demo", run_name="demo", params={"samples": 4},
+                                  tags={"raystilts.search": "demo"})
     run_id = tracker.start_trial(trial_id="t1", run_name="mini_xnli s0", params={"seed": 0},
-                                 tags={"raystilts.search": "demo"})
+                                 tags={"raystilts.search": "demo"}, parent_run_id=parent)
     tracker.log_metrics(run_id, {"dev/mini_xnli/en/accuracy": 0.61}, step=100)
     tracker.end_trial(run_id, status="FINISHED")
-    records = load_runs(tracking_uri=tracker.tracking_uri, experiment="demo")
+    tracker.end_search(parent, status="FINISHED")
+    records = load_runs(tracking_uri=tracker.tracking_uri, experiment="demo")  # the trial only
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -44,7 +60,10 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 __all__ = [
+    "KIND_TAG",
     "OUTCOME_TAG",
+    "PARENT_RUN_TAG",
+    "SEARCH_ID_TAG",
     "TRIAL_ID_TAG",
     "RunRecord",
     "Tracker",
@@ -53,7 +72,12 @@ __all__ = [
 ]
 
 TRIAL_ID_TAG = "raystilts.trial_id"
+SEARCH_ID_TAG = "raystilts.search_id"
 OUTCOME_TAG = "raystilts.outcome"
+KIND_TAG = "raystilts.kind"  # search | trial | summary
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under this run id
+
+RunKind = Literal["search", "trial", "summary"]
 
 # Per-request limits of MLflow's log_batch (the REST API rejects larger batches).
 _MAX_METRICS_PER_BATCH = 1000
@@ -62,7 +86,17 @@ _MAX_TAGS_PER_BATCH = 100
 _PAGE_SIZE = 1000  # search_runs' largest page
 _PROBE_TIMEOUT_S = 3.0  # fail fast: mlflow's own client retries for minutes by default
 _SQLITE_PREFIX = "sqlite:///"
-_TRIAL_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")  # quoted verbatim into a filter string
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")  # trial/search ids are quoted into filter strings
+# What load_runs reads from a sqlite store (MLflow 3.17.2's schema); anything missing means a
+# schema this module was not checked against, and load_runs goes through MlflowClient instead.
+_SQLITE_COLUMNS = {
+    "experiments": ("experiment_id", "name", "lifecycle_stage"),
+    "runs": ("run_uuid", "status", "start_time", "lifecycle_stage", "experiment_id"),
+    "params": ("run_uuid", "key", "value"),
+    "tags": ("run_uuid", "key", "value"),
+    "latest_metrics": ("run_uuid", "key", "value", "is_nan"),
+}
+_log = logging.getLogger(__name__)
 
 TrialStatus = Literal["FINISHED", "KILLED", "FAILED"]
 _T = TypeVar("_T")
@@ -132,6 +166,34 @@ class Tracker:
             location = (artifact_root.resolve() / _safe_dirname(self.experiment)).as_uri()
         return str(self._client.create_experiment(self.experiment, artifact_location=location))
 
+    def start_search(
+        self,
+        *,
+        search_id: str,
+        run_name: str,
+        params: Mapping[str, object],
+        tags: Mapping[str, str],
+    ) -> str:
+        """Open (or reopen) the parent run of a search and return its run id.
+
+        Trials become its children through ``start_trial(parent_run_id=...)``, so the MLflow UI
+        shows one expandable row per search. Idempotent by the ``raystilts.search_id`` tag: a
+        resumed search reuses its parent run and sets it RUNNING again (also when it had
+        ended). Tagged ``raystilts.kind=search``. Params follow :meth:`start_trial`'s rules.
+
+        Raises:
+            UserError: the reused run already has a param with a different value.
+        """
+        return self._open_run(
+            id_tag=SEARCH_ID_TAG,
+            id_value=search_id,
+            what="search",
+            run_name=run_name,
+            params=params,
+            tags={**tags, SEARCH_ID_TAG: search_id, KIND_TAG: "search"},
+            reopen_finished=True,
+        )
+
     def start_trial(
         self,
         *,
@@ -139,21 +201,47 @@ class Tracker:
         run_name: str,
         params: Mapping[str, object],
         tags: Mapping[str, str],
+        parent_run_id: str | None = None,
     ) -> str:
         """Open (or reopen) the run of a Tune trial and return its run id.
 
         Idempotent: a run already tagged with ``trial_id`` is reused, so a restarted or resumed
         trial never duplicates its run; an unfinished one is set RUNNING again. Params are
         logged once; values that are not strings are written as JSON (lists) or ``str()``.
+        Tagged ``raystilts.kind=trial``; with ``parent_run_id`` (from :meth:`start_search`)
+        also ``mlflow.parentRunId``, which nests the run under its search in the UI.
 
         Raises:
             UserError: a reused run already has a param with a different value (params are
                 immutable in MLflow), e.g. a search resumed with an edited search space.
         """
-        if not _TRIAL_ID_RE.match(trial_id):
-            raise ValueError(f"trial id {trial_id!r} must match {_TRIAL_ID_RE.pattern}")
-        all_tags = {**tags, TRIAL_ID_TAG: trial_id}
-        existing = self._find_trial_run(trial_id)
+        all_tags = {**tags, TRIAL_ID_TAG: trial_id, KIND_TAG: "trial"}
+        if parent_run_id is not None:
+            all_tags[PARENT_RUN_TAG] = parent_run_id
+        return self._open_run(
+            id_tag=TRIAL_ID_TAG,
+            id_value=trial_id,
+            what="trial",
+            run_name=run_name,
+            params=params,
+            tags=all_tags,
+            reopen_finished=False,
+        )
+
+    def _open_run(
+        self,
+        *,
+        id_tag: str,
+        id_value: str,
+        what: str,
+        run_name: str,
+        params: Mapping[str, object],
+        tags: Mapping[str, str],
+        reopen_finished: bool,
+    ) -> str:
+        if not _ID_RE.match(id_value):
+            raise ValueError(f"{what} id {id_value!r} must match {_ID_RE.pattern}")
+        existing = self._find_run(id_tag, id_value)
         logged: Mapping[str, str] = {} if existing is None else existing.data.params
         new_params: list[Param] = []
         for key, value in params.items():  # check before touching the run
@@ -162,17 +250,17 @@ class Tracker:
                 new_params.append(Param(key, text))
             elif logged[key] != text:
                 raise UserError(
-                    f"trial {trial_id} already logged param {key}={logged[key]!r}, now "
+                    f"{what} {id_value} already logged param {key}={logged[key]!r}, now "
                     f"{text!r}; resume with the same search space or use a new experiment"
                 )
         if existing is None:
-            run = self._client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+            run = self._client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
             run_id: str = run.info.run_id
         else:
             run_id = existing.info.run_id
-            if existing.info.status != "FINISHED":
+            if reopen_finished or existing.info.status != "FINISHED":
                 self._client.update_run(run_id, status="RUNNING")
-            self._log_tags(run_id, all_tags)
+            self._log_tags(run_id, tags)
         for chunk in _chunks(new_params, _MAX_PARAMS_PER_BATCH):
             self._client.log_batch(run_id, params=chunk, synchronous=True)
         return run_id
@@ -190,6 +278,15 @@ class Tracker:
     ) -> None:
         """End a run with ``status``; ``tags`` (e.g. ``{"raystilts.outcome": "stopped_early"}``)
         are set first so a reader never sees a terminated run without its outcome."""
+        self._end_run(run_id, status=status, tags=tags)
+
+    def end_search(
+        self, run_id: str, *, status: TrialStatus, tags: Mapping[str, str] | None = None
+    ) -> None:
+        """End the parent run of a search (after its trials), like :meth:`end_trial`."""
+        self._end_run(run_id, status=status, tags=tags)
+
+    def _end_run(self, run_id: str, *, status: TrialStatus, tags: Mapping[str, str] | None) -> None:
         if status not in ("FINISHED", "KILLED", "FAILED"):
             raise ValueError(f"status {status!r} must be FINISHED, KILLED or FAILED")
         if tags:
@@ -197,13 +294,17 @@ class Tracker:
         self._client.set_terminated(run_id, status=status)
 
     def close_open_runs(self) -> int:
-        """Mark every RUNNING run of the experiment KILLED (outcome ``interrupted``).
+        """Mark every RUNNING run of the experiment KILLED (outcome ``interrupted``): trials,
+        search parents (after their children) and anything else.
 
         Call at the end of a search and before resuming one; returns how many were closed.
         """
-        running = list(self._search("attributes.status = 'RUNNING'"))
+        running = sorted(
+            self._search("attributes.status = 'RUNNING'"),
+            key=lambda r: r.data.tags.get(KIND_TAG) == "search",
+        )
         for run in running:
-            self.end_trial(run.info.run_id, status="KILLED", tags={OUTCOME_TAG: "interrupted"})
+            self._end_run(run.info.run_id, status="KILLED", tags={OUTCOME_TAG: "interrupted"})
         return len(running)
 
     def finished_trial_ids(self) -> set[str]:
@@ -218,8 +319,42 @@ class Tracker:
         """Copy the files under ``local_dir`` into the run's artifact location."""
         self._client.log_artifacts(run_id, str(local_dir))
 
-    def _find_trial_run(self, trial_id: str) -> Run | None:
-        runs = list(self._search(f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'"))
+    def log_summary(
+        self,
+        *,
+        run_name: str,
+        local_dir: Path,
+        tags: Mapping[str, str],
+        metrics: Mapping[str, float] | None = None,
+    ) -> str:
+        """Record a report as a new FINISHED run tagged ``raystilts.kind=summary``: the files
+        under ``local_dir`` become its artifacts, ``metrics`` (e.g. gains) are logged at step 0.
+
+        Every call makes a new run (a report is a snapshot). Pass
+        ``{"mlflow.parentRunId": search_run_id}`` in ``tags`` to nest it under a search.
+        :func:`load_runs` skips it. If logging fails the run ends FAILED, never RUNNING.
+
+        Raises:
+            ValueError: ``local_dir`` is not a directory.
+        """
+        if not local_dir.is_dir():
+            raise ValueError(f"summary directory {local_dir} does not exist or is not a directory")
+        run = self._client.create_run(
+            self.experiment_id, run_name=run_name, tags={**tags, KIND_TAG: "summary"}
+        )
+        run_id: str = run.info.run_id
+        try:
+            if metrics:
+                self.log_metrics(run_id, metrics, step=0)
+            self._client.log_artifacts(run_id, str(local_dir))
+        except BaseException:
+            self._client.set_terminated(run_id, status="FAILED")
+            raise
+        self._client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    def _find_run(self, id_tag: str, id_value: str) -> Run | None:
+        runs = list(self._search(f"tags.`{id_tag}` = '{id_value}'"))
         if not runs:
             return None
         # Duplicates can only come from outside this class; prefer the run that got furthest.
@@ -236,7 +371,19 @@ class Tracker:
 
 
 def load_runs(*, tracking_uri: str, experiment: str) -> list[RunRecord]:
-    """All active runs of ``experiment`` as :class:`RunRecord` (oldest first).
+    """The active trial runs of ``experiment`` as :class:`RunRecord` (oldest first).
+
+    Search parents and summaries (``raystilts.kind`` ``search``/``summary``) are skipped; runs
+    without the tag count as trials. Deleted runs are left out, as MLflow's UI does.
+
+    A ``sqlite:///`` store is read with the stdlib ``sqlite3`` module from MLflow's own tables
+    (runs, params, tags, latest_metrics, experiments), in one read transaction: for 10,000 runs
+    of a few hundred metric keys this takes seconds, where ``MlflowClient.search_runs`` builds
+    an ORM object per metric and takes minutes. The result is the same as the client's (tests
+    compare both); ``latest_metrics`` already holds MLflow's latest value per key (highest
+    step, then newest timestamp, then largest value). If the tables or columns differ from
+    MLflow 3.17.2's, or sqlite cannot read the file, a warning gives the reason and the client
+    path is used. Other stores (http(s) servers) always go through the client.
 
     Raises:
         UserError: the store is unreachable or missing, or the experiment does not exist.
@@ -250,13 +397,27 @@ def load_runs(*, tracking_uri: str, experiment: str) -> list[RunRecord]:
             f"tracking database {db_path} does not exist; run a search first "
             f"or pass --tracking-uri pointing at an existing store"
         )
+    if db_path is not None:
+        try:
+            records = _load_runs_sqlite(db_path, uri=uri, experiment=experiment)
+        except _NoFastPath as exc:
+            _log.warning("load_runs: reading %s through MlflowClient (slower): %s", uri, exc)
+        else:
+            return [r for r in records if _is_trial(r.tags)]
+    return [r for r in _load_runs_client(uri, experiment) if _is_trial(r.tags)]
+
+
+def _is_trial(tags: Mapping[str, str]) -> bool:
+    return tags.get(KIND_TAG, "trial") == "trial"
+
+
+def _load_runs_client(uri: str, experiment: str) -> list[RunRecord]:
+    """Every active run of ``experiment`` through MlflowClient (any store)."""
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None or found.lifecycle_stage != "active":
-        known = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
-        raise UserError(
-            f"experiment {experiment!r} not found in {uri}; known: {', '.join(known) or '(none)'}"
-        )
+        known = [e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+        raise _unknown_experiment(experiment, uri, known)
     runs = sorted(
         _search_all(client, str(found.experiment_id), ""),
         key=lambda r: (r.info.start_time or 0, r.info.run_id),
@@ -271,6 +432,97 @@ def load_runs(*, tracking_uri: str, experiment: str) -> list[RunRecord]:
         )
         for run in runs
     ]
+
+
+class _NoFastPath(Exception):
+    """The sqlite store cannot be read directly; the message says why."""
+
+
+def _load_runs_sqlite(db_path: Path, *, uri: str, experiment: str) -> list[RunRecord]:
+    """Every active run of ``experiment`` from MLflow's sqlite tables (same result as
+    :func:`_load_runs_client`, without MLflow's ORM)."""
+    try:
+        # Read-only: never creates, migrates or locks the store for writers beyond the read.
+        conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _NoFastPath(f"sqlite cannot open {db_path}: {exc}") from None
+    try:
+        conn.execute("BEGIN")  # one snapshot for all queries below
+        _check_sqlite_schema(conn)
+        found = conn.execute(
+            "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?",
+            (experiment,),
+        ).fetchall()
+        if len(found) > 1:  # MLflow workspaces: only the client knows which one is meant
+            raise _NoFastPath(f"{len(found)} experiments are named {experiment!r}")
+        if not found or found[0][1] != "active":
+            known = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM experiments WHERE lifecycle_stage = 'active'"
+                )
+            ]
+            raise _unknown_experiment(experiment, uri, known)
+        experiment_id = found[0][0]
+        runs = conn.execute(
+            "SELECT run_uuid, status, start_time FROM runs "
+            "WHERE experiment_id = ? AND lifecycle_stage = 'active'",
+            (experiment_id,),
+        ).fetchall()
+        params: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in runs}
+        tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in runs}
+        metrics: dict[str, dict[str, float]] = {run_id: {} for run_id, _, _ in runs}
+        in_experiment = (
+            "WHERE run_uuid IN (SELECT run_uuid FROM runs "
+            "WHERE experiment_id = ? AND lifecycle_stage = 'active')"
+        )
+        for table, into in (("params", params), ("tags", tags)):
+            for run_id, key, value in conn.execute(
+                f"SELECT run_uuid, key, value FROM {table} {in_experiment}", (experiment_id,)
+            ):
+                into[run_id][key] = value
+        nan = math.nan
+        for run_id, key, value, is_nan in conn.execute(
+            f"SELECT run_uuid, key, value, is_nan FROM latest_metrics {in_experiment}",
+            (experiment_id,),
+        ):
+            metrics[run_id][key] = nan if is_nan else float(value)
+    except sqlite3.Error as exc:
+        raise _NoFastPath(f"sqlite cannot read {db_path}: {exc}") from None
+    finally:
+        conn.close()
+    runs.sort(key=lambda row: (row[2] or 0, row[0]))
+    return [
+        RunRecord(
+            run_id=run_id,
+            status=status,
+            params=params[run_id],
+            tags=tags[run_id],
+            metrics=metrics[run_id],
+        )
+        for run_id, status, _ in runs
+    ]
+
+
+def _check_sqlite_schema(conn: sqlite3.Connection) -> None:
+    for table, wanted in _SQLITE_COLUMNS.items():
+        # PRAGMA cannot take a bound parameter; table names are this module's constants.
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            raise _NoFastPath(f"table {table!r} is missing (not an MLflow 3.17 store?)")
+        missing = [column for column in wanted if column not in have]
+        if missing:
+            raise _NoFastPath(
+                f"table {table!r} lacks column(s) {', '.join(missing)} "
+                f"(schema differs from MLflow 3.17.2's)"
+            )
+
+
+def _unknown_experiment(experiment: str, uri: str, known: list[str]) -> UserError:
+    return UserError(
+        f"experiment {experiment!r} not found in {uri}; "
+        f"known: {', '.join(sorted(known)) or '(none)'}"
+    )
 
 
 def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> Iterator[Run]:
