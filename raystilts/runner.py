@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -224,7 +225,7 @@ def _train_phase(
     plan: list[list[int]] = []
     t0 = time.perf_counter()
     for step in range(1, phase.steps + 1):
-        for _ in range(settings.grad_accum):
+        for part in range(settings.grad_accum):
             if not plan:
                 plan = batches(
                     lengths,
@@ -239,9 +240,15 @@ def _train_phase(
                 k: v.to(dist.device, non_blocking=True)
                 for k, v in collate(feats, plan.pop(), pad_id=pad_id).items()
             }
-            with _autocast(dist.device, settings.bf16):
-                loss = model(**batch).loss / settings.grad_accum
-            loss.backward()
+            # DDP all-reduces gradients on the last micro-batch of a step only
+            last = part == settings.grad_accum - 1
+            sync: Any = nullcontext()
+            if isinstance(model, nn.parallel.DistributedDataParallel) and not last:
+                sync = model.no_sync()
+            with sync:
+                with _autocast(dist.device, settings.bf16):
+                    loss = model(**batch).loss / settings.grad_accum
+                loss.backward()
             loss_sum += loss.detach()
             tokens += batch["attention_mask"].sum()
             micro += 1
@@ -290,9 +297,12 @@ def run_chain(
     report: Report,
     pad_id: int,
     dist: Dist | None = None,
+    final_model_dir: Path | None = None,
 ) -> dict[str, float]:
     """Run ``plan``; ``report`` gets English dev metrics every ``eval_every`` target steps and,
     last, every metric (``{split}/{task}/{lang}/{metric}``). Only rank 0's values are meaningful.
+    With ``final_model_dir``, rank 0 saves the trained target model there (``save_pretrained``)
+    before the last report.
     """
     dist = dist or Dist.current()
     encoder: dict[str, torch.Tensor] | None = None
@@ -361,6 +371,11 @@ def run_chain(
                 final[f"{split}/{target.name}/avg/{m}"] = sum(
                     d[m] for d in per_lang.values()
                 ) / len(per_lang)
+        if final_model_dir is not None:
+            inner = (
+                model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+            )
+            inner.save_pretrained(str(final_model_dir))  # type: ignore[operator]
     dist.barrier()
     report(final)
     logging.getLogger(__name__).debug("chain %s done", plan.name)

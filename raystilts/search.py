@@ -33,7 +33,7 @@ from raystilts.errors import UserError
 from raystilts.space import SearchSpace, baseline_params, chain_from_params, make_define_by_run
 from raystilts.tasks import CATALOG, TaskSpec
 from raystilts.tracking import Tracker
-from raystilts.workspace import Workspace, prepare_workspace
+from raystilts.workspace import open_workspace, prepare_workspace
 
 __all__ = ["SearchRun", "run_search"]
 
@@ -66,12 +66,16 @@ def _needs(space: SearchSpace) -> set[tuple[TaskSpec, str, str]]:
 
 def _train_loop(cfg: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: one chain, reported through ``ray.train.report``."""
+    import shutil
+    import tempfile
+
     import torch
 
-    from raystilts.runner import ChainPlan, Phase, TrainSettings, run_chain
+    from raystilts.runner import ChainPlan, Dist, Phase, TrainSettings, run_chain
 
     torch.set_num_threads(int(cfg["threads"]))
-    store = Workspace.store_from_config(cfg["workspace"])
+    node = ray.get_runtime_context().get_node_id()
+    model, store, tok_dir = open_workspace(cfg["workspace"], node=node)
     plan = ChainPlan(
         phases=tuple(
             Phase(task=CATALOG[p["task"]], lr=p["lr"], steps=p["steps"]) for p in cfg["phases"]
@@ -85,22 +89,50 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         eval_languages=tuple(cfg["languages"]),
         seed=cfg["seed"],
     )
-    world = train.get_context().get_world_size()
+    dist = Dist.current()
+    # the effective batch (workers x micro-batch x accumulation) stays the space's batch_size
+    micro, accum = cfg["training"].accumulation(dist.world_size)
     settings = TrainSettings(
-        batch_size=max(
-            1, cfg["batch_size"] // world
-        ),  # the effective batch stays fixed across worker counts
+        batch_size=micro,
+        grad_accum=accum,
         warmup_ratio=cfg["warmup_ratio"],
         weight_decay=cfg["weight_decay"],
     )
-    run_chain(
-        plan,
-        base_model=cfg["workspace"]["model"],
-        store=store,
-        settings=settings,
-        report=train.report,
-        pad_id=cfg["workspace"]["pad_id"],
-    )
+    nodes = [node]
+    if dist.world_size > 1:  # which nodes ran this trial, for its MLflow run
+        gathered: list[Any] = [None] * dist.world_size
+        torch.distributed.all_gather_object(gathered, node)
+        nodes = gathered
+    final_dir = Path(tempfile.mkdtemp(prefix="raystilts-model-")) if cfg["save_model"] else None
+    final_step = float(cfg["target"]["steps"])
+
+    def report(metrics: dict[str, float]) -> None:
+        out: dict[str, Any] = dict(metrics)
+        checkpoint = None
+        if metrics.get("target_step") == final_step:
+            out["worker_nodes"] = ",".join(sorted(set(nodes)))
+            out["worker_ranks_per_node"] = ",".join(str(nodes.count(n)) for n in sorted(set(nodes)))
+            if final_dir is not None and dist.rank == 0:
+                for f in tok_dir.iterdir():  # a checkpoint loads with its own tokenizer
+                    if f.is_file() and not (final_dir / f.name).exists():
+                        shutil.copy2(f, final_dir / f.name)
+                checkpoint = train.Checkpoint.from_directory(str(final_dir))
+        train.report(out, checkpoint=checkpoint)
+
+    try:
+        run_chain(
+            plan,
+            base_model=model,
+            store=store,
+            settings=settings,
+            report=report,
+            pad_id=cfg["workspace"]["pad_id"],
+            dist=dist,
+            final_model_dir=final_dir,
+        )
+    finally:
+        if final_dir is not None:
+            shutil.rmtree(final_dir, ignore_errors=True)
 
 
 def _trial(
@@ -122,7 +154,8 @@ def _trial(
         "eval_every": plan.eval_every,
         "languages": list(space.languages_for(target)),
         "seed": space.search.seeds[0],  # one per search: the space refuses several
-        "batch_size": space.training.batch_size,
+        "training": space.training,  # a frozen dataclass: pickles to the workers
+        "save_model": space.training.save_model,
         "warmup_ratio": space.training.warmup_ratio,
         "weight_decay": space.training.weight_decay,
         "workspace": workspace,
@@ -137,8 +170,9 @@ def _trial(
             use_gpu=use_gpu,
             resources_per_worker={
                 "CPU": space.resources.cpus_per_worker,
-                **({"GPU": 1} if use_gpu else {}),
+                **({"GPU": space.resources.gpus_per_worker} if use_gpu else {}),
             },
+            placement_strategy=space.resources.placement_strategy,
         ),
         run_config=train.RunConfig(
             name=f"train-{trial_name}",
@@ -225,10 +259,16 @@ class MlflowCallback(tune.Callback):
             run, metrics, step=int(result.get("target_step", result.get("training_iteration", 0)))
         )
 
-    def _end(self, trial: Any, status: str, outcome: str) -> None:
+    def _end(
+        self, trial: Any, status: str, outcome: str, tags: Mapping[str, str] | None = None
+    ) -> None:
         run = self.runs.pop(trial.trial_id, None)
         if run is not None:
-            self.tracker.end_trial(run, status=status, tags={"raystilts.outcome": outcome})  # type: ignore[arg-type]
+            self.tracker.end_trial(
+                run,
+                status=status,  # type: ignore[arg-type]
+                tags={**(tags or {}), "raystilts.outcome": outcome},
+            )
         if self.log:  # one progress line per trial (Ray's own logs stay in its session dir)
             last = trial.last_result or {}
             score = last.get(f"dev/{self.target}/en/{self.task.metric}")
@@ -245,8 +285,16 @@ class MlflowCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         finished = any(k.startswith(f"test/{self.target}/") for k in last)
+        where = {  # the nodes that ran it and the saved model (training.save_model)
+            f"raystilts.{k}": str(last[k])
+            for k in ("worker_nodes", "worker_ranks_per_node", "checkpoint_path")
+            if last.get(k)
+        }
         self._end(
-            trial, "FINISHED" if finished else "KILLED", "finished" if finished else "stopped_early"
+            trial,
+            "FINISHED" if finished else "KILLED",
+            "finished" if finished else "stopped_early",
+            where,
         )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -313,12 +361,18 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
 def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     """Run the search of ``space``, one Tune run per target; returns timing and trial counts."""
     t0 = time.perf_counter()
+    if run.address and not run.storage_path:
+        raise UserError(
+            f"--address {run.address}: a cluster's nodes do not share this machine's disk; "
+            "pass --storage-path s3://bucket/prefix (or a directory every node mounts)"
+        )
     tracker = Tracker(
         tracking_uri=run.tracking_uri, experiment=space.name
     )  # fail fast on a bad URI
+    needs = _needs(space)
     ws = prepare_workspace(
         model=space.model,
-        needs=_needs(space),
+        needs=needs,
         max_length=space.training.max_length,
         cache_dir=run.cache_dir,
         data_dir=run.data_dir,
@@ -331,19 +385,18 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         if space.resources.use_gpu == "auto"
         else bool(space.resources.use_gpu)
     )
-    if (
-        use_gpu
-        and not run.address
-        and torch.cuda.device_count() < space.resources.workers_per_trial
-    ):
+    gpus = space.resources.workers_per_trial * space.resources.gpus_per_worker
+    if use_gpu and not run.address and torch.cuda.device_count() < gpus:
         # Train would wait for GPUs forever, silently: say so before anything starts
         raise UserError(
-            f"resources.use_gpu: {space.resources.use_gpu} needs {space.resources.workers_per_trial} "
+            f"resources.use_gpu: {space.resources.use_gpu} needs {gpus:g} "
             f"GPU(s) per trial, this machine has {torch.cuda.device_count()}; "
             "set use_gpu: auto/false or pass --address of a GPU cluster"
         )
     _init_ray(space, run, use_gpu)
     storage = run.storage_path or str((run.workdir / "ray_results").resolve())
+    # with a storage path, workers on any node fetch model and features through it
+    ws_config = ws.share(needs, run.storage_path) if run.storage_path else ws.to_config()
     workers = space.search.max_concurrent * space.resources.workers_per_trial
     threads = (
         max(1, (os.cpu_count() or 1) // workers)
@@ -353,7 +406,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     counts: dict[str, int] = {}
     failed: dict[str, int] = {}
     try:
-        _run_targets(space, run, tracker, ws, storage, threads, use_gpu, counts, failed)
+        _run_targets(space, run, tracker, ws_config, storage, threads, use_gpu, counts, failed)
     finally:
         tracker.close_open_runs()  # whatever happened, no run of this search stays RUNNING
     return {
@@ -369,7 +422,7 @@ def _run_targets(
     space: SearchSpace,
     run: SearchRun,
     tracker: Tracker,
-    ws: Workspace,
+    ws_config: dict[str, object],
     storage: str,
     threads: int,
     use_gpu: bool,
@@ -403,7 +456,7 @@ def _run_targets(
             _trial,
             space=space,
             target=target,
-            workspace=ws.to_config(),
+            workspace=ws_config,
             storage=storage,
             threads=threads,
             use_gpu=use_gpu,

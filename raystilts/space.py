@@ -102,6 +102,23 @@ class TrainingSettings:
     max_length: int = 64
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    # examples one worker puts through the model at once; above it, gradients accumulate so
+    # that the effective batch stays ``batch_size`` whatever the worker count (None: no cap)
+    max_device_batch_size: int | None = None
+    save_model: bool = False  # keep each trial's final model as a Ray Train checkpoint
+
+    def accumulation(self, workers: int) -> tuple[int, int]:
+        """(micro-batch per worker, micro-batches per optimizer step) for ``workers`` workers.
+
+        The effective batch ``workers * micro * steps`` equals ``batch_size`` when it divides
+        evenly and never exceeds it; ``raystilts validate`` reports the layout.
+        """
+        per_worker = max(1, self.batch_size // workers)
+        cap = self.max_device_batch_size or per_worker
+        least = -(-per_worker // cap)
+        # prefer a split into equal micro-batches: 32 with a cap of 5 is 8 x 4, not 7 x 4
+        steps = next((n for n in range(least, per_worker + 1) if per_worker % n == 0), least)
+        return max(1, per_worker // steps), steps
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +143,9 @@ class Resources:
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     use_gpu: bool | Literal["auto"] = "auto"
+    gpus_per_worker: float = 1.0  # with use_gpu; fractions share a GPU between trials
+    # how a trial's workers are placed: PACK fills a node first, SPREAD uses several nodes
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -422,12 +442,20 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
             max_length=train.get_int("max_length", 64, minimum=2),
             warmup_ratio=train.get_float("warmup_ratio", 0.1, "a number in [0, 1)", _unit),
             weight_decay=train.get_float("weight_decay", 0.01, "a number >= 0", _non_negative),
+            max_device_batch_size=(
+                None
+                if train.raw("max_device_batch_size") is None
+                else train.get_int("max_device_batch_size", 0, minimum=1)
+            ),
+            save_model=train.get_bool("save_model", False),
         ),
         search=_search(top.section("search"), intermediate, target),
         resources=Resources(
             workers_per_trial=res.get_int("workers_per_trial", 1, minimum=1),
             cpus_per_worker=res.get_float("cpus_per_worker", 1.0, "a number > 0", _positive),
             use_gpu=use_gpu,
+            gpus_per_worker=res.get_float("gpus_per_worker", 1.0, "a number > 0", _positive),
+            placement_strategy=_placement(res.raw("placement_strategy", "PACK")),
         ),
         source_path=None if source == "<dict>" else source,
     )
@@ -630,14 +658,32 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "intermediate": ("tasks", "min_chain_length", "max_chain_length", "lr", "steps"),
     "target": ("lr", "steps", "eval_every"),
-    "training": ("batch_size", "max_length", "warmup_ratio", "weight_decay"),
+    "training": (
+        *("batch_size", "max_length", "warmup_ratio", "weight_decay"),
+        *("max_device_batch_size", "save_model"),
+    ),
     "search": (
         *("num_samples", "max_concurrent", "seeds"),
         *("baseline_first", "sampler_seed", "scheduler"),
     ),
     "search.scheduler": ("type", "grace_period", "reduction_factor"),
-    "resources": ("workers_per_trial", "cpus_per_worker", "use_gpu"),
+    "resources": (
+        *("workers_per_trial", "cpus_per_worker", "use_gpu"),
+        *("gpus_per_worker", "placement_strategy"),
+    ),
 }
+
+_PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def _placement(value: Any) -> Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]:
+    text = str(value).upper() if isinstance(value, str) else value
+    if text not in _PLACEMENTS:
+        raise UserError(
+            f"resources.placement_strategy: expected one of {', '.join(_PLACEMENTS)}, "
+            f"got {_short(value)}{_did_you_mean(text, _PLACEMENTS)}"
+        )
+    return text  # type: ignore[return-value]
 
 
 def _int(value: Any, path: str, *, minimum: int, what: str = "") -> int:

@@ -16,13 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from raystilts import storage as storage_lib
 from raystilts.data import FeatureStore
 from raystilts.embedded.generate import BENCHMARK_VERSION, generate
 from raystilts.embedded.pretrain import ensure_base_model
 from raystilts.errors import UserError
 from raystilts.tasks import TaskSpec
 
-__all__ = ["Workspace", "default_cache_dir", "prepare_workspace"]
+__all__ = ["Workspace", "default_cache_dir", "open_workspace", "prepare_workspace"]
 
 
 def default_cache_dir() -> Path:
@@ -49,6 +50,34 @@ class Workspace:
             "pad_id": self.pad_id,
         }
 
+    def share(self, needs: Iterable[tuple[TaskSpec, str, str]], storage: str) -> dict[str, object]:
+        """Publish the model (if local), tokenizer and the needed features under ``storage``
+        (an ``s3://``/``gs://``/``file://`` URI or a directory every node mounts) and return the
+        config with which workers on any node fetch them (:func:`open_workspace`)."""
+        root = storage_lib.join(storage, "raystilts-cache")
+
+        def put(local: Path, kind: str) -> str:
+            return storage_lib.publish(
+                local,
+                storage_lib.join(root, kind, f"{local.name}-{storage_lib.content_key(local)}"),
+            )
+
+        model_dir = Path(self.model)
+        entries = sorted({self.features.path(t, s, lang).name for t, s, lang in needs})
+        for name in entries:  # feature entries are content-addressed already
+            storage_lib.publish(
+                self.features.cache_dir / name, storage_lib.join(root, "features", name)
+            )
+        return {
+            **self.to_config(),
+            "remote": {
+                "model": put(model_dir, "models") if model_dir.is_dir() else None,
+                "tokenizer": put(self.features.tokenizer_dir, "tokenizers"),
+                "features": storage_lib.join(root, "features"),
+                "entries": entries,
+            },
+        }
+
     @staticmethod
     def store_from_config(cfg: Mapping[str, object]) -> FeatureStore:
         return FeatureStore(
@@ -56,6 +85,35 @@ class Workspace:
             tokenizer_dir=Path(str(cfg["tokenizer_dir"])),
             max_length=int(str(cfg["max_length"])),
         )
+
+
+def open_workspace(cfg: Mapping[str, object], *, node: str) -> tuple[str, FeatureStore, Path]:
+    """On a worker: (model for from_pretrained, feature store, tokenizer dir) of a workspace
+    config. A shared config (:meth:`Workspace.share`) is fetched once per node into
+    ``node_cache_root()/<node>``; a plain one points at the driver's cache (one machine)."""
+    remote = cfg.get("remote")
+    if not isinstance(remote, Mapping):
+        store = Workspace.store_from_config(cfg)
+        return str(cfg["model"]), store, store.tokenizer_dir
+    local = storage_lib.node_cache_root() / node
+    tok_dir = storage_lib.fetch(str(remote["tokenizer"]), local / "tokenizers")
+    model = (
+        str(storage_lib.fetch(str(remote["model"]), local / "models"))
+        if remote["model"]
+        else str(cfg["model"])  # a hub id: each node downloads it into its Hugging Face cache
+    )
+    features = local / "features"
+    for name in remote["entries"]:  # type: ignore[attr-defined]
+        copy = storage_lib.fetch(storage_lib.join(str(remote["features"]), name), features)
+        link = features / name
+        if not link.exists():  # the store looks entries up by name
+            tmp = features / f".{name}.{os.getpid()}"
+            tmp.symlink_to(copy, target_is_directory=True)
+            tmp.replace(link)
+    store = FeatureStore(
+        cache_dir=features, tokenizer_dir=tok_dir, max_length=int(str(cfg["max_length"]))
+    )
+    return model, store, tok_dir
 
 
 def prepare_workspace(

@@ -162,3 +162,64 @@ def test_missing_data_is_one_line_user_error(tmp_path: Path, tiny_model: Path) -
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="did you mean 'mini_xnli'"):
         get_task("mini_xnl")
+
+
+def test_gradient_accumulation_matches_one_large_batch(
+    store: FeatureStore, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One step on 8 examples equals one step on the same 8 as 2 accumulated micro-batches of 4
+    (dropout off, classification loss is a mean over examples), and the model is saved."""
+    import shutil
+
+    import raystilts.runner as runner
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    model_dir = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model, model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(model_dir)
+
+    def fixed(size: int) -> object:
+        def plan(lengths: list[int], *, batch_size: int, **_: object) -> list[list[int]]:
+            assert batch_size == size
+            return [list(range(i, i + size)) for i in range(0, 8, size)]
+
+        return plan
+
+    weights = {}
+    for micro, accum in ((8, 1), (4, 2)):
+        monkeypatch.setattr(runner, "batches", fixed(micro))
+        out_dir = tmp_path / f"m{micro}"
+        out_dir.mkdir()
+        plan = ChainPlan(
+            phases=(),
+            target=Phase(task=CATALOG["mini_xnli"], lr=1e-2, steps=1),
+            eval_every=1,
+            eval_languages=("en",),
+            seed=0,
+        )
+        run_chain(
+            plan,
+            base_model=str(model_dir),
+            store=store,
+            settings=TrainSettings(batch_size=micro, grad_accum=accum, warmup_ratio=0.0),
+            report=lambda _: None,
+            pad_id=1,
+            final_model_dir=out_dir,
+        )
+        weights[micro] = load_file(str(out_dir / "model.safetensors"))
+    base = load_file(str(model_dir / "model.safetensors"))
+    moved = 0
+    for name, tensor in weights[8].items():
+        assert torch_allclose(tensor, weights[4][name]), name
+        if name in base and not torch_allclose(tensor, base[name]):
+            moved += 1
+    assert moved > 10  # the step really changed the encoder
+
+
+def torch_allclose(a: object, b: object) -> bool:
+    import torch
+
+    return bool(torch.allclose(a, b, atol=1e-5, rtol=1e-4))  # type: ignore[arg-type]

@@ -114,6 +114,42 @@ def test_string_floats_choices_and_languages() -> None:
     assert space.languages == ("en", "qab") and space.languages_for("mini_xnli") == ("en", "qab")
 
 
+@pytest.mark.parametrize(
+    ("batch", "cap", "workers", "expected"),
+    [
+        (32, None, 1, (32, 1)),
+        (32, None, 4, (8, 1)),  # more workers: smaller per-worker batch, same effective batch
+        (32, 8, 1, (8, 4)),  # a memory cap: accumulate 4 micro-batches
+        (32, 8, 2, (8, 2)),
+        (32, 5, 1, (4, 8)),  # equal micro-batches: 8 x 4 = 32, not 7 x 4 = 28
+        (30, 7, 2, (5, 3)),
+    ],
+)
+def test_gradient_accumulation_keeps_the_effective_batch(
+    batch: int, cap: int | None, workers: int, expected: tuple[int, int]
+) -> None:
+    space = load(with_("training.batch_size", batch, "training.max_device_batch_size", cap))
+    micro, steps = space.training.accumulation(workers)
+    assert (micro, steps) == expected
+    assert micro * steps * workers == batch
+    assert cap is None or micro <= cap
+
+
+def test_cluster_resources_parse() -> None:
+    space = load(
+        with_(
+            "resources.placement_strategy",
+            "spread",
+            "resources.gpus_per_worker",
+            0.5,
+            "training.save_model",
+            True,
+        )
+    )
+    assert space.resources.placement_strategy == "SPREAD"
+    assert space.resources.gpus_per_worker == 0.5 and space.training.save_model
+
+
 def test_to_dict_is_json_and_round_trips() -> None:
     space = load(FULL)
     data = json.loads(json.dumps(space.to_dict()))
@@ -192,6 +228,17 @@ def with_(*changes: Any) -> dict[str, Any]:
         (with_("training.warmup_ratio", 1), "training.warmup_ratio: expected a number in [0, 1)"),
         (with_("resources.use_gpu", "maybe"), "resources.use_gpu: expected auto, true or false"),
         (with_("resources.cpus_per_worker", "nan"), "resources.cpus_per_worker: expected"),
+        (
+            with_("resources.placement_strategy", "SPRED"),
+            "resources.placement_strategy: expected one of PACK, SPREAD, STRICT_PACK, "
+            "STRICT_SPREAD, got 'SPRED' (did you mean 'SPREAD'?)",
+        ),
+        (with_("resources.gpus_per_worker", 0), "resources.gpus_per_worker: expected a number > 0"),
+        (
+            with_("training.max_device_batch_size", 0),
+            "training.max_device_batch_size: expected an integer >= 1",
+        ),
+        (with_("training.save_model", "yes"), "training.save_model: expected true or false"),
         (with_("name", "my search"), "name: expected letters"),
         (with_("model", ""), "model: expected 'embedded'"),
         ({"targets": ["mini_xnli"]}, "name: missing required key"),
