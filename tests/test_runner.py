@@ -171,9 +171,10 @@ def test_gradient_accumulation_matches_one_large_batch(
     (dropout off, classification loss is a mean over examples), and the model is saved."""
     import shutil
 
-    import raystilts.runner as runner
     from safetensors.torch import load_file
     from transformers import AutoConfig
+
+    import raystilts.runner as runner
 
     model_dir = tmp_path / "no-dropout"
     shutil.copytree(tiny_model, model_dir)
