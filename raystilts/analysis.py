@@ -1,4 +1,4 @@
-"""From tracked runs to the paper's table: best chain per target and its zero-shot gains.
+"""From tracked runs to the paper's tables: best chains, gains with honest statistics, orderings.
 
 This is the only module that imports polars. It works on plain records (anything shaped like
 :class:`raystilts.tracking.RunRecord`), so it never touches MLflow itself::
@@ -6,25 +6,65 @@ This is the only module that imports polars. It works on plain records (anything
     records = load_runs(tracking_uri=uri, experiment="demo")      # raystilts.tracking
     results = best_chains(runs_to_long(records))
     print(render(results, "table"))
+    full = analyze(runs_to_long(records), tasks=CATALOG, languages=load_languages())
+    print(render_analysis(full, "table"))
 
 Selection is strict zero-shot: per target, every configuration (``config_key``: all
 hyperparameters but the seed) whose runs finished evaluation is averaged over seeds, and the one
 with the best *English dev* score of the target's primary metric wins; test scores in the other
 languages are only reported. Gains are measured against the best baseline configuration (empty
-chain) selected the same way. Scores are fractions in [0, 1]; the table shows them x100.
+chain) selected the same way. Scores are fractions in [0, 1]; tables show them x100.
+
+Statistics (:data:`METHODS` says the same in the report):
+
+- a *gain* pairs a chain's run with the baseline's run **of the same seed value** on the same
+  language: ``diff = chain - baseline``. Only FINISHED runs with test scores count.
+- per language, the interval is a 95% percentile bootstrap (``scipy.stats.bootstrap``) of the mean
+  diff **resampling seeds**, and ``p`` is a paired t-test over seeds (``scipy.stats.ttest_1samp``
+  of the diffs, identical to ``ttest_rel`` of chain vs baseline). One seed: no interval, no test.
+- for a group of languages, each seed's diffs are first averaged over the group's languages and
+  the seeds are resampled; with a single seed the *languages* are resampled and paired instead
+  (column ``unit`` says which), which measures spread across languages, not seed noise.
+- with 3 seeds a percentile bootstrap interval is roughly [min, max] of the three seed means and
+  tends to be too narrow: read it as descriptive.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Literal, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, cast
 
+import numpy as np
 import polars as pl
+from scipy import stats
 
-__all__ = ["RunLike", "TargetResult", "best_chains", "render", "runs_to_long"]
+__all__ = [
+    "DISTANCE_KINDS",
+    "GROUPINGS",
+    "METHODS",
+    "Analysis",
+    "LanguageLike",
+    "RunLike",
+    "TargetResult",
+    "TaskLike",
+    "analyze",
+    "benchmark_scores",
+    "best_chains",
+    "distance_correlations",
+    "gains",
+    "language_groups",
+    "ordering_effects",
+    "render",
+    "render_analysis",
+    "runs_to_long",
+    "selection_comparison",
+    "translation_effects",
+    "unknown_languages",
+]
 
 SOURCE_LANG = "en"
 # The logged per-task average language; recomputed here over the languages compared.
@@ -378,3 +418,1089 @@ def _json_safe(value: object) -> object:
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 5: gains with intervals, language groups, distances, orderings, translated data, XTREME.
+
+DISTANCE_KINDS = ("syntactic", "genetic", "geographic")
+# language groupings besides "lang" (one row per language) and "all" (every language, English too)
+GROUPINGS = ("resource", "family", "script", "distance")
+Grouping = Literal["lang", "all", "resource", "family", "script", "distance"]
+ALL: Literal["all"] = "all"
+UNKNOWN = "unknown"
+CONFIDENCE = 0.95
+ALPHA = 0.05  # "exceeds seed noise": paired t-test over seeds below this
+N_RESAMPLES = 2000  # percentile bootstrap; more resamples cannot make 3 seeds more informative
+_BOOT_BATCH = 50  # resamples per batch: memory is groups x batch x n floats
+DEFAULT_BIN_EDGES = (1 / 3, 2 / 3)  # distance bins: near / mid / far (distances lie in [0, 1])
+_TIE = 1e-12  # a paired difference with less spread than this is constant: no t-test
+
+METHODS = f"""\
+Gains pair each chain run with the baseline run (empty chain) of the same seed value, on the \
+same language: diff = chain - baseline on the test split, primary metric. Only FINISHED runs with \
+test scores count; each chain is represented by its configuration with the best English dev \
+score (strict zero-shot selection), the baseline likewise. Per language: mean diff over seeds, a \
+{CONFIDENCE:.0%} percentile bootstrap interval resampling seeds (scipy.stats.bootstrap, \
+{N_RESAMPLES} resamples) and a paired t-test over seeds (scipy.stats.ttest_1samp of the diffs = \
+ttest_rel of chain vs baseline). Per language group: each seed's diffs are averaged over the \
+group's languages (English excluded: groups describe transfer languages), then seeds are \
+resampled and tested. With one seed there is no seed interval: the group's languages are \
+resampled and paired instead (unit = languages), which measures spread across languages, not \
+seed noise; a single language with a single seed gets no interval. With 3 seeds the percentile \
+interval is close to the range of the 3 seed means and tends to be too narrow; the smallest \
+p-values need the t-test's normality assumption. Correlations: Pearson and Spearman (scipy.stats) \
+of each transfer language's mean gain with its typological distance to English, over the \
+languages with a known distance. Orderings and translated data: the same paired statistics on \
+the difference between two chains' test scores, seed by seed; 'exceeds seed noise' means the \
+paired t-test over seeds gives p < {ALPHA}."""
+
+
+class LanguageLike(Protocol):
+    """What analysis needs to know of a language (``raystilts.languages.Language`` fits)."""
+
+    @property
+    def family(self) -> str | None: ...
+    @property
+    def script(self) -> str | None: ...
+    @property
+    def resource_group(self) -> str | None: ...
+    def distance(self, kind: str) -> float | None: ...
+
+
+class TaskLike(Protocol):
+    """What the benchmark aggregate needs of a target (``raystilts.tasks.TaskSpec`` fits)."""
+
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def benchmark_metrics(self) -> tuple[str, ...]: ...
+
+
+def _evaluated(long: pl.DataFrame) -> pl.LazyFrame:
+    """Primary-metric scores of each target from FINISHED runs that reached the test evaluation.
+
+    One row per (target, config_key, split, lang, seed); duplicate runs of a seed are averaged.
+    Runs without a seed cannot be paired and are left out.
+    """
+    return (
+        long.lazy()
+        .filter(
+            pl.col("status") == "FINISHED",
+            pl.col("target").is_not_null(),
+            pl.col("config_key").is_not_null(),
+            pl.col("seed").is_not_null(),
+            pl.col("task") == pl.col("target"),
+            pl.col("metric") == pl.col("primary_metric"),
+            pl.col("value").is_not_null(),
+        )
+        .filter((pl.col("split") == "test").any().over("run_id"))
+        .group_by("target", "config_key", "split", "lang", "seed")
+        .agg(pl.col("value").mean(), pl.col("chain", "intermediate").first())
+    )
+
+
+def _configs(scores: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per (target, config_key): its chain, English dev score (mean over seeds)."""
+    return (
+        scores.group_by("target", "config_key")
+        .agg(
+            pl.col("chain", "intermediate").first(),
+            dev_en=pl.col("value")
+            .filter(pl.col("split") == "dev", pl.col("lang") == SOURCE_LANG)
+            .mean(),
+        )
+        .with_columns(
+            phases=pl.col("intermediate").list.len(),
+            label=pl.col("intermediate").list.join(">"),
+        )
+    )
+
+
+def _pick(frame: pl.LazyFrame, by: Sequence[str], score: str) -> pl.LazyFrame:
+    """Best row per ``by`` on ``score``; ties go to fewer phases, then chain name, config key
+    (the rule of :func:`best_chains`)."""
+    return (
+        frame.filter(pl.col(score).is_not_null())
+        .sort(score, "phases", "chain", "config_key", descending=[True, False, False, False])
+        .group_by(by, maintain_order=True)
+        .first()
+    )
+
+
+def _chain_scores(long: pl.DataFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Test scores per (target, chain, lang, seed) of each chain's English-dev-selected config,
+    and the same for the selected baseline (``lang, seed, baseline`` per target)."""
+    scores = _evaluated(long)
+    configs = _configs(scores)
+    reps = _pick(configs, ["target", "chain"], "dev_en").filter(pl.col("phases") > 0)
+    base = _pick(configs.filter(pl.col("phases") == 0), ["target"], "dev_en")
+    test = scores.filter(pl.col("split") == "test").select(
+        "target", "config_key", "lang", "seed", "value"
+    )
+    chains = test.join(
+        reps.select("target", "config_key", "chain", "label", "intermediate"),
+        on=["target", "config_key"],
+    )
+    baseline = test.join(base.select("target", "config_key"), on=["target", "config_key"]).select(
+        "target", "lang", "seed", baseline="value"
+    )
+    return chains, baseline
+
+
+def language_groups(
+    codes: Sequence[str],
+    languages: Mapping[str, LanguageLike] | None,
+    grouping: Grouping,
+    *,
+    distance_kind: str = "syntactic",
+    bin_edges: Sequence[float] = DEFAULT_BIN_EDGES,
+) -> pl.DataFrame:
+    """The group of each language code under ``grouping`` (columns ``lang``, ``group``).
+
+    ``lang`` is the code itself, ``all`` one group; ``resource`` the resource group
+    (high/mid/low), ``family``, ``script``, and ``distance`` a bin of the ``distance_kind``
+    distance to English cut at ``bin_edges`` (``d<0.33``, ``0.33<=d<0.67``, ``d>=0.67``). A code
+    missing from ``languages``, or a missing attribute, is ``unknown``.
+
+    >>> language_groups(["en", "zz"], {}, "resource").rows()
+    [('en', 'unknown'), ('zz', 'unknown')]
+    """
+    codes = list(dict.fromkeys(codes))
+    if grouping == "lang":
+        groups: list[str] = list(codes)
+    elif grouping == ALL:
+        groups = [ALL] * len(codes)
+    elif grouping not in GROUPINGS:
+        raise ValueError(f"grouping {grouping!r} must be lang, all or one of {GROUPINGS}")
+    elif grouping == "distance" and distance_kind not in DISTANCE_KINDS:
+        raise ValueError(f"distance kind {distance_kind!r} must be one of {DISTANCE_KINDS}")
+    else:
+        known = languages or {}
+        groups = [_group_of(known.get(c), grouping, distance_kind, bin_edges) for c in codes]
+    return pl.DataFrame(
+        {"lang": codes, "group": groups}, schema={"lang": pl.String, "group": pl.String}
+    )
+
+
+def _group_of(
+    lang: LanguageLike | None, grouping: str, distance_kind: str, edges: Sequence[float]
+) -> str:
+    if lang is None:
+        return UNKNOWN
+    if grouping == "resource":
+        return lang.resource_group or UNKNOWN
+    if grouping == "family":
+        return lang.family or UNKNOWN
+    if grouping == "script":
+        return lang.script or UNKNOWN
+    d = lang.distance(distance_kind)
+    if d is None or math.isnan(d):
+        return UNKNOWN
+    cuts = [f"{e:.2f}" for e in edges]
+    for i, edge in enumerate(edges):
+        if d < edge:
+            return f"d<{cuts[0]}" if i == 0 else f"{cuts[i - 1]}<=d<{cuts[i]}"
+    return f"d>={cuts[-1]}"
+
+
+def unknown_languages(long: pl.DataFrame, languages: Mapping[str, LanguageLike]) -> list[str]:
+    """Test languages of the runs that ``languages`` does not describe (sorted)."""
+    codes = long.filter(pl.col("split") == "test")["lang"].unique().to_list()
+    return sorted(c for c in codes if c not in languages)
+
+
+def _paired_stats(
+    frame: pl.DataFrame, keys: Sequence[str], *, n_resamples: int, seed: int
+) -> pl.DataFrame:
+    """Paired statistics of ``a - b`` per ``keys`` (frame columns: keys, lang, seed, a, b).
+
+    Output per key: n_langs, n_seeds, a, b (means), diff, ci_low, ci_high, p_value, unit
+    ("seeds", "languages" or "none"), n_units. See :data:`METHODS` for what is resampled.
+    """
+    keys = list(keys)
+    frame = frame.with_columns(d=pl.col("a") - pl.col("b")).filter(pl.col("d").is_not_null())
+    summary = frame.group_by(keys).agg(
+        n_langs=pl.col("lang").n_unique(),
+        n_seeds=pl.col("seed").n_unique(),
+        a=pl.col("a").mean(),
+        b=pl.col("b").mean(),
+    )
+    several = summary.filter(pl.col("n_seeds") >= 2).select(keys)
+    single = summary.filter(pl.col("n_seeds") < 2).select(keys)
+    units = pl.concat(
+        [
+            frame.join(several, on=keys, nulls_equal=True)
+            .group_by(*keys, "seed")
+            .agg(x=pl.col("d").mean())
+            .drop("seed")
+            .with_columns(unit=pl.lit("seeds")),
+            frame.join(single, on=keys, nulls_equal=True)
+            .group_by(*keys, "lang")
+            .agg(x=pl.col("d").mean())
+            .drop("lang")
+            .with_columns(unit=pl.lit("languages")),
+        ]
+    )
+    tested = _unit_stats(units, [*keys, "unit"], n_resamples=n_resamples, seed=seed).with_columns(
+        unit=pl.when(pl.col("n_units") >= 2).then(pl.col("unit")).otherwise(pl.lit("none"))
+    )
+    return summary.join(tested, on=keys, how="left", nulls_equal=True).sort(keys)
+
+
+def _unit_stats(
+    units: pl.DataFrame, keys: Sequence[str], *, n_resamples: int, seed: int
+) -> pl.DataFrame:
+    """Mean, bootstrap interval and one-sample t-test of ``x`` per group of ``keys``.
+
+    Groups are bucketed by their number of units so that each bucket is one vectorised call of
+    ``scipy.stats.bootstrap`` / ``ttest_1samp`` on a (groups, n) array: no loop over groups.
+    """
+    units = units.sort(keys, nulls_last=True)
+    sizes = units.group_by(keys, maintain_order=True).agg(n_units=pl.len())
+    x = units["x"].to_numpy().astype(np.float64)
+    n = sizes["n_units"].to_numpy()
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+    mean = np.add.reduceat(x, starts) / n if len(n) else np.empty(0)
+    low, high, p = (np.full(len(n), np.nan) for _ in range(3))
+    rng = np.random.default_rng(seed)
+    for size in np.unique(n[n >= 2]):
+        rows = np.flatnonzero(n == size)
+        sample = x[starts[rows, None] + np.arange(size)]  # (groups, size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ci = stats.bootstrap(
+                (sample,),
+                np.mean,
+                axis=-1,
+                vectorized=True,
+                n_resamples=n_resamples,
+                batch=_BOOT_BATCH,
+                method="percentile",
+                confidence_level=CONFIDENCE,
+                rng=rng,
+            ).confidence_interval
+            low[rows], high[rows] = ci.low, ci.high
+            spread = np.ptp(sample, axis=-1) > _TIE * np.maximum(1.0, np.abs(sample).max(-1))
+            if spread.any():
+                p[rows[spread]] = stats.ttest_1samp(sample[spread], 0.0, axis=-1).pvalue
+    return sizes.with_columns(
+        diff=pl.Series(mean, dtype=pl.Float64),
+        ci_low=pl.Series(low, dtype=pl.Float64).fill_nan(None),
+        ci_high=pl.Series(high, dtype=pl.Float64).fill_nan(None),
+        p_value=pl.Series(p, dtype=pl.Float64).fill_nan(None),
+    )
+
+
+def gains(
+    long: pl.DataFrame,
+    *,
+    grouping: Grouping = "lang",
+    languages: Mapping[str, LanguageLike] | None = None,
+    distance_kind: str = "syntactic",
+    bin_edges: Sequence[float] = DEFAULT_BIN_EDGES,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Test gain over the baseline of every chain, per language or language group.
+
+    Each chain is its configuration with the best English dev score; the baseline is the best
+    empty-chain configuration. A gain pairs chain and baseline runs of the same seed value on
+    the same language. ``grouping``: ``lang`` (one row per language, English included), ``all``
+    (every language, English included, like :attr:`TargetResult.gain_avg`), or one of
+    :data:`GROUPINGS` over the transfer languages (English excluded).
+
+    Columns: target, chain, label (intermediate phases joined by ``>``), grouping, group,
+    n_langs, n_seeds, score, baseline, gain, ci_low, ci_high, p_value, unit, n_units. See
+    :data:`METHODS` for what the interval resamples and what the test pairs.
+    """
+    chains, baseline = _chain_scores(long)
+    diffs = chains.join(baseline, on=["target", "lang", "seed"]).collect()
+    if grouping in GROUPINGS:
+        diffs = diffs.filter(pl.col("lang") != SOURCE_LANG)
+    groups = language_groups(
+        diffs["lang"].unique().sort().to_list(),
+        languages,
+        grouping,
+        distance_kind=distance_kind,
+        bin_edges=bin_edges,
+    )
+    keys = ["target", "chain", "label", "group"]
+    out = _paired_stats(
+        diffs.join(groups, on="lang").rename({"value": "a", "baseline": "b"}),
+        keys,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return out.select(
+        "target",
+        "chain",
+        "label",
+        pl.lit(grouping).alias("grouping"),
+        "group",
+        "n_langs",
+        "n_seeds",
+        score="a",
+        baseline="b",
+        gain="diff",
+        ci_low="ci_low",
+        ci_high="ci_high",
+        p_value="p_value",
+        unit="unit",
+        n_units="n_units",
+    )
+
+
+def distance_correlations(
+    per_language: pl.DataFrame,
+    languages: Mapping[str, LanguageLike],
+    *,
+    kinds: Sequence[str] = DISTANCE_KINDS,
+) -> pl.DataFrame:
+    """Correlation of each chain's per-language gain with each typological distance to English.
+
+    ``per_language`` is :func:`gains` with ``grouping="lang"``. English is left out (it is the
+    source, not a transfer language), so are languages without that distance. Pearson's r and
+    Spearman's rho with their two-sided p-values (``scipy.stats.pearsonr`` / ``spearmanr``);
+    fewer than 3 languages or a constant column give nulls.
+
+    Columns: target, chain, label, kind, n_langs, pearson_r, pearson_p, spearman_rho, spearman_p.
+    """
+    codes = per_language["group"].unique().to_list()
+    dist = pl.DataFrame(
+        [
+            (code, kind, languages[code].distance(kind))
+            for code in codes
+            if code in languages
+            for kind in kinds
+        ],
+        schema={"group": pl.String, "kind": pl.String, "distance": pl.Float64},
+        orient="row",
+    )
+    keys = ["target", "chain", "label", "kind"]
+    pairs = (
+        per_language.filter(pl.col("group") != SOURCE_LANG, pl.col("gain").is_not_null())
+        .join(dist.filter(pl.col("distance").is_not_null()), on="group")
+        .sort([*keys, "group"])
+    )
+    rows = []
+    # one scipy call per (chain, kind): a few hundred groups, each with one value per language
+    for key, part in pairs.group_by(keys, maintain_order=True):
+        x, y = part["distance"].to_numpy(), part["gain"].to_numpy()
+        r = rp = rho = sp = None
+        if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
+            r, rp = float(pearson.statistic), float(pearson.pvalue)
+            rho, sp = float(spearman.statistic), float(spearman.pvalue)
+        rows.append((*key, len(x), r, rp, rho, sp))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "target": pl.String,
+            "chain": pl.String,
+            "label": pl.String,
+            "kind": pl.String,
+            "n_langs": pl.Int64,
+            "pearson_r": pl.Float64,
+            "pearson_p": pl.Float64,
+            "spearman_rho": pl.Float64,
+            "spearman_p": pl.Float64,
+        },
+        orient="row",
+    )
+
+
+def _compare_chains(
+    pairs: pl.LazyFrame, chains: pl.LazyFrame, keys: Sequence[str], *, n_resamples: int, seed: int
+) -> pl.DataFrame:
+    """Paired a-vs-b statistics for chain pairs (``pairs``: target, chain, chain_b, ...), per
+    language and over all languages (``group`` = lang code or ``all``)."""
+    scores = chains.select("target", "chain", "lang", "seed", "value")
+    frame = (
+        pairs.join(scores, on=["target", "chain"])
+        .join(
+            scores.rename({"chain": "chain_b", "value": "b"}),
+            on=["target", "chain_b", "lang", "seed"],
+        )
+        .rename({"value": "a"})
+        .collect()
+    )
+    per_lang = frame.with_columns(group=pl.col("lang"))
+    overall = frame.with_columns(group=pl.lit(ALL))
+    return pl.concat(
+        [
+            _paired_stats(part, [*keys, "group"], n_resamples=n_resamples, seed=seed)
+            for part in (overall, per_lang)
+        ]
+    )
+
+
+def ordering_effects(
+    long: pl.DataFrame, *, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> pl.DataFrame:
+    """Chains with the same intermediate tasks in different orders, or mixed, compared pairwise.
+
+    Chains of a target are grouped by the multiset of their intermediate tasks (a mixture phase
+    ``mini_mnli+mini_qqp`` counts each task once); every pair of distinct chains in a group is
+    compared seed by seed: ``diff = chain - chain_b`` (chain names in order), per language and
+    over all languages (``group`` = ``all``). ``kind``: ``order`` (both sequential),
+    ``mixture`` (both contain a mixture), ``mixture vs order``. ``seed_sd`` is the typical
+    seed-to-seed standard deviation of the two chains' all-language scores (root mean of their
+    variances; null with one seed); ``exceeds_noise`` is ``p_value < ALPHA`` where seeds were
+    paired (null otherwise).
+
+    Columns: target, tasks, chain, chain_b, kind, group, n_langs, n_seeds, score, score_b,
+    diff, ci_low, ci_high, p_value, unit, n_units, seed_sd, exceeds_noise.
+    """
+    chains, _ = _chain_scores(long)
+    members = (
+        chains.select("target", "chain", "label")
+        .unique()
+        .with_columns(
+            tasks=pl.col("label")
+            .str.replace_all(">", "+")
+            .str.split("+")
+            .list.sort()
+            .list.join(", "),
+            mixed=pl.col("label").str.contains("+", literal=True),
+        )
+    )
+    pairs = (
+        members.join(members, on=["target", "tasks"], suffix="_b")
+        .filter(pl.col("chain") < pl.col("chain_b"))
+        .with_columns(
+            kind=pl.when(pl.col("mixed") & pl.col("mixed_b"))
+            .then(pl.lit("mixture"))
+            .when(pl.col("mixed") | pl.col("mixed_b"))
+            .then(pl.lit("mixture vs order"))
+            .otherwise(pl.lit("order"))
+        )
+        .select("target", "tasks", "chain", "chain_b", "kind")
+    )
+    keys = ["target", "tasks", "chain", "chain_b", "kind"]
+    out = _compare_chains(pairs, chains, keys, n_resamples=n_resamples, seed=seed)
+    variance = (
+        chains.group_by("target", "chain", "seed")
+        .agg(pl.col("value").mean())
+        .group_by("target", "chain")
+        .agg(var=pl.col("value").var())
+        .collect()
+    )
+    return (
+        out.join(variance, on=["target", "chain"], how="left")
+        .join(
+            variance.rename({"chain": "chain_b", "var": "var_b"}),
+            on=["target", "chain_b"],
+            how="left",
+        )
+        .with_columns(
+            seed_sd=((pl.col("var") + pl.col("var_b")) / 2).sqrt(),
+            exceeds_noise=pl.when(pl.col("unit") == "seeds")
+            .then(pl.col("p_value").fill_null(1.0) < ALPHA)
+            .otherwise(None),
+        )
+        .select(
+            *keys,
+            "group",
+            "n_langs",
+            "n_seeds",
+            score="a",
+            score_b="b",
+            diff="diff",
+            ci_low="ci_low",
+            ci_high="ci_high",
+            p_value="p_value",
+            unit="unit",
+            n_units="n_units",
+            seed_sd="seed_sd",
+            exceeds_noise="exceeds_noise",
+        )
+        .sort("target", "tasks", "chain", "chain_b", pl.col("group") != ALL, "group")
+    )
+
+
+def translation_effects(
+    long: pl.DataFrame,
+    translations: Mapping[str, str],
+    *,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Machine-translated intermediate data against its English original, where both were run.
+
+    ``translations`` maps a translated task to the English task it translates (``TaskSpec
+    .translation_of``). A chain with at least one translated task is paired with the chain that
+    substitutes every translated task by its original (same order, same mixtures), if that chain
+    was run for the same target; ``diff = translated - english``, seed by seed, per language and
+    over all languages (``group`` = ``all``).
+
+    Columns: target, chain (translated), english_chain, group, n_langs, n_seeds, score,
+    score_english, diff, ci_low, ci_high, p_value, unit, n_units.
+    """
+    chains, _ = _chain_scores(long)
+    mapping = dict(translations)
+    members = chains.select("target", "chain", "label", "intermediate").unique()
+    english_label = pl.col("intermediate").list.eval(
+        pl.element().str.split("+").list.eval(pl.element().replace(mapping)).list.join("+")
+    )
+    translated = members.filter(
+        pl.col("intermediate")
+        .list.eval(
+            pl.element().str.split("+").list.eval(pl.element().is_in(list(mapping))).list.any()
+        )
+        .list.any()
+    ).with_columns(label_b=english_label.list.join(">"))
+    pairs = translated.join(
+        members.select("target", chain_b="chain", label_b="label"), on=["target", "label_b"]
+    ).select("target", "chain", "chain_b")
+    keys = ["target", "chain", "chain_b"]
+    out = _compare_chains(pairs, chains, keys, n_resamples=n_resamples, seed=seed)
+    return out.select(
+        "target",
+        "chain",
+        english_chain="chain_b",
+        group="group",
+        n_langs="n_langs",
+        n_seeds="n_seeds",
+        score="a",
+        score_english="b",
+        diff="diff",
+        ci_low="ci_low",
+        ci_high="ci_high",
+        p_value="p_value",
+        unit="unit",
+        n_units="n_units",
+    ).sort("target", "chain", pl.col("group") != ALL, "group")
+
+
+def selection_comparison(long: pl.DataFrame) -> pl.DataFrame:
+    """Strict zero-shot selection (English dev) beside target-language dev selection.
+
+    Per target and test language: ``en_*`` is the configuration with the best English dev score
+    (the same for every language, as in :func:`best_chains`); ``lang_*`` the configuration with
+    the best dev score *in that language* (an oracle that needs target-language labels). Each
+    gain is over the baseline configuration selected by the same rule. Scores are means over
+    seeds of the primary metric; ties as in :func:`best_chains`.
+
+    Columns: target, lang, en_chain, en_test, en_gain, lang_chain, lang_dev, lang_test,
+    lang_gain.
+    """
+    scores = _evaluated(long)
+    per_lang = (
+        scores.group_by("target", "config_key", "lang")
+        .agg(
+            pl.col("chain", "intermediate").first(),
+            dev=pl.col("value").filter(pl.col("split") == "dev").mean(),
+            test=pl.col("value").filter(pl.col("split") == "test").mean(),
+        )
+        .with_columns(phases=pl.col("intermediate").list.len())
+    )
+    configs = _configs(scores)
+    tests = per_lang.select("target", "config_key", "lang", "test")
+    en_best = _pick(configs, ["target"], "dev_en").select("target", "config_key", en_chain="chain")
+    en_base = _pick(configs.filter(pl.col("phases") == 0), ["target"], "dev_en").select(
+        "target", "config_key"
+    )
+    lang_best = _pick(per_lang, ["target", "lang"], "dev").select(
+        "target", "lang", lang_chain="chain", lang_dev="dev", lang_test="test"
+    )
+    lang_base = _pick(per_lang.filter(pl.col("phases") == 0), ["target", "lang"], "dev").select(
+        "target", "lang", lang_baseline="test"
+    )
+    en_rows = en_best.join(tests, on=["target", "config_key"]).rename({"test": "en_test"})
+    en_base_rows = en_base.join(tests, on=["target", "config_key"]).select(
+        "target", "lang", en_baseline="test"
+    )
+    return (
+        en_rows.drop("config_key")
+        .join(en_base_rows, on=["target", "lang"], how="left")
+        .join(lang_best, on=["target", "lang"], how="full", coalesce=True)
+        .join(lang_base, on=["target", "lang"], how="left")
+        .filter(pl.col("en_test").is_not_null() | pl.col("lang_test").is_not_null())
+        .select(
+            "target",
+            "lang",
+            "en_chain",
+            "en_test",
+            en_gain=pl.col("en_test") - pl.col("en_baseline"),
+            lang_chain="lang_chain",
+            lang_dev="lang_dev",
+            lang_test="lang_test",
+            lang_gain=pl.col("lang_test") - pl.col("lang_baseline"),
+        )
+        .sort("target", pl.col("lang") != SOURCE_LANG, "lang")
+        .collect()
+    )
+
+
+BEST_SYSTEM = "best chain per target"
+BASELINE_SYSTEM = "baseline"
+
+
+def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.DataFrame:
+    """Benchmark aggregates computed the way XTREME and XTREME-R compute them.
+
+    A *task score* averages, over the target's test languages (English included), each of the
+    task's ``benchmark_metrics`` and then averages those metrics: a QA task scores
+    ``(mean EM + mean F1) / 2`` as in XTREME's ``evaluate.py``. A *category score* is the mean
+    of its tasks' scores (``TaskSpec.category``; none is ``uncategorized``). ``overall_xtreme``
+    is the mean over tasks (XTREME's ``evaluate.py``: the sum of task scores over the number of
+    tasks) and ``overall_xtreme_r`` the mean over categories (the XTREME-R leaderboard weighs
+    the four categories equally). Scores are means over seeds.
+
+    Systems: ``baseline`` (each target's selected empty chain), ``best chain per target``
+    (each target's English-dev-selected chain, as the paper's combined XTREME row), and every
+    intermediate label (e.g. ``mini_mnli``) with the targets it was run for. ``n_tasks`` says
+    how many targets a row covers; ``gain`` is ``score - baseline`` where the system covers the
+    same tasks as the baseline (null otherwise).
+
+    Columns: system, level (task, category, overall_xtreme, overall_xtreme_r), name, score,
+    n_tasks, gain.
+    """
+    spec = pl.DataFrame(
+        [
+            (name, metric, task.category or "uncategorized")
+            for name, task in tasks.items()
+            for metric in task.benchmark_metrics
+        ],
+        schema={"task": pl.String, "metric": pl.String, "category": pl.String},
+        orient="row",
+    ).lazy()
+    evaluated = (
+        long.lazy()
+        .filter(
+            pl.col("status") == "FINISHED",
+            pl.col("config_key").is_not_null(),
+            pl.col("task") == pl.col("target"),
+        )
+        .filter(
+            ((pl.col("split") == "test") & (pl.col("metric") == pl.col("primary_metric")))
+            .any()
+            .over("run_id")
+        )
+    )
+    task_scores = (
+        evaluated.filter(pl.col("split") == "test", pl.col("value").is_not_null())
+        .join(spec, on=["task", "metric"])
+        .group_by("target", "config_key", "category", "lang", "metric", "seed")
+        .agg(pl.col("value").mean())
+        .group_by("target", "config_key", "category", "lang", "metric")
+        .agg(pl.col("value").mean())  # over seeds
+        .group_by("target", "config_key", "category", "metric")
+        .agg(pl.col("value").mean())  # over languages
+        .group_by("target", "config_key", "category")
+        .agg(score=pl.col("value").mean())  # over the task's benchmark metrics
+    )
+    configs = _configs(_evaluated(long))
+    systems = pl.concat(
+        [
+            _pick(configs.filter(pl.col("phases") == 0), ["target"], "dev_en").select(
+                "target", "config_key", system=pl.lit(BASELINE_SYSTEM)
+            ),
+            _pick(configs, ["target"], "dev_en").select(
+                "target", "config_key", system=pl.lit(BEST_SYSTEM)
+            ),
+            _pick(configs.filter(pl.col("phases") > 0), ["target", "label"], "dev_en").select(
+                "target", "config_key", system="label"
+            ),
+        ]
+    )
+    per_task = systems.join(task_scores, on=["target", "config_key"]).collect()
+    categories = per_task.group_by("system", "category").agg(
+        score=pl.col("score").mean(), n_tasks=pl.len()
+    )
+    rows = pl.concat(
+        [
+            per_task.select(
+                "system", level=pl.lit("task"), name="target", score="score", n_tasks=pl.lit(1)
+            ),
+            categories.select(
+                "system",
+                level=pl.lit("category"),
+                name="category",
+                score="score",
+                n_tasks="n_tasks",
+            ),
+            per_task.group_by("system").agg(
+                level=pl.lit("overall_xtreme"),
+                name=pl.lit("all tasks"),
+                score=pl.col("score").mean(),
+                n_tasks=pl.len(),
+            ),
+            categories.group_by("system").agg(
+                level=pl.lit("overall_xtreme_r"),
+                name=pl.lit("all categories"),
+                score=pl.col("score").mean(),
+                n_tasks=pl.col("n_tasks").sum(),
+            ),
+        ],
+        how="vertical_relaxed",
+    )
+    tasks_of = per_task.group_by("system").agg(covered=pl.col("target").sort().str.join(","))
+    base = (
+        rows.filter(pl.col("system") == BASELINE_SYSTEM)
+        .join(tasks_of, on="system")
+        .select("level", "name", base_score="score", base_covered="covered")
+    )
+    level_order = pl.col("level").replace_strict(
+        {"overall_xtreme": 0, "overall_xtreme_r": 1, "category": 2, "task": 3}
+    )
+    system_order = pl.col("system").replace_strict(
+        {BASELINE_SYSTEM: 0, BEST_SYSTEM: 1}, default=2, return_dtype=pl.Int64
+    )
+    same_tasks = (pl.col("level") == "task") | (pl.col("covered") == pl.col("base_covered"))
+    return (
+        rows.join(tasks_of, on="system")
+        .join(base, on=["level", "name"], how="left")
+        .with_columns(
+            gain=pl.when(same_tasks).then(pl.col("score") - pl.col("base_score")),
+            n_tasks=pl.col("n_tasks").cast(pl.Int64),
+        )
+        .sort(system_order, "system", level_order, "name")
+        .select("system", "level", "name", "score", "n_tasks", "gain")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analysis:
+    """Every issue-5 analysis of one experiment (DataFrames; :meth:`tables` for plain rows)."""
+
+    best: list[TargetResult]
+    selection: pl.DataFrame  # :func:`selection_comparison`
+    gains: pl.DataFrame  # :func:`gains` for "lang", "all" and each grouping, stacked
+    correlations: pl.DataFrame  # :func:`distance_correlations`
+    ordering: pl.DataFrame  # :func:`ordering_effects`
+    translation: pl.DataFrame  # :func:`translation_effects`
+    benchmark: pl.DataFrame  # :func:`benchmark_scores`
+    unknown_languages: list[str]  # test languages the language table does not know
+    notes: list[str] = field(default_factory=list)
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Each DataFrame as a list of row dicts (NaN as None): what the report consumes."""
+        frames = {
+            "selection": self.selection,
+            "gains": self.gains,
+            "correlations": self.correlations,
+            "ordering": self.ordering,
+            "translation": self.translation,
+            "benchmark": self.benchmark,
+        }
+        return {name: _rows(frame) for name, frame in frames.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "methods": METHODS,
+            "best_chains": [_json_safe(asdict(r)) for r in self.best],
+            **self.tables(),
+            "unknown_languages": self.unknown_languages,
+            "notes": self.notes,
+        }
+        return out
+
+
+def analyze(
+    long: pl.DataFrame,
+    *,
+    tasks: Mapping[str, TaskLike] | None = None,
+    languages: Mapping[str, LanguageLike] | None = None,
+    translations: Mapping[str, str] | None = None,
+    groupings: Sequence[str] = GROUPINGS,
+    distance_kind: str = "syntactic",
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> Analysis:
+    """Run every analysis on the long table of :func:`runs_to_long`.
+
+    Without ``languages`` the groupings and distance correlations are skipped (noted in
+    ``notes``); without ``tasks`` so is the benchmark aggregate. Bootstrap draws come from
+    ``numpy.random.default_rng(seed)``: the same runs give the same intervals.
+    """
+    notes: list[str] = []
+    kw: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
+    per_lang = gains(long, grouping="lang", **kw)
+    frames = [per_lang, gains(long, grouping=ALL, **kw)]
+    if languages is None:
+        notes.append("no language table: groups and distance correlations skipped")
+        correlations = distance_correlations(per_lang.clear(), {})
+        unknown: list[str] = []
+    else:
+        for grouping in groupings:
+            frames.append(
+                gains(
+                    long,
+                    grouping=cast("Grouping", grouping),
+                    languages=languages,
+                    distance_kind=distance_kind,
+                    **kw,
+                )
+            )
+        correlations = distance_correlations(per_lang, languages)
+        unknown = unknown_languages(long, languages)
+        if unknown:
+            notes.append(
+                f"languages without typology/resource data (group 'unknown', left out of "
+                f"correlations): {', '.join(unknown)}"
+            )
+    if tasks is None:
+        notes.append("no task catalog: benchmark aggregate skipped")
+    seeds = long.filter(pl.col("status") == "FINISHED")["seed"].n_unique()
+    if seeds == 1:
+        notes.append(
+            "one seed: no seed intervals or paired tests per language; group rows resample "
+            "languages instead (unit = languages)"
+        )
+    return Analysis(
+        best=best_chains(long),
+        selection=selection_comparison(long),
+        gains=pl.concat(frames),
+        correlations=correlations,
+        ordering=ordering_effects(long, **kw),
+        translation=translation_effects(long, translations or {}, **kw),
+        benchmark=(
+            benchmark_scores(long, tasks) if tasks is not None else _EMPTY_BENCHMARK.clear()
+        ),
+        unknown_languages=unknown,
+        notes=notes,
+    )
+
+
+_EMPTY_BENCHMARK = pl.DataFrame(
+    schema={
+        "system": pl.String,
+        "level": pl.String,
+        "name": pl.String,
+        "score": pl.Float64,
+        "n_tasks": pl.Int64,
+        "gain": pl.Float64,
+    }
+)
+
+
+def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    rows = frame.to_dicts()
+    return [{k: _json_safe(v) for k, v in row.items()} for row in rows]
+
+
+Select = Literal["en", "target", "both"]
+
+
+def render_analysis(
+    analysis: Analysis,
+    fmt: Literal["table", "json", "csv"],
+    *,
+    by: str = "none",
+    select: Select = "en",
+) -> str:
+    """Format an :class:`Analysis`: ``table`` for people (x100), ``json``/``csv`` raw fractions.
+
+    ``json`` holds everything (best chains, every table, methods, notes). ``csv`` is the gain
+    table of grouping ``by`` (``none``: all languages together). ``table`` shows the best chains
+    (``select`` en/both) or the target-language dev selection (target/both), gains grouped
+    ``by``, distance correlations, ordering and translation effects, the benchmark aggregate.
+    """
+    grouping = ALL if by == "none" else by
+    if grouping not in (ALL, "lang", *GROUPINGS):
+        raise ValueError(f"by {by!r} must be none, lang or one of {GROUPINGS}")
+    if fmt == "json":
+        return json.dumps(analysis.to_json(), indent=2)
+    if fmt == "csv":
+        return analysis.gains.filter(pl.col("grouping") == grouping).write_csv()
+    if fmt != "table":
+        raise ValueError(f"format {fmt!r} must be one of table, json, csv")
+    sections = []
+    if select in ("en", "both"):
+        sections.append(render(analysis.best, "table"))
+    if select in ("target", "both"):
+        sections.append(_selection_table(analysis.selection, both=select == "both"))
+    sections += [
+        _gains_table(analysis.gains.filter(pl.col("grouping") == grouping), grouping),
+        _correlation_table(analysis.correlations, analysis.best),
+        _ordering_table(analysis.ordering),
+        _translation_table(analysis.translation),
+        _benchmark_table(analysis.benchmark),
+    ]
+    notes = [f"note: {n}" for n in analysis.notes]
+    return "\n\n".join([s for s in sections if s] + (["\n".join(notes)] if notes else []))
+
+
+def _text_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned first column(s) of text, right-aligned numbers; two spaces between."""
+    if not rows:
+        return ""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    numeric = [all(_is_number(r[i]) for r in rows) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "  "
+            + "  ".join(
+                c.rjust(w) if num else c.ljust(w)
+                for c, w, num in zip(cells, widths, numeric, strict=True)
+            ).rstrip()
+        )
+
+    return "\n".join([title, line(headers), *(line(r) for r in rows)])
+
+
+def _is_number(text: str) -> bool:
+    return text == "-" or text.lstrip("+-").replace(".", "", 1).replace("[", "").isdigit()
+
+
+def _p(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _ci(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _selection_table(frame: pl.DataFrame, *, both: bool) -> str:
+    headers = ["target", "lang"]
+    if both:
+        headers += ["en-dev chain", "test", "gain"]
+    headers += ["lang-dev chain", "test", "gain"]
+    rows = []
+    for r in frame.iter_rows(named=True):
+        cells = [r["target"], r["lang"]]
+        if both:
+            cells += [r["en_chain"] or "-", _pct(r["en_test"]), _gain(r["en_gain"])]
+        cells += [r["lang_chain"] or "-", _pct(r["lang_test"]), _gain(r["lang_gain"])]
+        rows.append(cells)
+    title = (
+        "Selection on English dev (strict zero-shot) vs on each language's dev (oracle), test x100"
+    )
+    return _text_table(
+        title if both else "Selection on each language's dev, test x100", headers, rows
+    )
+
+
+def _gains_table(frame: pl.DataFrame, grouping: str) -> str:
+    rows = [
+        [
+            r["target"],
+            r["label"],
+            r["group"],
+            str(r["n_langs"]),
+            str(r["n_seeds"]),
+            _gain(r["gain"]),
+            _ci(r["ci_low"], r["ci_high"]),
+            _p(r["p_value"]),
+            r["unit"],
+        ]
+        for r in frame.sort(
+            "target",
+            *(["group", pl.col("gain").mul(-1)] if grouping == ALL else ["label"]),
+            "group",
+        ).iter_rows(named=True)
+    ]
+    what = "all languages" if grouping == ALL else f"by {grouping}"
+    return _text_table(
+        f"Gain over the baseline ({what}), x100: mean, {CONFIDENCE:.0%} bootstrap CI and paired "
+        "t-test over the resampled unit",
+        ["target", "intermediate", "group", "langs", "seeds", "gain", "CI", "p", "unit"],
+        rows,
+    )
+
+
+def _correlation_table(frame: pl.DataFrame, best: Sequence[TargetResult]) -> str:
+    chosen = {(r.target, r.chain_name) for r in best}
+    rows = [
+        [
+            r["target"],
+            r["label"],
+            r["kind"],
+            str(r["n_langs"]),
+            _num(r["pearson_r"]),
+            _p(r["pearson_p"]),
+            _num(r["spearman_rho"]),
+            _p(r["spearman_p"]),
+        ]
+        for r in frame.sort("target", "label", "kind").iter_rows(named=True)
+        if (r["target"], r["chain"]) in chosen
+    ]
+    return _text_table(
+        "Gain vs typological distance to English (best chain per target; transfer languages)",
+        ["target", "intermediate", "distance", "langs", "pearson", "p", "spearman", "p"],
+        rows,
+    )
+
+
+def _ordering_table(frame: pl.DataFrame) -> str:
+    rows = [
+        [
+            r["target"],
+            f"{r['chain']} - {r['chain_b']}",
+            r["kind"],
+            str(r["n_seeds"]),
+            _gain(r["diff"]),
+            _ci(r["ci_low"], r["ci_high"]),
+            _p(r["p_value"]),
+            _pct(r["seed_sd"]),
+            "-" if r["exceeds_noise"] is None else ("yes" if r["exceeds_noise"] else "no"),
+        ]
+        for r in frame.filter(pl.col("group") == ALL).iter_rows(named=True)
+    ]
+    return _text_table(
+        "Ordering effects: same intermediate tasks, different order or mixed (all languages, x100)",
+        ["target", "chain - chain_b", "kind", "seeds", "diff", "CI", "p", "seed sd", "exceeds"],
+        rows,
+    )
+
+
+def _translation_table(frame: pl.DataFrame) -> str:
+    rows = [
+        [
+            r["target"],
+            f"{r['chain']} - {r['english_chain']}",
+            str(r["n_seeds"]),
+            _gain(r["diff"]),
+            _ci(r["ci_low"], r["ci_high"]),
+            _p(r["p_value"]),
+            r["unit"],
+        ]
+        for r in frame.filter(pl.col("group") == ALL).iter_rows(named=True)
+    ]
+    return _text_table(
+        "Translated vs English intermediate data (all languages, x100)",
+        ["target", "translated - english", "seeds", "diff", "CI", "p", "unit"],
+        rows,
+    )
+
+
+def _benchmark_table(frame: pl.DataFrame) -> str:
+    """One row per system: overall scores, then categories, then tasks (score and gain)."""
+    if frame.is_empty():
+        return ""
+    columns = [
+        ("overall_xtreme", "all tasks", "XTREME"),
+        ("overall_xtreme_r", "all categories", "XTREME-R"),
+        *(
+            ("category", name, name)
+            for name in frame.filter(pl.col("level") == "category")["name"].unique().sort()
+        ),
+        *(("task", name, name) for name in frame.filter(level="task")["name"].unique().sort()),
+    ]
+    cells = {
+        (r["system"], r["level"], r["name"]): f"{_pct(r['score'])} ({_gain(r['gain'])})"
+        for r in frame.iter_rows(named=True)
+    }
+    systems = frame["system"].unique(maintain_order=True).to_list()
+    rows = [
+        [system, *(cells.get((system, level, name), "-") for level, name, _ in columns)]
+        for system in systems
+    ]
+    return _text_table(
+        "Benchmark aggregate the XTREME way, x100 (gain over baseline): task = mean over its "
+        "languages (QA: mean of EM and F1); XTREME = mean over tasks, XTREME-R = mean over "
+        "categories",
+        ["system", *(title for _, _, title in columns)],
+        rows,
+    )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:+.2f}"
