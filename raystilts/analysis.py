@@ -428,7 +428,8 @@ DISTANCE_KINDS = ("syntactic", "genetic", "geographic")
 GROUPINGS = ("resource", "family", "script", "distance")
 Grouping = Literal["lang", "all", "resource", "family", "script", "distance"]
 ALL: Literal["all"] = "all"
-UNKNOWN = "unknown"
+UNKNOWN = "unknown"  # a language the language table does not have
+MISSING = "n/a"  # a known language without a value for the grouping (no resource class...)
 CONFIDENCE = 0.95
 ALPHA = 0.05  # "exceeds seed noise": paired t-test over seeds below this
 N_RESAMPLES = 2000  # percentile bootstrap; more resamples cannot make 3 seeds more informative
@@ -539,7 +540,7 @@ def _chain_scores(long: pl.DataFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         "target", "config_key", "lang", "seed", "value"
     )
     chains = test.join(
-        reps.select("target", "config_key", "chain", "label", "intermediate"),
+        reps.select("target", "config_key", "chain", "label", "intermediate", "dev_en"),
         on=["target", "config_key"],
     )
     baseline = test.join(base.select("target", "config_key"), on=["target", "config_key"]).select(
@@ -561,7 +562,8 @@ def language_groups(
     ``lang`` is the code itself, ``all`` one group; ``resource`` the resource group
     (high/mid/low), ``family``, ``script``, and ``distance`` a bin of the ``distance_kind``
     distance to English cut at ``bin_edges`` (``d<0.33``, ``0.33<=d<0.67``, ``d>=0.67``). A code
-    missing from ``languages``, or a missing attribute, is ``unknown``.
+    missing from ``languages`` is ``unknown``; a known language without that value (no resource
+    class, no distance) is ``n/a``.
 
     >>> language_groups(["en", "zz"], {}, "resource").rows()
     [('en', 'unknown'), ('zz', 'unknown')]
@@ -589,14 +591,14 @@ def _group_of(
     if lang is None:
         return UNKNOWN
     if grouping == "resource":
-        return lang.resource_group or UNKNOWN
+        return lang.resource_group or MISSING
     if grouping == "family":
-        return lang.family or UNKNOWN
+        return lang.family or MISSING
     if grouping == "script":
-        return lang.script or UNKNOWN
+        return lang.script or MISSING
     d = lang.distance(distance_kind)
     if d is None or math.isnan(d):
-        return UNKNOWN
+        return MISSING
     cuts = [f"{e:.2f}" for e in edges]
     for i, edge in enumerate(edges):
         if d < edge:
@@ -710,8 +712,8 @@ def gains(
     (every language, English included, like :attr:`TargetResult.gain_avg`), or one of
     :data:`GROUPINGS` over the transfer languages (English excluded).
 
-    Columns: target, chain, label (intermediate phases joined by ``>``), grouping, group,
-    n_langs, n_seeds, score, baseline, gain, ci_low, ci_high, p_value, unit, n_units. See
+    Columns: target, chain, label (intermediate phases joined by ``>``), dev_en (the chain's
+    English dev score, mean over seeds: what selects it), grouping, group, n_langs, n_seeds, score, baseline, gain, ci_low, ci_high, p_value, unit, n_units. See
     :data:`METHODS` for what the interval resamples and what the test pairs.
     """
     chains, baseline = _chain_scores(long)
@@ -725,7 +727,7 @@ def gains(
         distance_kind=distance_kind,
         bin_edges=bin_edges,
     )
-    keys = ["target", "chain", "label", "group"]
+    keys = ["target", "chain", "label", "dev_en", "group"]
     out = _paired_stats(
         diffs.join(groups, on="lang").rename({"value": "a", "baseline": "b"}),
         keys,
@@ -736,6 +738,7 @@ def gains(
         "target",
         "chain",
         "label",
+        "dev_en",
         pl.lit(grouping).alias("grouping"),
         "group",
         "n_langs",
@@ -1045,14 +1048,18 @@ def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.Da
     ``(mean EM + mean F1) / 2`` as in XTREME's ``evaluate.py``. A *category score* is the mean
     of its tasks' scores (``TaskSpec.category``; none is ``uncategorized``). ``overall_xtreme``
     is the mean over tasks (XTREME's ``evaluate.py``: the sum of task scores over the number of
-    tasks) and ``overall_xtreme_r`` the mean over categories (the XTREME-R leaderboard weighs
-    the four categories equally). Scores are means over seeds.
+    tasks) and ``overall_xtreme_r`` the mean over categories. Checked on 2026-11: XTREME's
+    ``evaluate.py`` (google-research/xtreme) computes ``avg_metric`` per task (QA:
+    ``(avg_exact_match + avg_f1) / 2``), category scores as the mean of their tasks and
+    ``all_task`` as the mean of the nine task scores. No XTREME-R scoring code was found; the
+    category mean is our reading of the XTREME-R leaderboard, which reports the four category
+    scores: treat ``overall_xtreme_r`` as that reading. Scores are means over seeds.
 
     Systems: ``baseline`` (each target's selected empty chain), ``best chain per target``
     (each target's English-dev-selected chain, as the paper's combined XTREME row), and every
     intermediate label (e.g. ``mini_mnli``) with the targets it was run for. ``n_tasks`` says
-    how many targets a row covers; ``gain`` is ``score - baseline`` where the system covers the
-    same tasks as the baseline (null otherwise).
+    how many targets a row covers; ``gain`` is ``score - baseline`` where the row covers the
+    same targets as the baseline's row (null otherwise).
 
     Columns: system, level (task, category, overall_xtreme, overall_xtreme_r), name, score,
     n_tasks, gain.
@@ -1136,11 +1143,28 @@ def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.Da
         ],
         how="vertical_relaxed",
     )
-    tasks_of = per_task.group_by("system").agg(covered=pl.col("target").sort().str.join(","))
-    base = (
-        rows.filter(pl.col("system") == BASELINE_SYSTEM)
-        .join(tasks_of, on="system")
-        .select("level", "name", base_score="score", base_covered="covered")
+    covered = pl.concat(  # the targets behind each row: gains compare like with like
+        [
+            per_task.select("system", level=pl.lit("task"), name="target", covered="target"),
+            per_task.group_by("system", "category")
+            .agg(level=pl.lit("category"), covered=pl.col("target").sort().str.join(","))
+            .select("system", "level", name="category", covered="covered"),
+            *(
+                per_task.group_by("system").agg(
+                    level=pl.lit(level),
+                    name=pl.lit(name),
+                    covered=pl.col("target").sort().str.join(","),
+                )
+                for level, name in (
+                    ("overall_xtreme", "all tasks"),
+                    ("overall_xtreme_r", "all categories"),
+                )
+            ),
+        ]
+    )
+    rows = rows.join(covered, on=["system", "level", "name"])
+    base = rows.filter(pl.col("system") == BASELINE_SYSTEM).select(
+        "level", "name", base_score="score", base_covered="covered"
     )
     level_order = pl.col("level").replace_strict(
         {"overall_xtreme": 0, "overall_xtreme_r": 1, "category": 2, "task": 3}
@@ -1148,10 +1172,9 @@ def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.Da
     system_order = pl.col("system").replace_strict(
         {BASELINE_SYSTEM: 0, BEST_SYSTEM: 1}, default=2, return_dtype=pl.Int64
     )
-    same_tasks = (pl.col("level") == "task") | (pl.col("covered") == pl.col("base_covered"))
+    same_tasks = pl.col("covered") == pl.col("base_covered")
     return (
-        rows.join(tasks_of, on="system")
-        .join(base, on=["level", "name"], how="left")
+        rows.join(base, on=["level", "name"], how="left")
         .with_columns(
             gain=pl.when(same_tasks).then(pl.col("score") - pl.col("base_score")),
             n_tasks=pl.col("n_tasks").cast(pl.Int64),
@@ -1173,6 +1196,8 @@ class Analysis:
     translation: pl.DataFrame  # :func:`translation_effects`
     benchmark: pl.DataFrame  # :func:`benchmark_scores`
     unknown_languages: list[str]  # test languages the language table does not know
+    # distance to English of each known test language, by kind (None: not in the table)
+    distances: dict[str, dict[str, float | None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
@@ -1193,6 +1218,7 @@ class Analysis:
             "best_chains": [_json_safe(asdict(r)) for r in self.best],
             **self.tables(),
             "unknown_languages": self.unknown_languages,
+            "distances": self.distances,
             "notes": self.notes,
         }
         return out
@@ -1223,6 +1249,7 @@ def analyze(
         notes.append("no language table: groups and distance correlations skipped")
         correlations = distance_correlations(per_lang.clear(), {})
         unknown: list[str] = []
+        distances: dict[str, dict[str, float | None]] = {}
     else:
         for grouping in groupings:
             frames.append(
@@ -1236,6 +1263,11 @@ def analyze(
             )
         correlations = distance_correlations(per_lang, languages)
         unknown = unknown_languages(long, languages)
+        distances = {
+            code: {kind: languages[code].distance(kind) for kind in DISTANCE_KINDS}
+            for code in sorted(set(long["lang"].unique().to_list()) - set(unknown))
+            if code in languages
+        }
         if unknown:
             notes.append(
                 f"languages without typology/resource data (group 'unknown', left out of "
@@ -1260,6 +1292,7 @@ def analyze(
             benchmark_scores(long, tasks) if tasks is not None else _EMPTY_BENCHMARK.clear()
         ),
         unknown_languages=unknown,
+        distances=distances,
         notes=notes,
     )
 
