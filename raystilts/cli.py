@@ -50,8 +50,27 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     )
 
 
+def _with_resources(space: SearchSpace, args: argparse.Namespace) -> SearchSpace:
+    """The space with ``--workers-per-trial``/``--gpus-per-worker`` applied."""
+    import dataclasses
+
+    res = space.resources
+    if args.workers_per_trial is not None:
+        if args.workers_per_trial < 1:
+            raise UserError(f"--workers-per-trial {args.workers_per_trial}: give an integer >= 1")
+        res = dataclasses.replace(res, workers_per_trial=args.workers_per_trial)
+    if args.gpus_per_worker is not None:
+        if not args.gpus_per_worker > 0:
+            raise UserError(
+                f"--gpus-per-worker {args.gpus_per_worker}: give a number > 0 "
+                "(or leave it out and set resources.use_gpu: false for CPU workers)"
+            )
+        res = dataclasses.replace(res, gpus_per_worker=args.gpus_per_worker, use_gpu=True)
+    return dataclasses.replace(space, resources=res)
+
+
 def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
-    space = _load(space_path)
+    space = _with_resources(_load(space_path), args)
     from raystilts.search import SearchRun, run_search
     from raystilts.workspace import default_cache_dir
 
@@ -79,12 +98,46 @@ def _storage(path: str | None) -> str | None:
     return str(Path(path).resolve())
 
 
-def _analyze(experiment: str, tracking_uri: str, fmt: str) -> str:
-    from raystilts.analysis import best_chains, render, runs_to_long
+def _analyze(
+    experiment: str,
+    tracking_uri: str,
+    fmt: str,
+    *,
+    full: bool = False,
+    select: str = "en",
+    by: str = "none",
+    distance: str = "syntactic",
+) -> str:
+    """The best chains (``full=False``: what a search ends with) or every analysis."""
+    from raystilts.analysis import best_chains, render, render_analysis, runs_to_long
+
+    if not full:
+        from raystilts.tracking import load_runs
+
+        runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
+        return render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
+    analysis = _full_analysis(experiment, tracking_uri, distance=distance)
+    return render_analysis(analysis, fmt, by=by, select=select)  # type: ignore[arg-type]
+
+
+def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "syntactic") -> Any:
+    """Every analysis of an experiment, with the catalog's tasks and translations and the
+    language table (``raystilts.languages``)."""
+    from raystilts.analysis import analyze, runs_to_long
+    from raystilts.languages import load_languages
     from raystilts.tracking import load_runs
 
     runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
-    return render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
+    if not runs:
+        raise UserError(f"experiment {experiment!r} has no trial runs yet; run a search first")
+    catalog = _catalog()
+    return analyze(
+        runs_to_long(runs),
+        tasks=catalog,
+        languages=load_languages(),
+        translations={n: t.translation_of for n, t in catalog.items() if t.translation_of},
+        distance_kind=distance,
+    )
 
 
 def _ui_hint(tracking_uri: str) -> str:
@@ -135,7 +188,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    print(_analyze(args.experiment, _tracking_uri(args), args.format))
+    print(
+        _analyze(
+            args.experiment,
+            _tracking_uri(args),
+            args.format,
+            full=True,
+            select=args.select,
+            by=args.by,
+            distance=args.distance,
+        )
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from raystilts.report import summary_metrics, write_report
+
+    uri = _tracking_uri(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory (created if missing)")
+    numbers = _full_analysis(args.experiment, uri).to_json()
+    files = write_report(numbers, out_dir=out, experiment=args.experiment, source=uri)
+    print(f"report: {files.html}\n        {files.markdown}\n        {files.numbers}")
+    for plot in files.plots:
+        print(f"        {plot}")
+    if not args.no_mlflow:
+        from raystilts.tracking import Tracker
+
+        run_id = Tracker(tracking_uri=uri, experiment=args.experiment).log_summary(
+            run_name=f"report {args.experiment}",
+            local_dir=out,
+            tags={"raystilts.report": "analysis"},
+            metrics=summary_metrics(numbers),
+        )
+        print(f"logged to MLflow: summary run {run_id} of experiment {args.experiment!r}")
     return 0
 
 
@@ -189,6 +277,16 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--data-dir", help="task data as <task>/<lang>/<split>.jsonl (non-embedded models)"
         )
+        sp.add_argument(
+            "--workers-per-trial",
+            type=int,
+            help="Ray Train (DDP) workers per trial; overrides resources.workers_per_trial",
+        )
+        sp.add_argument(
+            "--gpus-per-worker",
+            type=float,
+            help="GPUs per worker (implies use_gpu: true); overrides resources.gpus_per_worker",
+        )
 
     d = sub.add_parser("demo", help="run a small real search on the embedded benchmark")
     run_opts(d)
@@ -200,12 +298,48 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a space YAML without running it")
     v.add_argument("space")
     v.set_defaults(fn=cmd_validate)
-    a = sub.add_parser("analyze", help="best chain per target from an experiment's MLflow runs")
+    a = sub.add_parser(
+        "analyze",
+        help="best chains, gains with intervals, orderings, translated data, XTREME scores",
+    )
     a.add_argument("--experiment", required=True)
     a.add_argument("--tracking-uri")
     a.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
-    a.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    a.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="json: every analysis; csv: the gain table of --by (default: %(default)s)",
+    )
+    a.add_argument(
+        "--select",
+        choices=("en", "target", "both"),
+        default="en",
+        help="model selection shown: English dev (strict zero-shot), each language's dev, or "
+        "both side by side (default: %(default)s)",
+    )
+    a.add_argument(
+        "--by",
+        choices=("none", "lang", "resource", "family", "script", "distance"),
+        default="none",
+        help="group the gains by language or language group (default: all languages together)",
+    )
+    a.add_argument(
+        "--distance",
+        choices=("syntactic", "genetic", "geographic"),
+        default="syntactic",
+        help="distance that --by distance bins (default: %(default)s)",
+    )
     a.set_defaults(fn=cmd_analyze)
+    r = sub.add_parser("report", help="HTML + markdown report with plots, logged to MLflow")
+    r.add_argument("--experiment", required=True)
+    r.add_argument("--tracking-uri")
+    r.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
+    r.add_argument("--out", required=True, help="directory for report.html, report.md, PNGs")
+    r.add_argument(
+        "--no-mlflow", action="store_true", help="do not log the report as a summary run"
+    )
+    r.set_defaults(fn=cmd_report)
     t = sub.add_parser("tasks", help="list the task catalog")
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_tasks)

@@ -197,9 +197,16 @@ class MlflowCallback(tune.Callback):
     """Runs on the driver: one MLflow run per trial; every exit path ends the run."""
 
     def __init__(
-        self, *, tracker: Tracker, space: SearchSpace, target: str, log: bool = True
+        self,
+        *,
+        tracker: Tracker,
+        space: SearchSpace,
+        target: str,
+        parent: str | None = None,
+        log: bool = True,
     ) -> None:
         self.tracker = tracker
+        self.parent = parent
         self.log = log
         self.done = 0
         self.total = space.search.num_samples
@@ -242,6 +249,7 @@ class MlflowCallback(tune.Callback):
                 "raystilts.trial_id": trial.trial_id,
                 "raystilts.search": self.space.name,
             },
+            parent_run_id=self.parent,
         )
 
     def on_trial_result(
@@ -405,9 +413,39 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     )
     counts: dict[str, int] = {}
     failed: dict[str, int] = {}
+    spec = json.dumps(space.to_dict(), sort_keys=True, default=str)
+    # one parent run per search space (same space, same parent), the trials its children
+    parent = tracker.start_search(
+        search_id=f"{space.name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}",
+        run_name=f"search {space.name}",
+        params={
+            "targets": json.dumps(list(space.targets)),
+            "model": space.model,
+            "intermediate_tasks": json.dumps(list(space.intermediate.tasks)),
+            "max_chain_length": space.intermediate.max_chain_length,
+            "num_samples": space.search.num_samples,
+            "seeds": json.dumps(list(space.search.seeds)),
+            "workers_per_trial": space.resources.workers_per_trial,
+            "space_yaml": space.source_path or "<dict>",
+        },
+        tags={"raystilts.search": space.name, "raystilts.storage_path": storage},
+    )
+    status = "FAILED"
     try:
-        _run_targets(space, run, tracker, ws_config, storage, threads, use_gpu, counts, failed)
+        _run_targets(
+            space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed
+        )
+        status = "FINISHED"
     finally:
+        tracker.end_search(
+            parent,
+            status=status,  # type: ignore[arg-type]
+            tags={
+                "raystilts.outcome": "finished" if status == "FINISHED" else "interrupted",
+                "raystilts.trials": json.dumps(counts),
+                "raystilts.failed": json.dumps(failed),
+            },
+        )
         tracker.close_open_runs()  # whatever happened, no run of this search stays RUNNING
     return {
         "seconds": time.perf_counter() - t0,
@@ -422,6 +460,7 @@ def _run_targets(
     space: SearchSpace,
     run: SearchRun,
     tracker: Tracker,
+    parent: str,
     ws_config: dict[str, object],
     storage: str,
     threads: int,
@@ -477,7 +516,9 @@ def _run_targets(
                 name=f"{space.name}-{target}",
                 storage_path=storage,
                 callbacks=[
-                    MlflowCallback(tracker=tracker, space=space, target=target, log=run.log)
+                    MlflowCallback(
+                        tracker=tracker, space=space, target=target, parent=parent, log=run.log
+                    )
                 ],
                 verbose=0,
             ),

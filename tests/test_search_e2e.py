@@ -41,11 +41,21 @@ def _space(
 
 
 @pytest.fixture(scope="module")
-def ray_local():  # type: ignore[no-untyped-def]
+def ray_local(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    import os
+
     import ray
 
-    yield
+    # workers copy what a search publishes on its storage path here (set before Ray starts)
+    node_cache = tmp_path_factory.mktemp("node-cache")
+    old = os.environ.get("RAYSTILTS_NODE_CACHE")
+    os.environ["RAYSTILTS_NODE_CACHE"] = str(node_cache)
+    yield node_cache
     ray.shutdown()
+    if old is None:
+        os.environ.pop("RAYSTILTS_NODE_CACHE")
+    else:
+        os.environ["RAYSTILTS_NODE_CACHE"] = old
 
 
 @pytest.mark.parametrize(("workers", "seeds", "samples"), [(1, [1], 3), (2, [0], 3)])
@@ -56,17 +66,26 @@ def test_search_logs_every_trial_and_analysis_reads_it(
     tmp_path: Path,
     tiny_model: Path,
     mini_data: Path,
-    ray_local: None,
+    ray_local: Path,
 ) -> None:
+    """With 2 workers the search also goes through a storage URI (file://, as s3:// would),
+    accumulates gradients (micro-batches of 2) and saves each finished trial's model."""
     from raystilts.analysis import best_chains, render, runs_to_long
     from raystilts.search import SearchRun, run_search
     from raystilts.tracking import default_tracking_uri, load_runs
 
-    space = load_space_dict(
-        _space(tiny_model, workers=workers, seeds=seeds, samples=samples, name=f"e2e{workers}"),
-        catalog=CATALOG,
-    )
+    raw = _space(tiny_model, workers=workers, seeds=seeds, samples=samples, name=f"e2e{workers}")
+    shared = workers > 1
+    if shared:
+        raw["training"] = {
+            "batch_size": 8,
+            "max_length": 32,
+            "max_device_batch_size": 2,
+            "save_model": True,
+        }
+    space = load_space_dict(raw, catalog=CATALOG)
     uri = default_tracking_uri(tmp_path)
+    bucket = tmp_path / "bucket"
     summary = run_search(
         space,
         run=SearchRun(
@@ -74,6 +93,7 @@ def test_search_logs_every_trial_and_analysis_reads_it(
             cache_dir=tmp_path / "cache",
             tracking_uri=uri,
             data_dir=mini_data,
+            storage_path=f"file://{bucket}" if shared else None,
             log=False,
         ),
     )
@@ -109,3 +129,34 @@ def test_search_logs_every_trial_and_analysis_reads_it(
         assert set(x.baseline) == {"en", "qab", "qae"}
     records = json.loads(render(results, "json"))
     assert {"target", "chain", "languages", "baseline", "gain_avg"} <= records[0].keys()
+
+    # the search is a parent run with every trial as its child (the MLflow UI nests them)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(f"e2e{workers}")
+    assert exp is not None
+    every = client.search_runs([exp.experiment_id])
+    parents = [r for r in every if r.data.tags.get("raystilts.kind") == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {r.run_id for r in runs} == {
+        r.info.run_id
+        for r in every
+        if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+    }
+    for r in finished:
+        nodes = r.tags["raystilts.worker_nodes"].split(",")
+        assert len(nodes) == 1  # one local node
+        assert r.tags["raystilts.worker_ranks_per_node"] == str(workers)
+    if shared:  # workers read the node's copy of what the driver published, not its cache
+        node_dirs = list(ray_local.iterdir())
+        assert [d.name for d in node_dirs] == [nodes[0]]
+        assert any((node_dirs[0] / "features").iterdir())
+        assert (bucket / "raystilts-cache" / "features").is_dir()
+        for r in finished:
+            ckpt = Path(r.tags["raystilts.checkpoint_path"].removeprefix("file://"))
+            assert ckpt.is_relative_to(bucket), ckpt
+            assert (ckpt / "model.safetensors").is_file() and (ckpt / "config.json").is_file()
+            assert (ckpt / "tokenizer.json").is_file()  # loads on its own
+    else:
+        assert all("raystilts.checkpoint_path" not in r.tags for r in runs)
