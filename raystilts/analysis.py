@@ -25,6 +25,8 @@ Statistics (:data:`METHODS` says the same in the report):
 - for a group of languages, each seed's diffs are first averaged over the group's languages and
   the seeds are resampled; with a single seed the *languages* are resampled and paired instead
   (column ``unit`` says which), which measures spread across languages, not seed noise.
+- a difference identical in every unit has no spread: ``p`` is the t-test's limit, 0 (or 1
+  when the difference is 0).
 - with 3 seeds a percentile bootstrap interval is roughly [min, max] of the three seed means and
   tends to be too narrow: read it as descriptive.
 """
@@ -450,7 +452,8 @@ resampled and tested. With one seed there is no seed interval: the group's langu
 resampled and paired instead (unit = languages), which measures spread across languages, not \
 seed noise; a single language with a single seed gets no interval. With 3 seeds the percentile \
 interval is close to the range of the 3 seed means and tends to be too narrow; the smallest \
-p-values need the t-test's normality assumption. Correlations: Pearson and Spearman (scipy.stats) \
+p-values need the t-test's normality assumption. A difference identical in every seed (or \
+language) is the t-test's limit: p = 0, or p = 1 when it is zero. Correlations: Pearson and Spearman (scipy.stats) \
 of each transfer language's mean gain with its typological distance to English, over the \
 languages with a known distance. Orderings and translated data: the same paired statistics on \
 the difference between two chains' test scores, seed by seed; 'exceeds seed noise' means the \
@@ -683,9 +686,13 @@ def _unit_stats(
                 rng=rng,
             ).confidence_interval
             low[rows], high[rows] = ci.low, ci.high
-            spread = np.ptp(sample, axis=-1) > _TIE * np.maximum(1.0, np.abs(sample).max(-1))
+            scale = _TIE * np.maximum(1.0, np.abs(sample).max(-1))
+            spread = np.ptp(sample, axis=-1) > scale
             if spread.any():
                 p[rows[spread]] = stats.ttest_1samp(sample[spread], 0.0, axis=-1).pvalue
+            # the same difference in every unit: t is infinite (p = 0) unless it is zero (p = 1)
+            flat = rows[~spread]
+            p[flat] = np.where(np.abs(mean[flat]) > scale[~spread], 0.0, 1.0)
     return sizes.with_columns(
         diff=pl.Series(mean, dtype=pl.Float64),
         ci_low=pl.Series(low, dtype=pl.Float64).fill_nan(None),
@@ -791,8 +798,10 @@ def distance_correlations(
     for key, part in pairs.group_by(keys, maintain_order=True):
         x, y = part["distance"].to_numpy(), part["gain"].to_numpy()
         r = rp = rho = sp = None
-        if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
+        if len(x) >= 3 and _varies(x) and _varies(y):
+            with warnings.catch_warnings():  # near-constant input is reported, not raised
+                warnings.simplefilter("ignore")
+                pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
             r, rp = float(pearson.statistic), float(pearson.pvalue)
             rho, sp = float(spearman.statistic), float(spearman.pvalue)
         rows.append((*key, len(x), r, rp, rho, sp))
@@ -811,6 +820,11 @@ def distance_correlations(
         },
         orient="row",
     )
+
+
+def _varies(values: np.ndarray) -> bool:
+    """More spread than float noise (a gain equal everywhere is constant, not correlated)."""
+    return bool(np.ptp(values) > _TIE * max(1.0, float(np.abs(values).max())))
 
 
 def _compare_chains(

@@ -9,9 +9,27 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
+from scipy import stats
 
-from raystilts.analysis import TargetResult, best_chains, render, runs_to_long
+from raystilts.analysis import (
+    GROUPINGS,
+    TargetResult,
+    analyze,
+    benchmark_scores,
+    best_chains,
+    distance_correlations,
+    gains,
+    ordering_effects,
+    render,
+    render_analysis,
+    runs_to_long,
+    selection_comparison,
+    translation_effects,
+    unknown_languages,
+)
 
 
 @dataclass(frozen=True)
@@ -260,3 +278,353 @@ def test_end_to_end_through_mlflow(tmp_path: Path) -> None:
     [result] = best_chains(runs_to_long(records))
     assert result.chain_name == f"mini_mnli>{XNLI}"
     assert result.gains == pytest.approx({"en": 0.04, "de": 0.06, "sw": 0.04})
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 5: every analysis on a hand-computable experiment, from records and from a real store.
+#
+# Target X = mini_xnli, three seeds, languages en, qaa, qab, qac and zz (not in the language
+# table). Baseline test scores are the same in every seed; each chain adds a per-seed gain.
+
+BASE = {"en": 0.80, "qaa": 0.60, "qab": 0.40, "qac": 0.50, "zz": 0.50}
+MNLI_GAIN = {  # per language, per seed 0, 1, 2
+    "en": (0.04, 0.05, 0.06),
+    "qaa": (0.02, 0.03, 0.04),
+    "qab": (0.00, 0.01, 0.02),
+    "qac": (0.02, 0.02, 0.02),  # identical in every seed: no spread
+    "zz": (0.01, 0.01, 0.04),
+}
+# the same gain at every language, per seed
+SEED_GAIN = {
+    "mini_mnli>mini_qqp": (0.03, 0.04, 0.05),
+    "mini_qqp>mini_mnli": (0.01, 0.02, 0.03),
+    "mini_mnli+mini_qqp": (0.02, 0.02, 0.05),
+    "mini_mnli_mt": (0.01, 0.03, 0.02),
+}
+TRANSLATIONS = {"mini_mnli_mt": "mini_mnli"}
+QA, PAWS = "qa_t", "paws_t"
+
+
+@dataclass(frozen=True)
+class Lang:
+    family: str | None
+    script: str | None
+    resource_group: str | None
+    dist: float | None
+
+    def distance(self, kind: str) -> float | None:
+        return self.dist
+
+
+@dataclass(frozen=True)
+class Task:
+    category: str | None
+    benchmark_metrics: tuple[str, ...]
+
+
+LANGUAGES = {
+    "en": Lang("Indo-European", "Latn", "high", 0.0),
+    "qaa": Lang("F1", "Latn", "high", 0.2),
+    "qab": Lang("F1", "Cyrl", "low", 0.9),
+    "qac": Lang("F2", "Latn", None, 0.5),
+}
+TASKS = {
+    XNLI: Task("classification", ("accuracy",)),
+    PAWS: Task("classification", ("accuracy",)),
+    QA: Task("question_answering", ("exact_match", "f1")),
+}
+
+
+def _trial(
+    run_id: str,
+    chain: str,
+    seed: int,
+    *,
+    test: dict[str, float],
+    dev_en: float,
+    metric: str = "accuracy",
+    extra: dict[str, float] | None = None,
+    status: str = "FINISHED",
+) -> Run:
+    """A trial whose dev score equals its test score in every language but English."""
+    *intermediate, target = chain.split(">")
+    metrics = {f"test/{target}/{lang}/{metric}": v for lang, v in test.items()}
+    metrics |= {f"dev/{target}/{lang}/{metric}": v for lang, v in test.items() if lang != "en"}
+    metrics[f"dev/{target}/en/{metric}"] = dev_en
+    metrics |= extra or {}
+    return Run(
+        run_id=run_id,
+        status=status,
+        params={
+            "target": target,
+            "chain": chain,
+            "intermediate": json.dumps(intermediate),
+            "seed": str(seed),
+            "metric": metric,
+            "config_key": f"k:{chain}",
+        },
+        tags={"raystilts.target": target},
+        metrics=metrics,
+    )
+
+
+def issue5_runs() -> list[Run]:
+    runs = []
+    for seed in range(3):
+        runs.append(_trial(f"b{seed}", XNLI, seed, test=dict(BASE), dev_en=0.70))
+        mnli = {lang: BASE[lang] + MNLI_GAIN[lang][seed] for lang in BASE}
+        runs.append(_trial(f"m{seed}", f"mini_mnli>{XNLI}", seed, test=mnli, dev_en=0.75))
+        for i, (inter, gain) in enumerate(SEED_GAIN.items()):
+            shifted = {lang: v + gain[seed] for lang, v in BASE.items()}
+            runs.append(_trial(f"c{i}{seed}", f"{inter}>{XNLI}", seed, test=shifted, dev_en=0.72))
+    # ignored: a FAILED run with test scores, a run stopped after its dev evaluation
+    runs.append(
+        _trial(
+            "fail",
+            f"mini_mnli>{XNLI}",
+            3,
+            test=dict.fromkeys(BASE, 0.99),
+            dev_en=0.9,
+            status="FAILED",
+        )
+    )
+    stopped = _trial("stop", f"mini_mnli>{XNLI}", 4, test={}, dev_en=0.99, status="KILLED")
+    runs.append(stopped)
+    # two more targets, one seed: a classification task and a QA task scored on EM and F1
+    runs.append(_trial("pb", PAWS, 0, test={"en": 0.9, "qaa": 0.7}, dev_en=0.8))
+    runs.append(_trial("pm", f"mini_mnli>{PAWS}", 0, test={"en": 0.95, "qaa": 0.85}, dev_en=0.9))
+    for run_id, chain, em, f1 in (
+        ("qb", QA, (0.5, 0.3), (0.7, 0.5)),
+        ("qm", f"mini_mnli>{QA}", (0.6, 0.4), (0.8, 0.6)),
+    ):
+        target = chain.split(">")[-1]
+        ems = {
+            f"test/{target}/{lang}/exact_match": v
+            for lang, v in zip(("en", "qaa"), em, strict=True)
+        }
+        runs.append(
+            _trial(
+                run_id,
+                chain,
+                0,
+                test=dict(zip(("en", "qaa"), f1, strict=True)),
+                dev_en=f1[0],
+                metric="f1",
+                extra=ems,
+            )
+        )
+    return runs
+
+
+def _row(frame: pl.DataFrame, **where: object) -> dict[str, object]:
+    rows = frame.filter(**where).to_dicts()
+    assert len(rows) == 1, (where, rows)
+    return rows[0]
+
+
+@pytest.fixture(scope="module")
+def long5() -> pl.DataFrame:
+    return runs_to_long(issue5_runs())
+
+
+MNLI = f"mini_mnli>{XNLI}"
+
+
+def test_gain_per_language_pairs_seeds(long5: pl.DataFrame) -> None:
+    per_lang = gains(long5, grouping="lang")
+    qaa = _row(per_lang, chain=MNLI, group="qaa")
+    # diffs 0.02, 0.03, 0.04 (the FAILED and the stopped run are ignored: 3 seeds)
+    assert qaa["n_seeds"] == 3 and qaa["unit"] == "seeds" and qaa["n_units"] == 3
+    assert qaa["gain"] == pytest.approx(0.03)
+    assert qaa["score"] == pytest.approx(0.63) and qaa["baseline"] == pytest.approx(0.60)
+    # paired t-test over seeds: t = 0.03 / (0.01 / sqrt 3) = 5.196 with 2 df
+    assert qaa["p_value"] == pytest.approx(0.0351, abs=2e-4)
+    expected = stats.ttest_rel([0.62, 0.63, 0.64], [0.6, 0.6, 0.6]).pvalue
+    assert qaa["p_value"] == pytest.approx(expected)
+    # a percentile bootstrap of 3 seeds stays inside their range and around the mean
+    assert 0.02 - 1e-9 <= qaa["ci_low"] < 0.03 < qaa["ci_high"] <= 0.04 + 1e-9
+    # the same gain in every seed: the t-test limit, p = 0, and a zero-width interval
+    qac = _row(per_lang, chain=MNLI, group="qac")
+    assert qac["gain"] == pytest.approx(0.02) and qac["p_value"] == 0.0
+    assert qac["ci_low"] == pytest.approx(0.02) and qac["ci_high"] == pytest.approx(0.02)
+    # a worse gain gets a larger p
+    assert _row(per_lang, chain=MNLI, group="qab")["p_value"] > qaa["p_value"]
+
+
+def test_gain_over_all_languages_and_groups(long5: pl.DataFrame) -> None:
+    everything = _row(gains(long5, grouping="all"), chain=MNLI)
+    # per-seed means over the 5 languages: .09/5, .12/5, .18/5
+    assert everything["gain"] == pytest.approx((0.018 + 0.024 + 0.036) / 3)
+    assert everything["n_langs"] == 5 and everything["unit"] == "seeds"
+    family = gains(long5, grouping="family", languages=LANGUAGES)
+    f1 = _row(family, chain=MNLI, group="F1")  # qaa and qab, English excluded
+    assert f1["n_langs"] == 2 and f1["gain"] == pytest.approx(0.02)
+    # per-seed means .01, .02, .03: t = 0.02 / (0.01 / sqrt 3) = 3.464, 2 df
+    assert f1["p_value"] == pytest.approx(0.0742, abs=2e-4)
+    assert set(family.filter(chain=MNLI)["group"]) == {"F1", "F2", "unknown"}  # zz: unknown
+    resource = gains(long5, grouping="resource", languages=LANGUAGES)
+    assert _row(resource, chain=MNLI, group="low")["gain"] == pytest.approx(0.01)
+    assert _row(resource, chain=MNLI, group="n/a")["gain"] == pytest.approx(0.02)  # qac
+    assert "en" not in resource["group"].to_list()
+    assert _row(resource, chain=MNLI, group="high")["n_langs"] == 1  # qaa; en is the source
+    distance = gains(long5, grouping="distance", languages=LANGUAGES)
+    assert set(distance.filter(chain=MNLI)["group"]) == {
+        "d<0.33",
+        "0.33<=d<0.67",
+        "d>=0.67",
+        "unknown",
+    }
+    assert _row(distance, chain=MNLI, group="d>=0.67")["gain"] == pytest.approx(0.01)
+    assert unknown_languages(long5, LANGUAGES) == ["zz"]
+
+
+def test_one_seed_resamples_languages(long5: pl.DataFrame) -> None:
+    one = long5.filter(pl.col("seed") == 0)
+    per_lang = _row(gains(one, grouping="lang"), chain=MNLI, group="qaa")
+    assert per_lang["unit"] == "none" and per_lang["ci_low"] is None
+    assert per_lang["p_value"] is None
+    overall = _row(gains(one, grouping="all"), chain=MNLI)
+    assert overall["unit"] == "languages" and overall["n_units"] == 5
+    assert overall["gain"] == pytest.approx(0.018)  # (.04 + .02 + 0 + .02 + .01) / 5
+    assert 0.0 <= overall["ci_low"] < 0.018 < overall["ci_high"] <= 0.04
+    assert 0 < overall["p_value"] < 0.2  # four of five languages gain
+
+
+def test_distance_correlation(long5: pl.DataFrame) -> None:
+    corr = distance_correlations(gains(long5, grouping="lang"), LANGUAGES)
+    row = _row(corr, chain=MNLI, kind="syntactic")
+    # (distance, gain): (.2, .03), (.5, .02), (.9, .01); en is the source, zz has no distance
+    assert row["n_langs"] == 3
+    assert row["spearman_rho"] == pytest.approx(-1.0)
+    assert row["pearson_r"] == pytest.approx(-0.007 / math.sqrt(0.74 / 3 * 0.0002), abs=1e-4)
+    # a chain with the same gain everywhere has no correlation
+    flat = _row(corr, chain=f"mini_qqp>mini_mnli>{XNLI}", kind="genetic")
+    assert flat["pearson_r"] is None and flat["spearman_rho"] is None
+
+
+def test_ordering_effects(long5: pl.DataFrame) -> None:
+    order = ordering_effects(long5).filter(group="all")
+    assert order.height == 3
+    assert set(order["tasks"]) == {"mini_mnli, mini_qqp"}
+    mix = f"mini_mnli+mini_qqp>{XNLI}"
+    seq, rev = f"mini_mnli>mini_qqp>{XNLI}", f"mini_qqp>mini_mnli>{XNLI}"
+    a = _row(order, chain=mix, chain_b=seq)
+    assert a["kind"] == "mixture vs order"
+    assert a["diff"] == pytest.approx(-0.01)  # seeds: -.01, -.02, 0
+    assert a["exceeds_noise"] is False
+    b = _row(order, chain=mix, chain_b=rev)
+    assert b["diff"] == pytest.approx(0.01)  # .01, 0, .02
+    c = _row(order, chain=seq, chain_b=rev)
+    assert c["kind"] == "order" and c["diff"] == pytest.approx(0.02)  # .02 in every seed
+    assert c["p_value"] == 0.0 and c["exceeds_noise"] is True
+    assert c["seed_sd"] == pytest.approx(0.01)  # both chains' seed means spread by .01
+    per_lang = ordering_effects(long5).filter(chain=seq, chain_b=rev, group="qab")
+    assert per_lang["diff"].item() == pytest.approx(0.02)
+
+
+def test_translation_effects(long5: pl.DataFrame) -> None:
+    effects = translation_effects(long5, TRANSLATIONS)
+    row = _row(effects, group="all")
+    assert row["chain"] == f"mini_mnli_mt>{XNLI}" and row["english_chain"] == MNLI
+    # seeds: (.01, .03, .02) translated vs (.018, .024, .036) English
+    assert row["diff"] == pytest.approx((-0.008 + 0.006 - 0.016) / 3)
+    assert row["unit"] == "seeds" and row["n_seeds"] == 3
+    assert translation_effects(long5, {}).is_empty()
+
+
+def test_selection_comparison(long5: pl.DataFrame) -> None:
+    table = selection_comparison(long5)
+    qaa = _row(table, target=XNLI, lang="qaa")
+    assert qaa["en_chain"] == MNLI  # best English dev (0.75)
+    assert qaa["en_test"] == pytest.approx(0.63) and qaa["en_gain"] == pytest.approx(0.03)
+    assert qaa["lang_chain"] == f"mini_mnli>mini_qqp>{XNLI}"  # best qaa dev: 0.64
+    assert qaa["lang_test"] == pytest.approx(0.64) and qaa["lang_gain"] == pytest.approx(0.04)
+    en = _row(table, target=XNLI, lang="en")
+    assert en["lang_chain"] == en["en_chain"] == MNLI
+
+
+def test_benchmark_scores_the_xtreme_way(long5: pl.DataFrame) -> None:
+    bench = benchmark_scores(long5, TASKS)
+
+    def score(system: str, level: str, name: str) -> float:
+        return float(_row(bench, system=system, level=level, name=name)["score"])  # type: ignore[arg-type]
+
+    # QA task = (mean EM (.5+.3)/2 + mean F1 (.7+.5)/2) / 2
+    assert score("baseline", "task", QA) == pytest.approx(0.5)
+    assert score("baseline", "task", XNLI) == pytest.approx(0.56)  # (.8+.6+.4+.5+.5)/5
+    assert score("baseline", "category", "classification") == pytest.approx((0.56 + 0.8) / 2)
+    assert score("baseline", "overall_xtreme", "all tasks") == pytest.approx((0.56 + 0.8 + 0.5) / 3)
+    assert score("baseline", "overall_xtreme_r", "all categories") == pytest.approx(
+        ((0.56 + 0.8) / 2 + 0.5) / 2
+    )
+    best = "best chain per target"
+    assert score(best, "task", XNLI) == pytest.approx(0.586)  # + mean gain .13/5
+    assert score(best, "task", QA) == pytest.approx(0.6)
+    overall = _row(bench, system=best, level="overall_xtreme")
+    assert overall["gain"] == pytest.approx((0.586 + 0.9 + 0.6) / 3 - (0.56 + 0.8 + 0.5) / 3)
+    # a system run for one target only: a task gain, no overall gain
+    mt = _row(bench, system="mini_mnli_mt", level="overall_xtreme")
+    assert mt["n_tasks"] == 1 and mt["gain"] is None
+    assert _row(bench, system="mini_mnli_mt", level="task")["gain"] == pytest.approx(0.02)
+
+
+def test_analyze_and_render(long5: pl.DataFrame) -> None:
+    analysis = analyze(long5, tasks=TASKS, languages=LANGUAGES, translations=TRANSLATIONS)
+    assert analysis.unknown_languages == ["zz"]
+    assert any("zz" in note for note in analysis.notes)
+    assert set(analysis.gains["grouping"]) == {"lang", "all", *GROUPINGS}
+    table = render_analysis(analysis, "table", by="family", select="both")
+    assert "Selection on English dev" in table and "Ordering effects" in table
+    assert any(line.split()[:3] == [XNLI, "mini_mnli", "F1"] for line in table.splitlines())
+    assert "zz" in table  # the unknown language is reported
+    loaded = json.loads(render_analysis(analysis, "json"))
+    assert loaded["unknown_languages"] == ["zz"] and "paired" in loaded["methods"]
+    rows = list(csv.DictReader(io.StringIO(render_analysis(analysis, "csv", by="resource"))))
+    assert {r["grouping"] for r in rows} == {"resource"}
+    with pytest.raises(ValueError, match="family"):
+        render_analysis(analysis, "table", by="genus")
+    bare = analyze(long5)
+    assert bare.benchmark.is_empty() and bare.correlations.is_empty()
+    assert "no language table" in " ".join(bare.notes)
+
+
+def write_store(path: Path, runs: list[Run], experiment: str = "issue5") -> str:
+    """Write ``runs`` into a real MLflow sqlite store, one batch per run (fast)."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from raystilts.tracking import default_tracking_uri
+
+    uri = default_tracking_uri(path)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment(experiment, artifact_location=(path / "art").as_uri())
+    for run in runs:
+        created = client.create_run(experiment_id, run_name=run.run_id)
+        run_id = created.info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, 0, 1) for k, v in run.metrics.items()],
+            params=[Param(k, v) for k, v in run.params.items()],
+            tags=[RunTag(k, v) for k, v in run.tags.items()],
+            synchronous=True,
+        )
+        client.set_terminated(run_id, status=run.status)
+    return uri
+
+
+def test_every_analysis_through_a_real_mlflow_store(tmp_path: Path, long5: pl.DataFrame) -> None:
+    from raystilts.tracking import load_runs
+
+    uri = write_store(tmp_path, issue5_runs())
+    records = load_runs(tracking_uri=uri, experiment="issue5")
+    assert len(records) == len(issue5_runs())
+    stored = analyze(
+        runs_to_long(records), tasks=TASKS, languages=LANGUAGES, translations=TRANSLATIONS
+    )
+    direct = analyze(long5, tasks=TASKS, languages=LANGUAGES, translations=TRANSLATIONS)
+    for name in ("selection", "gains", "correlations", "ordering", "translation", "benchmark"):
+        # same runs, same bootstrap seed: the same numbers (up to float summation order)
+        assert_frame_equal(getattr(stored, name), getattr(direct, name), check_exact=False)
+    assert _row(stored.gains, grouping="lang", chain=MNLI, group="qaa")["gain"] == pytest.approx(
+        0.03
+    )
