@@ -207,9 +207,10 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
 def best_chains(long: pl.DataFrame) -> list[TargetResult]:
     """Select the best configuration per target on English dev; report test gains.
 
-    Candidates of a target are the configurations with at least one run that has test scores
-    for the target's primary metric (runs stopped early by ASHA have dev scores only and are
-    ignored, also inside an otherwise finished configuration). Scores are averaged per seed,
+    Candidates of a target are the configurations with at least one FINISHED run that has test
+    scores for the target's primary metric (runs stopped early by ASHA have dev scores only,
+    failed runs may have test scores of a broken trial: both are ignored, also inside an
+    otherwise finished configuration). Scores are averaged per seed,
     then over seeds. Ties on English dev go to fewer phases, then the chain name.
     Results are sorted by target.
     """
@@ -217,6 +218,7 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
     scores = (
         long.lazy()
         .filter(
+            pl.col("status") == "FINISHED",
             pl.col("target").is_not_null(),
             pl.col("config_key").is_not_null(),
             pl.col("task") == pl.col("target"),
