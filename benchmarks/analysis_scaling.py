@@ -380,7 +380,11 @@ def _write_with_sqlite(db: Path, experiment_id: str, plans: Sequence[RunPlan]) -
     clock = int(time.time() * 1000)
     with conn:
         for batch in _batches(plans, 500):
-            runs, tags, params, history, latest = [], [], [], [], []
+            runs: list[tuple[Any, ...]] = []
+            tags: list[tuple[str, str, str]] = []
+            params: list[tuple[str, str, str]] = []
+            history: list[tuple[str, float, int, str, int, int]] = []
+            latest: list[tuple[str, float, int, str, int, int]] = []
             for plan in batch:
                 start = clock
                 clock += 1000

@@ -67,6 +67,7 @@ __all__ = [
     "TRIAL_ID_TAG",
     "RunRecord",
     "Tracker",
+    "TrialStatus",
     "default_tracking_uri",
     "load_runs",
 ]

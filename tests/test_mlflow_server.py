@@ -2,14 +2,17 @@
 
 The server is started once per module in its own process group (sqlite backend and artifact
 destination under tmp, job execution off, one worker: two processes, about 550 MB) and killed in
-the fixture's finalizer, whatever the tests did. Starting it takes about 7 s on two cores.
+the fixture's finalizer, whatever the tests did. Starting it takes 7-18 s on two cores; the
+whole module about 25 s, plus 15 s where a headless chromium renders the UI pages.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +178,17 @@ def _trial_metrics(seed: int, *, finished: bool) -> dict[str, float]:
     return metrics
 
 
-def test_search_layout_over_http(server: str, tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class LoggedSearch:
+    experiment: str
+    parent: str
+    summary: str
+    trials: dict[str, tuple[str, int, str]]  # run id -> (chain, seed, outcome)
+
+
+@pytest.fixture(scope="module")
+def search(server: str, tmp_path_factory: pytest.TempPathFactory) -> LoggedSearch:
+    """A search logged through Tracker over http: parent, three trials, a summary."""
     experiment = "server_search"
     tracker = Tracker(tracking_uri=server, experiment=experiment)
     parent = tracker.start_search(
@@ -184,7 +198,7 @@ def test_search_layout_over_http(server: str, tmp_path: Path) -> None:
         tags={"raystilts.search": experiment},
     )
     chains = ["mini_xnli", "mini_mnli>mini_xnli", "mini_qqp>mini_xnli"]
-    endings = [("FINISHED", "completed"), ("FINISHED", "stopped_early"), ("FAILED", "error")]
+    endings = [("FINISHED", "completed"), ("KILLED", "stopped_early"), ("FAILED", "error")]
     trials = {}
     for seed, (chain, (status, outcome)) in enumerate(zip(chains, endings, strict=True)):
         run_id = tracker.start_trial(
@@ -199,8 +213,8 @@ def test_search_layout_over_http(server: str, tmp_path: Path) -> None:
             tracker.log_metrics(run_id, _trial_metrics(seed, finished=True), step=100)
         tracker.end_trial(run_id, status=status, tags={"raystilts.outcome": outcome})  # type: ignore[arg-type]
         trials[run_id] = (chain, seed, outcome)
-    report = tmp_path / "report"
-    (report / "plots").mkdir(parents=True)
+    report = tmp_path_factory.mktemp("report")
+    (report / "plots").mkdir()
     (report / "best_chains.txt").write_text("mini_xnli  best chain: mini_xnli\n")
     (report / "plots" / "gains.csv").write_text("lang,gain\nqaa,0.0\n")
     summary = tracker.log_summary(
@@ -210,7 +224,12 @@ def test_search_layout_over_http(server: str, tmp_path: Path) -> None:
         metrics={"gain/mini_xnli/avg/accuracy": 0.0},
     )
     tracker.end_search(parent, status="FINISHED", tags={"raystilts.outcome": "completed"})
+    return LoggedSearch(experiment=experiment, parent=parent, summary=summary, trials=trials)
 
+
+def test_search_layout_over_http(server: str, search: LoggedSearch) -> None:
+    experiment, parent, summary = search.experiment, search.parent, search.summary
+    trials = search.trials
     runs = {run["run_id"]: run for run in _runs_by_rest(server, experiment)}
     assert set(runs) == {parent, summary, *trials}
     assert [r["run_id"] for r in runs.values() if r["status"] == "RUNNING"] == []
@@ -241,6 +260,68 @@ def test_search_layout_over_http(server: str, tmp_path: Path) -> None:
         assert record.params == runs[record.run_id]["params"]
         assert record.tags == runs[record.run_id]["tags"]
         assert record.metrics == pytest.approx(runs[record.run_id]["metrics"])
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium-headless-shell") or shutil.which("chromium")
+
+
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="no headless chromium (Debian: apt-get install chromium-headless-shell; "
+    "playwright's pip wheel downloads its browsers from a CDN)",
+)
+def test_ui_nests_trials_and_compares_languages(
+    server: str, search: LoggedSearch, tmp_path: Path
+) -> None:
+    """The MLflow UI itself, rendered by headless chromium: the experiment page shows the
+    search as one collapsed row (children nest by mlflow.parentRunId), and the compare page of
+    the trials shows their names, chain params and per-language metric keys. Screenshots are
+    left in tmp_path for a person to look at."""
+    [exp_id] = [
+        e["experiment_id"]
+        for e in _post(server, "/api/2.0/mlflow/experiments/search", {"max_results": 1000})[
+            "experiments"
+        ]
+        if e["name"] == search.experiment
+    ]
+    runs = json.dumps(sorted(search.trials))
+    compare = (
+        f"{server}/#/compare-runs?runs={urllib.parse.quote(runs)}"
+        f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}"
+    )
+    experiment_page = _render(f"{server}/#/experiments/{exp_id}/runs", tmp_path / "runs.png")
+    assert "search server_search" in experiment_page
+    for chain, seed, _ in search.trials.values():
+        assert html.escape(f"{chain}#{seed}") not in experiment_page  # nested, collapsed
+    compare_page = _render(compare, tmp_path / "compare.png")
+    assert f"Comparing {len(search.trials)} Runs" in compare_page
+    for chain, seed, _ in search.trials.values():
+        assert html.escape(f"{chain}#{seed}") in compare_page
+    assert "test/mini_xnli/qaa/accuracy" in compare_page
+
+
+def _render(url: str, screenshot: Path) -> str:
+    """The DOM of ``url`` after its scripts ran (and a screenshot beside)."""
+    browser = _chromium()
+    assert browser is not None
+    common = [browser, "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000"]
+    subprocess.run(
+        [
+            *common,
+            "--window-size=1600,1200",
+            "--hide-scrollbars",
+            f"--screenshot={screenshot}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    done = subprocess.run(
+        [*common, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120
+    )
+    return done.stdout
 
 
 def test_resumed_search_over_http_reuses_its_parent(server: str) -> None:

@@ -22,6 +22,7 @@ from raystilts.tracking import (
     SEARCH_ID_TAG,
     RunRecord,
     Tracker,
+    TrialStatus,
     default_tracking_uri,
     load_runs,
 )
@@ -206,7 +207,7 @@ def test_search_parent_with_trial_children(tracker: Tracker) -> None:
             trial_id=f"t_child{i}",
             run_name=f"child {i}",
             params={**PARAMS, "seed": i},
-            tags={"raystilts.target": "mini_xnli", "raystilts.chain": PARAMS["chain"]},
+            tags={"raystilts.target": "mini_xnli", "raystilts.chain": str(PARAMS["chain"])},
             parent_run_id=parent,
         )
         for i in range(2)
@@ -305,16 +306,17 @@ def _varied_store(tracker: Tracker) -> None:
     key = "dev/mini_xnli/en/accuracy"
     base_ms = 1_700_000_000_000
     runs = []
-    for i, status in enumerate(["FINISHED", "KILLED", "FAILED", "RUNNING", "FINISHED"]):
+    statuses: list[TrialStatus | None] = ["FINISHED", "KILLED", "FAILED", None, "FINISHED"]
+    for i, status in enumerate(statuses):
         run_id = tracker.start_trial(
             trial_id=f"t_var{i}",
             run_name=f"var {i}",
             params={**PARAMS, "seed": i, "note": "x" * 500},
-            tags={"raystilts.target": "mini_xnli", "raystilts.chain": PARAMS["chain"]},
+            tags={"raystilts.target": "mini_xnli", "raystilts.chain": str(PARAMS["chain"])},
             parent_run_id=parent,
         )
         runs.append(run_id)
-        if status != "RUNNING":
+        if status is not None:  # None: left RUNNING
             tracker.end_trial(run_id, status=status, tags={"raystilts.outcome": status.lower()})
     # Latest value: highest step wins even when logged earlier; on a tie the newest timestamp,
     # then the largest value.
