@@ -215,7 +215,7 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
     Results are sorted by target.
     """
     keys = ["target", "config_key"]
-    scores = (
+    finished = (
         long.lazy()
         .filter(
             pl.col("status") == "FINISHED",
@@ -224,19 +224,15 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
             pl.col("task") == pl.col("target"),
             pl.col("metric") == pl.col("primary_metric"),
         )
-        .with_columns(finished=(pl.col("split") == "test").any().over("run_id"))
-        .filter(pl.col("finished"))
-        .group_by(*keys, "split", "lang", "seed")
-        .agg(
-            pl.col("value").mean(),
-            pl.col("chain", "intermediate", "primary_metric").first(),
-        )
+        .filter((pl.col("split") == "test").any().over("run_id"))
+    )
+    scores = (
+        finished.group_by(*keys, "split", "lang", "seed")
+        .agg(pl.col("value").mean())
         .group_by(*keys, "split", "lang")
-        .agg(
-            pl.col("value").mean(),
-            pl.col("seed").n_unique().alias("n_seeds"),
-            pl.col("chain", "intermediate", "primary_metric").first(),
-        )
+        .agg(pl.col("value").mean(), pl.col("seed").n_unique().alias("n_seeds"))
+        # per-config text joined once: taking it per group is slow on millions of rows
+        .join(_config_meta(finished), on=keys)
     )
     tests = scores.filter(pl.col("split") == "test").select(*keys, "lang", test="value")
     configs = (
@@ -489,7 +485,7 @@ def _evaluated(long: pl.DataFrame) -> pl.LazyFrame:
     One row per (target, config_key, split, lang, seed); duplicate runs of a seed are averaged.
     Runs without a seed cannot be paired and are left out.
     """
-    return (
+    finished = (
         long.lazy()
         .filter(
             pl.col("status") == "FINISHED",
@@ -501,8 +497,18 @@ def _evaluated(long: pl.DataFrame) -> pl.LazyFrame:
             pl.col("value").is_not_null(),
         )
         .filter((pl.col("split") == "test").any().over("run_id"))
-        .group_by("target", "config_key", "split", "lang", "seed")
-        .agg(pl.col("value").mean(), pl.col("chain", "intermediate").first())
+    )
+    return (
+        finished.group_by("target", "config_key", "split", "lang", "seed")
+        .agg(pl.col("value").mean())
+        .join(_config_meta(finished).drop("primary_metric"), on=["target", "config_key"])
+    )
+
+
+def _config_meta(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """chain, intermediate and primary metric of each (target, config_key)."""
+    return frame.group_by("target", "config_key").agg(
+        pl.col("chain", "intermediate", "primary_metric").first()
     )
 
 
@@ -534,10 +540,9 @@ def _pick(frame: pl.LazyFrame, by: Sequence[str], score: str) -> pl.LazyFrame:
     )
 
 
-def _chain_scores(long: pl.DataFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+def _chain_scores(scores: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Test scores per (target, chain, lang, seed) of each chain's English-dev-selected config,
     and the same for the selected baseline (``lang, seed, baseline`` per target)."""
-    scores = _evaluated(long)
     configs = _configs(scores)
     reps = _pick(configs, ["target", "chain"], "dev_en").filter(pl.col("phases") > 0)
     base = _pick(configs.filter(pl.col("phases") == 0), ["target"], "dev_en")
@@ -722,10 +727,32 @@ def gains(
     :data:`GROUPINGS` over the transfer languages (English excluded).
 
     Columns: target, chain, label (intermediate phases joined by ``>``), dev_en (the chain's
-    English dev score, mean over seeds: what selects it), grouping, group, n_langs, n_seeds, score, baseline, gain, ci_low, ci_high, p_value, unit, n_units. See
-    :data:`METHODS` for what the interval resamples and what the test pairs.
+    English dev score, mean over seeds: what selects it), grouping, group, n_langs, n_seeds,
+    score, baseline, gain, ci_low, ci_high, p_value, unit, n_units. See :data:`METHODS` for
+    what the interval resamples and what the test pairs.
     """
-    chains, baseline = _chain_scores(long)
+    return _gains(
+        _evaluated(long),
+        grouping=grouping,
+        languages=languages,
+        distance_kind=distance_kind,
+        bin_edges=bin_edges,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+
+
+def _gains(
+    scores: pl.LazyFrame,
+    *,
+    grouping: Grouping = "lang",
+    languages: Mapping[str, LanguageLike] | None = None,
+    distance_kind: str = "syntactic",
+    bin_edges: Sequence[float] = DEFAULT_BIN_EDGES,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> pl.DataFrame:
+    chains, baseline = _chain_scores(scores)
     diffs = chains.join(baseline, on=["target", "lang", "seed"]).collect()
     if grouping in GROUPINGS:
         diffs = diffs.filter(pl.col("lang") != SOURCE_LANG)
@@ -871,7 +898,11 @@ def ordering_effects(
     Columns: target, tasks, chain, chain_b, kind, group, n_langs, n_seeds, score, score_b,
     diff, ci_low, ci_high, p_value, unit, n_units, seed_sd, exceeds_noise.
     """
-    chains, _ = _chain_scores(long)
+    return _ordering_effects(_evaluated(long), n_resamples=n_resamples, seed=seed)
+
+
+def _ordering_effects(scores: pl.LazyFrame, *, n_resamples: int, seed: int) -> pl.DataFrame:
+    chains, _ = _chain_scores(scores)
     members = (
         chains.select("target", "chain", "label")
         .unique()
@@ -956,7 +987,13 @@ def translation_effects(
     Columns: target, chain (translated), english_chain, group, n_langs, n_seeds, score,
     score_english, diff, ci_low, ci_high, p_value, unit, n_units.
     """
-    chains, _ = _chain_scores(long)
+    return _translation_effects(_evaluated(long), translations, n_resamples=n_resamples, seed=seed)
+
+
+def _translation_effects(
+    scores: pl.LazyFrame, translations: Mapping[str, str], *, n_resamples: int, seed: int
+) -> pl.DataFrame:
+    chains, _ = _chain_scores(scores)
     mapping = dict(translations)
     members = chains.select("target", "chain", "label", "intermediate").unique()
     english_label = pl.col("intermediate").list.eval(
@@ -1004,7 +1041,10 @@ def selection_comparison(long: pl.DataFrame) -> pl.DataFrame:
     Columns: target, lang, en_chain, en_test, en_gain, lang_chain, lang_dev, lang_test,
     lang_gain.
     """
-    scores = _evaluated(long)
+    return _selection_comparison(_evaluated(long))
+
+
+def _selection_comparison(scores: pl.LazyFrame) -> pl.DataFrame:
     per_lang = (
         scores.group_by("target", "config_key", "lang")
         .agg(
@@ -1080,6 +1120,12 @@ def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.Da
     Columns: system, level (task, category, overall_xtreme, overall_xtreme_r), name, score,
     n_tasks, gain.
     """
+    return _benchmark_scores(long, _evaluated(long), tasks)
+
+
+def _benchmark_scores(
+    long: pl.DataFrame, scores: pl.LazyFrame, tasks: Mapping[str, TaskLike]
+) -> pl.DataFrame:
     spec = pl.DataFrame(
         [
             (name, metric, task.category or "uncategorized")
@@ -1114,7 +1160,7 @@ def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.Da
         .group_by("target", "config_key", "category")
         .agg(score=pl.col("value").mean())  # over the task's benchmark metrics
     )
-    configs = _configs(_evaluated(long))
+    configs = _configs(scores)
     systems = pl.concat(
         [
             _pick(configs.filter(pl.col("phases") == 0), ["target"], "dev_en").select(
@@ -1259,8 +1305,11 @@ def analyze(
     """
     notes: list[str] = []
     kw: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
-    per_lang = gains(long, grouping="lang", **kw)
-    frames = [per_lang, gains(long, grouping=ALL, **kw)]
+    # every analysis reads the target's scores of FINISHED runs: filter (and evaluate) once
+    own = long.filter(pl.col("status") == "FINISHED", pl.col("task") == pl.col("target"))
+    scores = _evaluated(own).collect().lazy()
+    per_lang = _gains(scores, grouping="lang", **kw)
+    frames = [per_lang, _gains(scores, grouping=ALL, **kw)]
     if languages is None:
         notes.append("no language table: groups and distance correlations skipped")
         correlations = distance_correlations(per_lang.clear(), {})
@@ -1269,8 +1318,8 @@ def analyze(
     else:
         for grouping in groupings:
             frames.append(
-                gains(
-                    long,
+                _gains(
+                    scores,
                     grouping=cast("Grouping", grouping),
                     languages=languages,
                     distance_kind=distance_kind,
@@ -1298,14 +1347,14 @@ def analyze(
             "languages instead (unit = languages)"
         )
     return Analysis(
-        best=best_chains(long),
-        selection=selection_comparison(long),
+        best=best_chains(own),
+        selection=_selection_comparison(scores),
         gains=pl.concat(frames),
         correlations=correlations,
-        ordering=ordering_effects(long, **kw),
-        translation=translation_effects(long, translations or {}, **kw),
+        ordering=_ordering_effects(scores, **kw),
+        translation=_translation_effects(scores, translations or {}, **kw),
         benchmark=(
-            benchmark_scores(long, tasks) if tasks is not None else _EMPTY_BENCHMARK.clear()
+            _benchmark_scores(own, scores, tasks) if tasks is not None else _EMPTY_BENCHMARK.clear()
         ),
         unknown_languages=unknown,
         distances=distances,
