@@ -163,7 +163,8 @@ def main() -> None:
     if args.client_path:
         from raystilts import tracking
 
-        timed("raystilts", "load_runs (MlflowClient)", tracking._load_runs_client, uri, EXPERIMENT)
+        # load_runs' own fallback (http stores, unknown schemas): not part of either total.
+        timed("fallback", "load_runs via MlflowClient", tracking._load_runs_client, uri, EXPERIMENT)
 
     mismatches = _compare(ours, theirs)
     print()
