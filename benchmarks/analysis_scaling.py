@@ -476,6 +476,7 @@ def _pandas_best_chains(frame: Any) -> list[PandasResult]:
     kind = frame.get("tags.raystilts.kind")
     if kind is not None:
         frame = frame[kind.isna() | (kind == "trial")]
+    frame = frame[frame["status"] == "FINISHED"]  # as best_chains: a failed trial's test is void
     keys = ["params.target", "params.config_key", "params.seed", "params.chain", "params.metric"]
     metric_cols = [c for c in frame.columns if c.startswith("metrics.") and c.count("/") == 3]
     long = frame[["run_id", *keys, *metric_cols]].melt(
