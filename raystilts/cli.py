@@ -184,6 +184,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(
         f"{args.space}: ok ({n} target{'s' * (n != 1)}, pool {', '.join(space.intermediate.tasks) or '-'}, chains of {space.intermediate.min_chain_length}-{space.intermediate.max_chain_length} phases)"
     )
+    res = space.resources
+    workers = res.workers_per_trial
+    micro, steps = space.training.accumulation(workers)
+    print(
+        f"  per trial: {workers} worker{'s' * (workers != 1)} ({res.placement_strategy}), "
+        f"batch {workers * micro * steps} = {workers} x {micro} x {steps} accumulated"
+        + ("" if workers * micro * steps == space.training.batch_size else
+           f" (batch_size {space.training.batch_size} does not split evenly)")
+    )  # fmt: skip
     return 0
 
 

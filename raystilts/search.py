@@ -29,6 +29,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from raystilts import storage as storage_lib
 from raystilts.errors import UserError
 from raystilts.space import SearchSpace, baseline_params, chain_from_params, make_define_by_run
 from raystilts.tasks import CATALOG, TaskSpec
@@ -366,6 +367,24 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
     )
 
 
+def _check_address(address: str) -> None:
+    """Fail in seconds, not after Ray's minute of retries, when nothing listens at host:port."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    if address == "auto" or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"--address {address}: nothing answers there ({e}); start a cluster with "
+            "`ray start --head` or `ray up cluster.yaml`, or drop --address"
+        ) from None
+
+
 def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     """Run the search of ``space``, one Tune run per target; returns timing and trial counts."""
     t0 = time.perf_counter()
@@ -374,6 +393,10 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
             f"--address {run.address}: a cluster's nodes do not share this machine's disk; "
             "pass --storage-path s3://bucket/prefix (or a directory every node mounts)"
         )
+    if run.storage_path:
+        storage_lib.check(run.storage_path)
+    if run.address:
+        _check_address(run.address)  # before minutes of tokenization
     tracker = Tracker(
         tracking_uri=run.tracking_uri, experiment=space.name
     )  # fail fast on a bad URI

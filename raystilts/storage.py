@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from raystilts.errors import UserError
 
-__all__ = ["content_key", "fetch", "is_remote", "join", "node_cache_root", "publish"]
+__all__ = ["check", "content_key", "fetch", "is_remote", "join", "node_cache_root", "publish"]
 
 _MARKER = ".complete"
 
@@ -72,6 +72,11 @@ def _fs(uri: str) -> tuple[object, str]:
             f"storage path {uri!r}: {str(e).splitlines()[0]}; use s3://bucket/prefix, "
             "gs://bucket/prefix or a directory that every node mounts"
         ) from None
+
+
+def check(uri: str) -> None:
+    """Raise a one-line UserError now if pyarrow cannot resolve ``uri`` (before any work)."""
+    _fs(uri)
 
 
 def _exists(filesystem: object, path: str) -> bool:

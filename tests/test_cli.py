@@ -83,3 +83,39 @@ def test_console_entry_point_runs() -> None:
     ).stdout
     for verb in ("demo", "search", "validate", "analyze", "tasks"):
         assert verb in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--address", "127.0.0.1:1"], "--storage-path s3://"),  # a cluster needs shared storage
+        (
+            ["--address", "127.0.0.1:1", "--storage-path", "STORE"],
+            "--address 127.0.0.1:1: nothing answers there",
+        ),
+        (["--storage-path", "nosuch://x"], "storage path 'nosuch://x'"),
+        (["--workers-per-trial", "0"], "--workers-per-trial 0: give an integer >= 1"),
+        (["--gpus-per-worker", "0"], "--gpus-per-worker 0.0: give a number > 0"),
+    ],
+)
+def test_cluster_flags_fail_fast_with_one_line(
+    flags: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = [str(tmp_path / "s") if f == "STORE" else f for f in flags]
+    space = str(REPO / "search_spaces" / "demo.yaml")
+    assert main(["search", space, "--workdir", str(tmp_path), *flags]) == 2
+    assert needle in _err_line(capsys)
+    assert not (tmp_path / "ray_results").exists()  # nothing started
+
+
+def test_validate_prints_the_batch_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = tmp_path / "s.yaml"
+    space.write_text(
+        "name: x\ntargets: [mini_xnli]\n"
+        "training: {batch_size: 32, max_device_batch_size: 8}\n"
+        "resources: {workers_per_trial: 2, placement_strategy: spread}\n"
+    )
+    assert main(["validate", str(space)]) == 0
+    assert "2 workers (SPREAD), batch 32 = 2 x 8 x 2 accumulated" in capsys.readouterr().out
