@@ -31,8 +31,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check raystilts tests benchmarks
 	$(BIN)/mypy raystilts
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed  ## chain effects over seeds; analysis scaling vs mlflow.search_runs
 	$(BIN)/python benchmarks/chain_effects.py
+	$(BIN)/python benchmarks/analysis_scaling.py
 
 clean:
 	rm -rf $(VENV) raystilts_runs .pytest_cache
