@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FEATURIZE_VERSION",
+    "TOKENIZER_FILES",
     "FeatureStore",
     "batches",
     "collate",
@@ -40,21 +41,23 @@ IGNORE_INDEX = -100  # label of padding and non-first subwords (ignored by the l
 MEGA_BATCH = 4  # batches per length-sorted group: see `batches`
 
 
+# the files a Hugging Face tokenizer is saved as (one family uses some of them)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "sentencepiece.bpe.model",
+    "spm.model",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+)
+
+
 def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     """A hash of the tokenizer files, so a changed tokenizer never reads stale features."""
     h = hashlib.sha256()
-    for name in sorted(
-        (
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "sentencepiece.bpe.model",
-            "spm.model",
-            "vocab.txt",
-            "vocab.json",
-            "merges.txt",
-        )
-    ):
+    for name in sorted(TOKENIZER_FILES):
         p = tokenizer_dir / name
         if p.is_file():
             h.update(name.encode())

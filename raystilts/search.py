@@ -30,6 +30,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from raystilts import storage as storage_lib
+from raystilts.data import TOKENIZER_FILES
 from raystilts.errors import UserError
 from raystilts.space import SearchSpace, baseline_params, chain_from_params, make_define_by_run
 from raystilts.tasks import CATALOG, TaskSpec
@@ -72,7 +73,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
 
     import torch
 
-    from raystilts.runner import ChainPlan, Dist, Phase, TrainSettings, run_chain
+    from raystilts.runner import ChainPlan, Dist, DivergedError, Phase, TrainSettings, run_chain
 
     torch.set_num_threads(int(cfg["threads"]))
     node = ray.get_runtime_context().get_node_id()
@@ -96,8 +97,8 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     settings = TrainSettings(
         batch_size=micro,
         grad_accum=accum,
-        warmup_ratio=cfg["warmup_ratio"],
-        weight_decay=cfg["weight_decay"],
+        warmup_ratio=cfg["training"].warmup_ratio,
+        weight_decay=cfg["training"].weight_decay,
     )
     nodes = [node]
     if dist.world_size > 1:  # which nodes ran this trial, for its MLflow run
@@ -115,7 +116,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
             out["worker_ranks_per_node"] = ",".join(str(nodes.count(n)) for n in sorted(set(nodes)))
             if final_dir is not None and dist.rank == 0:
                 for f in tok_dir.iterdir():  # a checkpoint loads with its own tokenizer
-                    if f.is_file() and not (final_dir / f.name).exists():
+                    if f.name in TOKENIZER_FILES and not (final_dir / f.name).exists():
                         shutil.copy2(f, final_dir / f.name)
                 checkpoint = train.Checkpoint.from_directory(str(final_dir))
         train.report(out, checkpoint=checkpoint)
@@ -131,6 +132,11 @@ def _train_loop(cfg: dict[str, Any]) -> None:
             dist=dist,
             final_model_dir=final_dir,
         )
+    except DivergedError as e:
+        # every rank sees the same all-reduced loss, so all of them land here together; the
+        # searcher gets the worst score, MLflow records the run as diverged (not the score)
+        key = f"dev/{plan.target.task.name}/en/{plan.target.task.metric}"
+        train.report({key: 0.0, "diverged": 1.0, "diverged_reason": str(e)})
     finally:
         if final_dir is not None:
             shutil.rmtree(final_dir, ignore_errors=True)
@@ -157,8 +163,6 @@ def _trial(
         "seed": space.search.seeds[0],  # one per search: the space refuses several
         "training": space.training,  # a frozen dataclass: pickles to the workers
         "save_model": space.training.save_model,
-        "warmup_ratio": space.training.warmup_ratio,
-        "weight_decay": space.training.weight_decay,
         "workspace": workspace,
         "threads": threads,
     }
@@ -257,8 +261,8 @@ class MlflowCallback(tune.Callback):
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         run = self.runs.get(trial.trial_id)
-        if run is None:
-            return
+        if run is None or result.get("diverged"):
+            return  # a diverged trial's placeholder score is for the searcher only
         metrics = {
             k: float(v)
             for k, v in result.items()
@@ -280,7 +284,11 @@ class MlflowCallback(tune.Callback):
             )
         if self.log:  # one progress line per trial (Ray's own logs stay in its session dir)
             last = trial.last_result or {}
-            score = last.get(f"dev/{self.target}/en/{self.task.metric}")
+            score = (
+                None
+                if last.get("diverged")
+                else last.get(f"dev/{self.target}/en/{self.task.metric}")
+            )
             shown = (
                 f"en dev {self.task.metric} {100 * score:.1f}" if score is not None else "no score"
             )
@@ -293,6 +301,14 @@ class MlflowCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
+        if last.get("diverged"):
+            self._end(
+                trial,
+                "FAILED",
+                "diverged",
+                {"raystilts.diverged_reason": str(last.get("diverged_reason", ""))[:500]},
+            )
+            return
         finished = any(k.startswith(f"test/{self.target}/") for k in last)
         where = {  # the nodes that ran it and the saved model (training.save_model)
             f"raystilts.{k}": str(last[k])
@@ -375,6 +391,7 @@ def _check_address(address: str) -> None:
     if address == "auto" or ":" not in hostport:
         return
     host, _, port = hostport.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:6379
     try:
         with socket.create_connection((host, int(port)), timeout=5):
             return
@@ -425,6 +442,16 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
             "set use_gpu: auto/false or pass --address of a GPU cluster"
         )
     _init_ray(space, run, use_gpu)
+    if run.address and space.resources.use_gpu == "auto":
+        # the driver (a CPU head) says nothing about the cluster: ask the cluster
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        if run.log:
+            print(
+                f"use_gpu: auto -> {use_gpu} (the cluster has "
+                f"{ray.cluster_resources().get('GPU', 0):g} GPUs now; set use_gpu: true or "
+                "--gpus-per-worker to wait for autoscaled GPU workers)",
+                flush=True,
+            )
     storage = run.storage_path or str((run.workdir / "ray_results").resolve())
     # with a storage path, workers on any node fetch model and features through it
     ws_config = ws.share(needs, run.storage_path) if run.storage_path else ws.to_config()
@@ -449,27 +476,35 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
             "num_samples": space.search.num_samples,
             "seeds": json.dumps(list(space.search.seeds)),
             "workers_per_trial": space.resources.workers_per_trial,
-            "space_yaml": space.source_path or "<dict>",
         },
-        tags={"raystilts.search": space.name, "raystilts.storage_path": storage},
+        tags={
+            "raystilts.search": space.name,
+            "raystilts.storage_path": storage,
+            "raystilts.space_yaml": space.source_path or "<dict>",  # a tag: paths may differ
+        },
     )
-    status = "FAILED"
+    status, outcome = "FAILED", "error"
     try:
         _run_targets(
             space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed
         )
-        status = "FINISHED"
+        status, outcome = "FINISHED", "finished"
+    except KeyboardInterrupt:
+        status, outcome = "KILLED", "interrupted"
+        raise
     finally:
-        tracker.end_search(
-            parent,
-            status=status,  # type: ignore[arg-type]
-            tags={
-                "raystilts.outcome": "finished" if status == "FINISHED" else "interrupted",
-                "raystilts.trials": json.dumps(counts),
-                "raystilts.failed": json.dumps(failed),
-            },
-        )
-        tracker.close_open_runs()  # whatever happened, no run of this search stays RUNNING
+        try:
+            tracker.end_search(
+                parent,
+                status=status,  # type: ignore[arg-type]
+                tags={
+                    "raystilts.outcome": outcome,
+                    "raystilts.trials": json.dumps(counts),
+                    "raystilts.failed": json.dumps(failed),
+                },
+            )
+        finally:
+            tracker.close_open_runs()  # whatever happened, no run of this search stays RUNNING
     return {
         "seconds": time.perf_counter() - t0,
         "trials": counts,

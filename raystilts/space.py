@@ -116,8 +116,9 @@ class TrainingSettings:
         per_worker = max(1, self.batch_size // workers)
         cap = self.max_device_batch_size or per_worker
         least = -(-per_worker // cap)
-        # prefer a split into equal micro-batches: 32 with a cap of 5 is 8 x 4, not 7 x 4
-        steps = next((n for n in range(least, per_worker + 1) if per_worker % n == 0), least)
+        # prefer a split into equal micro-batches (32 with a cap of 5 is 8 x 4, not 7 x 4), but
+        # not at any price: 13 per worker with a cap of 4 is 4 x 3 (12), not 13 x 1
+        steps = next((n for n in range(least, 2 * least + 1) if per_worker % n == 0), least)
         return max(1, per_worker // steps), steps
 
 

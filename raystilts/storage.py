@@ -6,9 +6,11 @@
 On one machine trials read the driver's cache directly. On a cluster the driver's disk is not
 the workers' disk, so the driver publishes what the search needs under the storage path
 (``s3://…``, ``gs://…`` or a directory every node mounts) and each worker copies it to its node
-once: later trials on that node reuse the copy. Entries are content-addressed, so a published
-entry is never rewritten and a complete copy never goes stale; a ``.complete`` marker is written
-last, so a half-finished upload or download is redone, never read. Any filesystem pyarrow knows
+once: later trials on that node reuse the copy. Entries are named by content (feature entries
+by task, split, language, tokenizer and featurization version, not by the data files'
+bytes; model directories by their files' names, sizes and head and tail bytes), so a published
+entry is never rewritten; a ``.complete`` marker is written last, so a half-finished upload or
+download is redone, never read. Any filesystem pyarrow knows
 works (``file://`` included, which is how the tests exercise the remote path).
 """
 
@@ -18,6 +20,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 from filelock import FileLock
@@ -87,22 +90,48 @@ def _exists(filesystem: object, path: str) -> bool:
 
 
 def publish(local_dir: Path, uri: str) -> str:
-    """Copy ``local_dir`` to ``uri`` unless a complete copy is there; returns ``uri``."""
+    """Copy ``local_dir`` to ``uri`` unless a complete copy is there; returns ``uri``.
+
+    On a filesystem (a shared directory) the copy is staged in a unique sibling and renamed
+    into place, so two drivers publishing the same entry never interleave their writes. On an
+    object store every object is written whole, and both writers write the same bytes (the
+    entry is content-addressed); the marker goes last either way.
+
+    Raises:
+        UserError: the storage path cannot be written (permissions, credentials, no bucket).
+    """
     from pyarrow import fs
 
     filesystem, path = _fs(uri)
     marker = f"{path}/{_MARKER}"
-    if _exists(filesystem, marker):
-        return uri
-    filesystem.create_dir(path, recursive=True)  # type: ignore[attr-defined]
-    fs.copy_files(
-        str(local_dir.resolve()),
-        path,
-        source_filesystem=fs.LocalFileSystem(),
-        destination_filesystem=filesystem,  # type: ignore[arg-type]
-    )
-    with filesystem.open_output_stream(marker) as out:  # type: ignore[attr-defined]
-        out.write(b"ok\n")
+    try:
+        if _exists(filesystem, marker):
+            return uri
+        local = isinstance(filesystem, fs.LocalFileSystem)
+        target = f"{path}.tmp-{uuid.uuid4().hex}" if local else path
+        filesystem.create_dir(target, recursive=True)  # type: ignore[attr-defined]
+        fs.copy_files(
+            str(local_dir.resolve()),
+            target,
+            source_filesystem=fs.LocalFileSystem(),
+            destination_filesystem=filesystem,  # type: ignore[arg-type]
+        )
+        with filesystem.open_output_stream(f"{target}/{_MARKER}") as out:  # type: ignore[attr-defined]
+            out.write(b"ok\n")
+        if local:
+            if not _exists(filesystem, marker):  # leftovers of an unstaged, crashed copy
+                shutil.rmtree(path, ignore_errors=True)
+            try:
+                os.rename(target, path)  # atomic; fails if another writer got there first
+            except OSError:
+                shutil.rmtree(target, ignore_errors=True)
+                if not _exists(filesystem, marker):
+                    raise
+    except OSError as e:
+        raise UserError(
+            f"storage path {uri}: cannot write ({str(e).splitlines()[0]}); check that it "
+            "exists and is writable (for s3:// or gs://: the bucket and the credentials)"
+        ) from None
     return uri
 
 
@@ -131,12 +160,19 @@ def fetch(uri: str, local_root: Path) -> Path:
                 "start, so check that every node can read the storage path"
             )
         tmp = Path(tempfile.mkdtemp(dir=local_root, prefix=dest.name + "."))
-        fs.copy_files(
-            path,
-            str(tmp),
-            source_filesystem=filesystem,  # type: ignore[arg-type]
-            destination_filesystem=fs.LocalFileSystem(),
-        )
+        try:
+            fs.copy_files(
+                path,
+                str(tmp),
+                source_filesystem=filesystem,  # type: ignore[arg-type]
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UserError(
+                f"{uri}: cannot read ({str(e).splitlines()[0]}); every node needs read access "
+                "to the storage path"
+            ) from None
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
     return dest

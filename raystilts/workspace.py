@@ -68,11 +68,14 @@ class Workspace:
             storage_lib.publish(
                 self.features.cache_dir / name, storage_lib.join(root, "features", name)
             )
+        model_uri = put(model_dir, "models") if model_dir.is_dir() else None
+        same = model_dir.is_dir() and model_dir.resolve() == self.features.tokenizer_dir.resolve()
         return {
             **self.to_config(),
             "remote": {
-                "model": put(model_dir, "models") if model_dir.is_dir() else None,
-                "tokenizer": put(self.features.tokenizer_dir, "tokenizers"),
+                "model": model_uri,
+                # a local model directory holds its tokenizer: ship it once, not twice
+                "tokenizer": model_uri if same else put(self.features.tokenizer_dir, "tokenizers"),
                 "features": storage_lib.join(root, "features"),
                 "entries": entries,
             },
@@ -96,11 +99,15 @@ def open_workspace(cfg: Mapping[str, object], *, node: str) -> tuple[str, Featur
         store = Workspace.store_from_config(cfg)
         return str(cfg["model"]), store, store.tokenizer_dir
     local = storage_lib.node_cache_root() / node
-    tok_dir = storage_lib.fetch(str(remote["tokenizer"]), local / "tokenizers")
     model = (
         str(storage_lib.fetch(str(remote["model"]), local / "models"))
         if remote["model"]
         else str(cfg["model"])  # a hub id: each node downloads it into its Hugging Face cache
+    )
+    tok_dir = (
+        Path(model)
+        if remote["tokenizer"] == remote["model"]
+        else storage_lib.fetch(str(remote["tokenizer"]), local / "tokenizers")
     )
     features = local / "features"
     for name in remote["entries"]:  # type: ignore[attr-defined]

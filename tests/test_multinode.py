@@ -125,6 +125,7 @@ def test_job_on_two_nodes_trains_on_both_and_records_everything(
     assert {d.name for d in node_cache.iterdir()} == nodes
     for d in node_cache.iterdir():
         assert len(list((d / "models").glob("*/model.safetensors"))) == 1
+        assert not (d / "tokenizers").exists()  # the model directory carries its tokenizer
         assert any((d / "features").iterdir())
     assert (shared / "raystilts-cache" / "features").is_dir()
     assert (shared / "multinode-mini_xnli").is_dir()  # Tune's experiment state

@@ -123,6 +123,8 @@ def test_string_floats_choices_and_languages() -> None:
         (32, 8, 2, (8, 2)),
         (32, 5, 1, (4, 8)),  # equal micro-batches: 8 x 4 = 32, not 7 x 4 = 28
         (30, 7, 2, (5, 3)),
+        (26, 4, 2, (3, 4)),  # 13 per worker: 4 x 3 (24 in all), not 13 x 1
+        (62, 8, 2, (7, 4)),  # per worker 31, prime: 4 x 7 = 28
     ],
 )
 def test_gradient_accumulation_keeps_the_effective_batch(
@@ -131,7 +133,8 @@ def test_gradient_accumulation_keeps_the_effective_batch(
     space = load(with_("training.batch_size", batch, "training.max_device_batch_size", cap))
     micro, steps = space.training.accumulation(workers)
     assert (micro, steps) == expected
-    assert micro * steps * workers == batch
+    assert micro * steps * workers <= batch
+    assert micro * steps * workers > batch * 2 / 3  # never a degenerate split
     assert cap is None or micro <= cap
 
 

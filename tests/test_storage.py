@@ -95,6 +95,8 @@ def test_workspace_shared_through_storage_reads_the_same_features(
     assert Path(model).is_relative_to(tmp_path / "nodes" / "node-b")
     assert tok_dir.is_relative_to(tmp_path / "nodes" / "node-b")
     assert store.cache_dir.is_relative_to(tmp_path / "nodes" / "node-b")
+    assert tok_dir == Path(model)  # shipped once: the model directory holds the tokenizer
+    assert not (tmp_path / "bucket" / "raystilts-cache" / "tokenizers").exists()
     assert (Path(model) / "model.safetensors").read_bytes() == (
         tiny_model / "model.safetensors"
     ).read_bytes()
@@ -103,3 +105,14 @@ def test_workspace_shared_through_storage_reads_the_same_features(
     # a plain (one-machine) config points at the driver's cache
     model0, store0, _ = open_workspace(ws.to_config(), node="node-a")
     assert model0 == ws.model and store0.cache_dir == ws.features.cache_dir
+
+
+def test_unwritable_storage_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "x").write_text("x")
+    with pytest.raises(UserError, match=r"cannot write .*writable") as e:
+        storage.publish(src, str(blocker / "entry"))
+    assert "\n" not in str(e.value)
