@@ -44,6 +44,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from raystilts._names import ALL, BASELINE_SYSTEM, BEST_SYSTEM, GROUPINGS, SOURCE_LANG
+
 __all__ = [
     "DISTANCE_KINDS",
     "GROUPINGS",
@@ -68,7 +70,6 @@ __all__ = [
     "unknown_languages",
 ]
 
-SOURCE_LANG = "en"
 # The logged per-task average language; recomputed here over the languages compared.
 _AVG_LANG = "avg"
 
@@ -111,9 +112,15 @@ class TargetResult:
     """The selected chain of one target, its per-language test scores and gains.
 
     ``languages``, ``baseline`` and ``gains`` map a language to a mean over seeds of the test
-    primary metric. ``avg``/``baseline_avg`` average over the languages both configurations were
-    tested on (all of the chain's languages when there is no baseline run, then
-    ``baseline_avg`` and ``gain_avg`` are NaN). English counts as one of the languages.
+    primary metric. Gains are paired by seed, as in :func:`gains`: where the chain and the
+    baseline share seeds on a language, both scores are means over those shared seeds only
+    (``n_paired_seeds`` says how many the two configurations share) and the gain is their
+    difference; where they share none, each score is its own mean over seeds and that language
+    has no gain. ``avg``/``baseline_avg`` average over the languages with a gain (all of the
+    chain's languages when there is none, then ``baseline_avg`` and ``gain_avg`` are NaN).
+    English counts as one of the languages. When every shared seed was tested on the same
+    languages, ``gain_avg`` equals the gain of :func:`gains` with ``grouping="all"``.
+    ``n_seeds`` and ``dev_en`` describe the selection, over all of the chain's seeds.
     """
 
     target: str
@@ -131,6 +138,7 @@ class TargetResult:
     gain_avg: float
     n_candidates: int
     baseline_config_key: str | None = None
+    n_paired_seeds: int = 0  # seeds both the chain and the baseline were tested with
 
 
 def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
@@ -226,15 +234,13 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
         )
         .filter((pl.col("split") == "test").any().over("run_id"))
     )
+    per_seed = finished.group_by(*keys, "split", "lang", "seed").agg(pl.col("value").mean())
     scores = (
-        finished.group_by(*keys, "split", "lang", "seed")
-        .agg(pl.col("value").mean())
-        .group_by(*keys, "split", "lang")
+        per_seed.group_by(*keys, "split", "lang")
         .agg(pl.col("value").mean(), pl.col("seed").n_unique().alias("n_seeds"))
         # per-config text joined once: taking it per group is slow on millions of rows
         .join(_config_meta(finished), on=keys)
     )
-    tests = scores.filter(pl.col("split") == "test").select(*keys, "lang", test="value")
     configs = (
         scores.group_by(keys)
         .agg(
@@ -265,23 +271,28 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
         .first()
         .select("target", baseline_config_key="config_key")
     )
-    per_lang = (
-        tests.join(best.select(keys), on=keys, how="semi")
-        .drop("config_key")
-        .join(
-            tests.join(baseline, left_on=keys, right_on=["target", "baseline_config_key"]).select(
-                "target", "lang", baseline="test"
-            ),
-            on=["target", "lang"],
-            how="full",
-            coalesce=True,
-        )
-        .with_columns(gain=pl.col("test") - pl.col("baseline"))
+    tests = per_seed.filter(pl.col("split") == "test", pl.col("value").is_not_null()).select(
+        *keys, "lang", "seed", "value"
+    )
+    chain_runs = tests.join(best.select(keys), on=keys, how="semi").select(
+        "target", "lang", "seed", a="value"
+    )
+    base_runs = tests.join(
+        baseline, left_on=keys, right_on=["target", "baseline_config_key"]
+    ).select("target", "lang", "seed", b="value")
+    per_lang = _paired_means(chain_runs, base_runs, ["target", "lang"]).rename(
+        {"a": "test", "b": "baseline"}
+    )
+    shared = (
+        chain_runs.select("target", "seed")
+        .unique()
+        .join(base_runs.select("target", "seed").unique(), on=["target", "seed"])
+        .group_by("target")
+        .agg(n_paired_seeds=pl.len())
     )
     both = pl.col("gain").is_not_null()
-    has_baseline = pl.col("baseline").is_not_null().any()
     averages = per_lang.group_by("target").agg(
-        avg=pl.when(has_baseline)
+        avg=pl.when(both.any())
         .then(pl.col("test").filter(both).mean())
         .otherwise(pl.col("test").mean()),
         baseline_avg=pl.col("baseline").filter(both).mean(),
@@ -289,6 +300,7 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
     summary = (
         best.join(baseline, on="target", how="left")
         .join(averages, on="target", how="left")
+        .join(shared, on="target", how="left")
         .sort("target")
         .collect()
     )
@@ -314,9 +326,33 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
                 gain_avg=avg - baseline_avg,
                 n_candidates=int(row["n_candidates"]),
                 baseline_config_key=row["baseline_config_key"],
+                n_paired_seeds=int(row["n_paired_seeds"] or 0),
             )
         )
     return results
+
+
+def _paired_means(a: pl.LazyFrame, b: pl.LazyFrame, by: Sequence[str]) -> pl.LazyFrame:
+    """Per ``by``: means of ``a`` and ``b`` over the seeds both have, and ``gain = a - b``.
+
+    ``a`` and ``b`` hold one value per (``by``, seed) in columns ``a``/``b``. Where the two
+    share no seed (a run without a seed never pairs), each is its own mean over seeds and the
+    gain is null: a difference of means over different seeds would mix seed noise into it.
+    """
+    by = list(by)
+    paired = pl.col("a").is_not_null() & pl.col("b").is_not_null()
+
+    def mean(column: str) -> pl.Expr:
+        values = pl.col(column)
+        return pl.when(paired.any()).then(values.filter(paired).mean()).otherwise(values.mean())
+
+    return (
+        a.join(b, on=[*by, "seed"], how="full", coalesce=True)
+        .group_by(by)
+        .agg(a=mean("a"), b=mean("b"), pairs=paired.sum())
+        .with_columns(gain=pl.when(pl.col("pairs") > 0).then(pl.col("a") - pl.col("b")))
+        .drop("pairs")
+    )
 
 
 def render(results: Sequence[TargetResult], fmt: Literal["table", "json", "csv"]) -> str:
@@ -385,7 +421,21 @@ def _table(r: TargetResult) -> str:
     lines += [f"  {a:<{width}}  {b:>6}  {c:>8}  {d:>6}" for a, b, c, d in cells]
     if not r.baseline:
         lines.append(f"  no baseline run for {r.target}: gains unavailable")
+    elif not r.gains:
+        lines.append(f"  {_unpaired(r)}: gains unavailable")
+    elif r.n_paired_seeds != r.n_seeds:
+        shared = "seed" if r.n_paired_seeds == 1 else "seeds"
+        lines.append(
+            f"  scores and gains over the {r.n_paired_seeds} {shared} shared with the baseline"
+        )
     return "\n".join(lines)
+
+
+def _unpaired(r: TargetResult) -> str:
+    """Why a target with a baseline run has no gain."""
+    if r.n_paired_seeds == 0:
+        return f"{r.target}: the chain and the baseline share no seed"
+    return f"{r.target}: the chain and the baseline share no (seed, language) test score"
 
 
 def _lang_order(langs: set[str] | frozenset[str]) -> list[str]:
@@ -424,10 +474,7 @@ def _json_safe(value: object) -> object:
 # Issue 5: gains with intervals, language groups, distances, orderings, translated data, XTREME.
 
 DISTANCE_KINDS = ("syntactic", "genetic", "geographic")
-# language groupings besides "lang" (one row per language) and "all" (every language, English too)
-GROUPINGS = ("resource", "family", "script", "distance")
 Grouping = Literal["lang", "all", "resource", "family", "script", "distance"]
-ALL: Literal["all"] = "all"
 UNKNOWN = "unknown"  # a language the language table does not have
 MISSING = "n/a"  # a known language without a value for the grouping (no resource class...)
 CONFIDENCE = 0.95
@@ -439,8 +486,9 @@ _TIE = 1e-12  # a paired difference with less spread than this is constant: no t
 
 METHODS = f"""\
 Gains pair each chain run with the baseline run (empty chain) of the same seed value, on the \
-same language: diff = chain - baseline on the test split, primary metric. Only FINISHED runs with \
-test scores count; each chain is represented by its configuration with the best English dev \
+same language: diff = chain - baseline on the test split, primary metric; the chain's and the \
+baseline's scores shown beside a gain are means over the same paired seeds, and a chain that \
+shares no seed with the baseline has no gain. Only FINISHED runs with test scores count; each chain is represented by its configuration with the best English dev \
 score (strict zero-shot selection), the baseline likewise. Per language: mean diff over seeds, a \
 {CONFIDENCE:.0%} percentile bootstrap interval resampling seeds (scipy.stats.bootstrap, \
 {N_RESAMPLES} resamples) and a paired t-test over seeds (scipy.stats.ttest_1samp of the diffs = \
@@ -1035,8 +1083,10 @@ def selection_comparison(long: pl.DataFrame) -> pl.DataFrame:
     Per target and test language: ``en_*`` is the configuration with the best English dev score
     (the same for every language, as in :func:`best_chains`); ``lang_*`` the configuration with
     the best dev score *in that language* (an oracle that needs target-language labels). Each
-    gain is over the baseline configuration selected by the same rule. Scores are means over
-    seeds of the primary metric; ties as in :func:`best_chains`.
+    gain is over the baseline configuration selected by the same rule, paired by seed as in
+    :func:`best_chains`: test scores and gain are means over the seeds the two configurations
+    share (each its own mean over seeds, and no gain, where they share none). Scores are of the
+    primary metric; ties as in :func:`best_chains`.
 
     Columns: target, lang, en_chain, en_test, en_gain, lang_chain, lang_dev, lang_test,
     lang_gain.
@@ -1050,50 +1100,56 @@ def _selection_comparison(scores: pl.LazyFrame) -> pl.DataFrame:
         .agg(
             pl.col("chain", "intermediate").first(),
             dev=pl.col("value").filter(pl.col("split") == "dev").mean(),
-            test=pl.col("value").filter(pl.col("split") == "test").mean(),
         )
         .with_columns(phases=pl.col("intermediate").list.len())
     )
     configs = _configs(scores)
-    tests = per_lang.select("target", "config_key", "lang", "test")
-    en_best = _pick(configs, ["target"], "dev_en").select("target", "config_key", en_chain="chain")
-    en_base = _pick(configs.filter(pl.col("phases") == 0), ["target"], "dev_en").select(
-        "target", "config_key"
+    tests = scores.filter(pl.col("split") == "test").select(
+        "target", "config_key", "lang", "seed", "value"
     )
-    lang_best = _pick(per_lang, ["target", "lang"], "dev").select(
-        "target", "lang", lang_chain="chain", lang_dev="dev", lang_test="test"
+
+    def runs(picked: pl.LazyFrame, on: list[str], column: str) -> pl.LazyFrame:
+        """Per-seed test scores of the configurations ``picked`` per ``on``."""
+        return tests.join(picked.select(*on, "config_key"), on=[*on, "config_key"]).select(
+            "target", "lang", "seed", pl.col("value").alias(column)
+        )
+
+    en_best = _pick(configs, ["target"], "dev_en")
+    en_base = _pick(configs.filter(pl.col("phases") == 0), ["target"], "dev_en")
+    lang_best = _pick(per_lang, ["target", "lang"], "dev")
+    lang_base = _pick(per_lang.filter(pl.col("phases") == 0), ["target", "lang"], "dev")
+    by = ["target", "lang"]
+    en = (
+        _paired_means(runs(en_best, ["target"], "a"), runs(en_base, ["target"], "b"), by)
+        .select(*by, en_test="a", en_gain="gain")
+        .filter(pl.col("en_test").is_not_null())
     )
-    lang_base = _pick(per_lang.filter(pl.col("phases") == 0), ["target", "lang"], "dev").select(
-        "target", "lang", lang_baseline="test"
-    )
-    en_rows = en_best.join(tests, on=["target", "config_key"]).rename({"test": "en_test"})
-    en_base_rows = en_base.join(tests, on=["target", "config_key"]).select(
-        "target", "lang", en_baseline="test"
+    lang = _paired_means(runs(lang_best, by, "a"), runs(lang_base, by, "b"), by).select(
+        *by, lang_test="a", lang_gain="gain"
     )
     return (
-        en_rows.drop("config_key")
-        .join(en_base_rows, on=["target", "lang"], how="left")
-        .join(lang_best, on=["target", "lang"], how="full", coalesce=True)
-        .join(lang_base, on=["target", "lang"], how="left")
+        en.join(en_best.select("target", en_chain="chain"), on="target", how="left")
+        .join(
+            lang_best.select(*by, lang_chain="chain", lang_dev="dev").join(lang, on=by, how="left"),
+            on=by,
+            how="full",
+            coalesce=True,
+        )
         .filter(pl.col("en_test").is_not_null() | pl.col("lang_test").is_not_null())
         .select(
             "target",
             "lang",
             "en_chain",
             "en_test",
-            en_gain=pl.col("en_test") - pl.col("en_baseline"),
-            lang_chain="lang_chain",
-            lang_dev="lang_dev",
-            lang_test="lang_test",
-            lang_gain=pl.col("lang_test") - pl.col("lang_baseline"),
+            "en_gain",
+            "lang_chain",
+            "lang_dev",
+            "lang_test",
+            "lang_gain",
         )
         .sort("target", pl.col("lang") != SOURCE_LANG, "lang")
         .collect()
     )
-
-
-BEST_SYSTEM = "best chain per target"
-BASELINE_SYSTEM = "baseline"
 
 
 def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.DataFrame:
@@ -1114,8 +1170,10 @@ def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.Da
     Systems: ``baseline`` (each target's selected empty chain), ``best chain per target``
     (each target's English-dev-selected chain, as the paper's combined XTREME row), and every
     intermediate label (e.g. ``mini_mnli``) with the targets it was run for. ``n_tasks`` says
-    how many targets a row covers; ``gain`` is ``score - baseline`` where the row covers the
-    same targets as the baseline's row (null otherwise).
+    how many targets a row covers. A category or overall score needs a score for every task of
+    the experiment it averages (every catalog target with a finished run, of that category):
+    otherwise it is null, since a mean over a subset of the tasks is not comparable with the
+    other systems' rows. ``gain`` is ``score - baseline`` (null where either is null).
 
     Columns: system, level (task, category, overall_xtreme, overall_xtreme_r), name, score,
     n_tasks, gain.
@@ -1205,28 +1263,33 @@ def _benchmark_scores(
         ],
         how="vertical_relaxed",
     )
-    covered = pl.concat(  # the targets behind each row: gains compare like with like
+    # an overall or category score over a subset of its tasks is not comparable with one over
+    # all of them: it needs a score for every task of the experiment it averages
+    present = per_task.select("target", "category").unique()
+    expected = pl.concat(
         [
-            per_task.select("system", level=pl.lit("task"), name="target", covered="target"),
-            per_task.group_by("system", "category")
-            .agg(level=pl.lit("category"), covered=pl.col("target").sort().str.join(","))
-            .select("system", "level", name="category", covered="covered"),
-            *(
-                per_task.group_by("system").agg(
-                    level=pl.lit(level),
-                    name=pl.lit(name),
-                    covered=pl.col("target").sort().str.join(","),
-                )
-                for level, name in (
-                    ("overall_xtreme", "all tasks"),
-                    ("overall_xtreme_r", "all categories"),
-                )
+            present.group_by(name="category").agg(level=pl.lit("category"), expected=pl.len()),
+            pl.DataFrame(
+                {
+                    "name": ["all tasks", "all categories"],
+                    "level": ["overall_xtreme", "overall_xtreme_r"],
+                    "expected": [present.height] * 2,
+                },
+                schema={"name": pl.String, "level": pl.String, "expected": pl.UInt32},
             ),
         ]
     )
-    rows = rows.join(covered, on=["system", "level", "name"])
+    rows = (
+        rows.join(expected, on=["level", "name"], how="left")
+        .with_columns(
+            score=pl.when(
+                (pl.col("level") == "task") | (pl.col("n_tasks") == pl.col("expected"))
+            ).then(pl.col("score"))
+        )
+        .drop("expected")
+    )
     base = rows.filter(pl.col("system") == BASELINE_SYSTEM).select(
-        "level", "name", base_score="score", base_covered="covered"
+        "level", "name", base_score="score"
     )
     level_order = pl.col("level").replace_strict(
         {"overall_xtreme": 0, "overall_xtreme_r": 1, "category": 2, "task": 3}
@@ -1234,12 +1297,10 @@ def _benchmark_scores(
     system_order = pl.col("system").replace_strict(
         {BASELINE_SYSTEM: 0, BEST_SYSTEM: 1}, default=2, return_dtype=pl.Int64
     )
-    same_tasks = pl.col("covered") == pl.col("base_covered")
     return (
         rows.join(base, on=["level", "name"], how="left")
         .with_columns(
-            gain=pl.when(same_tasks).then(pl.col("score") - pl.col("base_score")),
-            n_tasks=pl.col("n_tasks").cast(pl.Int64),
+            gain=pl.col("score") - pl.col("base_score"), n_tasks=pl.col("n_tasks").cast(pl.Int64)
         )
         .sort(system_order, "system", level_order, "name")
         .select("system", "level", "name", "score", "n_tasks", "gain")
@@ -1340,14 +1401,16 @@ def analyze(
             )
     if tasks is None:
         notes.append("no task catalog: benchmark aggregate skipped")
-    seeds = long.filter(pl.col("status") == "FINISHED")["seed"].n_unique()
-    if seeds == 1:
+    single = _single_seed_targets(scores)
+    if single:
         notes.append(
-            "one seed: no seed intervals or paired tests per language; group rows resample "
-            "languages instead (unit = languages)"
+            f"one seed for {', '.join(single)}: no seed intervals or paired tests per language "
+            "there; group rows resample languages instead (unit = languages)"
         )
+    best = best_chains(own)
+    notes += [f"{_unpaired(r)}: no gain" for r in best if r.baseline and not r.gains]
     return Analysis(
-        best=best_chains(own),
+        best=best,
         selection=_selection_comparison(scores),
         gains=pl.concat(frames),
         correlations=correlations,
@@ -1361,6 +1424,24 @@ def analyze(
         notes=notes,
     )
 
+
+def _single_seed_targets(scores: pl.LazyFrame) -> list[str]:
+    """Targets whose test scores (FINISHED runs with a seed) come from a single seed value."""
+    return (
+        scores.filter(pl.col("split") == "test")
+        .group_by("target")
+        .agg(pl.col("seed").n_unique())
+        .filter(pl.col("seed") == 1)
+        .sort("target")
+        .collect()["target"]
+        .to_list()
+    )
+
+
+_BENCHMARK_PARTIAL = (
+    "-: not every task of that column has a score for the system; a mean over some of its "
+    "tasks would not compare with the other rows"
+)
 
 _EMPTY_BENCHMARK = pl.DataFrame(
     schema={
@@ -1585,19 +1666,23 @@ def _benchmark_table(frame: pl.DataFrame) -> str:
     cells = {
         (r["system"], r["level"], r["name"]): f"{_pct(r['score'])} ({_gain(r['gain'])})"
         for r in frame.iter_rows(named=True)
+        if r["score"] is not None
     }
     systems = frame["system"].unique(maintain_order=True).to_list()
     rows = [
         [system, *(cells.get((system, level, name), "-") for level, name, _ in columns)]
         for system in systems
     ]
-    return _text_table(
+    table = _text_table(
         "Benchmark aggregate the XTREME way, x100 (gain over baseline): task = mean over its "
         "languages (QA: mean of EM and F1); XTREME = mean over tasks, XTREME-R = mean over "
         "categories",
         ["system", *(title for _, _, title in columns)],
         rows,
     )
+    if frame.filter(pl.col("level") != "task", pl.col("score").is_null()).height:
+        table += f"\n  {_BENCHMARK_PARTIAL}"
+    return table
 
 
 def _num(value: float | None) -> str:

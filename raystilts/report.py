@@ -25,15 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raystilts._names import ALL, BEST_SYSTEM, GROUPINGS, SOURCE_LANG
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["ReportFiles", "summary_metrics", "write_report"]
 
 Row = Mapping[str, Any]
-ALL = "all"
-SOURCE_LANG = "en"
-GROUPINGS = ("resource", "family", "script", "distance")
 _DPI = 110  # readable on a laptop screen, small enough to inline a few plots in one page
 
 
@@ -121,7 +120,7 @@ def summary_metrics(analysis: Mapping[str, Any]) -> dict[str, float]:
             metrics[f"best/{result['target']}/test_avg"] = float(result["avg"])
     for row in analysis.get("benchmark", []):
         if row["level"] in ("overall_xtreme", "overall_xtreme_r") and row["score"] is not None:
-            system = "best" if row["system"] == "best chain per target" else row["system"]
+            system = "best" if row["system"] == BEST_SYSTEM else row["system"]
             metrics[f"benchmark/{row['level']}/{system}"] = float(row["score"])
     return {k: v for k, v in metrics.items() if _safe_key(k)}
 
@@ -200,7 +199,8 @@ def _heatmap(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> Figure |
         if r["gain"] is None:
             continue
         value = 100 * r["gain"]
-        star = "*" if r["unit"] == "seeds" and (r["p_value"] or 1.0) < 0.05 else ""
+        significant = r["p_value"] is not None and r["p_value"] < 0.05
+        star = "*" if r["unit"] == "seeds" and significant else ""
         bold = chosen.get(target) == r["chain"]
         ax.text(
             targets.index(target),
@@ -359,13 +359,14 @@ def _tables(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> list[_Tab
                     _pct(r["avg"]),
                     _pct(r["baseline_avg"]),
                     _signed(r["gain_avg"]),
-                    str(r["n_seeds"]),
+                    _seeds(r),
                     str(r["n_candidates"]),
                 )
                 for r in analysis.get("best_chains", [])
             ],
-            "Averages over the languages tested for both the chain and the baseline, English "
-            "included; x100.",
+            "Paired by seed: test avg, baseline avg and gain are over the seeds the chain shares "
+            "with the baseline (none shared: no gain), averaged over the languages tested for "
+            "both, English included; 'seeds' counts the chain's seeds; x100.",
         ),
         _Table(
             "Selection: English dev vs each language's dev",
@@ -518,6 +519,14 @@ def _tables(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> list[_Tab
     return tables
 
 
+def _seeds(result: Row) -> str:
+    """The chain's seeds, and how many of them the gain pairs with the baseline if fewer."""
+    n, paired = result["n_seeds"], result.get("n_paired_seeds", result["n_seeds"])
+    if result.get("baseline_config_key") is None or paired == n:
+        return str(n)
+    return f"{n} ({paired} paired)"
+
+
 def _benchmark(rows: Sequence[Row]) -> _Table:
     columns = [
         ("overall_xtreme", "all tasks", "XTREME"),
@@ -536,16 +545,20 @@ def _benchmark(rows: Sequence[Row]) -> _Table:
             (
                 system,
                 *(
-                    f"{_pct(c['score'])} ({_signed(c['gain'])})" if c else "-"
+                    f"{_pct(c['score'])} ({_signed(c['gain'])})"
+                    if c and c["score"] is not None
+                    else "-"
                     for c in (cell.get((system, level, name)) for level, name, _ in columns)
                 ),
             )
             for system in systems
         ],
-        "Score x100 (gain over the baseline where the system covers the same targets). Task: "
-        "mean over its test languages of each benchmark metric, then over those metrics (QA: "
-        "mean of EM and F1, as XTREME's evaluate.py). XTREME: mean over tasks (evaluate.py). "
-        "XTREME-R: mean over the task categories (its leaderboard weighs categories equally).",
+        "Score x100 (gain over the baseline). Task: mean over its test languages of each "
+        "benchmark metric, then over those metrics (QA: mean of EM and F1, as XTREME's "
+        "evaluate.py). XTREME: mean over tasks (evaluate.py). XTREME-R: mean over the task "
+        "categories (its leaderboard weighs categories equally). A category or overall score "
+        "is shown only for a system with a score for every task of it in this experiment; '-' "
+        "otherwise, since a mean over some of the tasks would not compare with the other rows.",
     )
 
 

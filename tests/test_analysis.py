@@ -628,3 +628,86 @@ def test_every_analysis_through_a_real_mlflow_store(tmp_path: Path, long5: pl.Da
     assert _row(stored.gains, grouping="lang", chain=MNLI, group="qaa")["gain"] == pytest.approx(
         0.03
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Review 5-6: gains paired by seed everywhere, per-target seed notes, complete benchmark means.
+
+
+def _unequal_seeds(chain_seeds: tuple[int, ...]) -> list[Run]:
+    """Baseline seed 0 only; the chain gains .02 in seed 0 and .20 in seed 1."""
+    runs = [_trial("b0", XNLI, 0, test={"en": 0.80, "qaa": 0.60}, dev_en=0.70)]
+    for seed in chain_seeds:
+        shift = 0.02 if seed == 0 else 0.20
+        test = {"en": 0.80 + shift, "qaa": 0.60 + shift}
+        runs.append(_trial(f"m{seed}", MNLI, seed, test=test, dev_en=0.75))
+    return runs
+
+
+def test_best_chain_selection_and_gains_agree_on_unequal_seeds() -> None:
+    long = runs_to_long(_unequal_seeds((0, 1)))
+    [best] = best_chains(long)
+    # all-seed means would give .11 (.91 - .80); only seed 0 pairs with the baseline
+    assert best.chain_name == MNLI and best.n_seeds == 2 and best.n_paired_seeds == 1
+    assert best.languages == pytest.approx({"en": 0.82, "qaa": 0.62})
+    assert best.baseline == pytest.approx({"en": 0.80, "qaa": 0.60})
+    assert best.gains == pytest.approx({"en": 0.02, "qaa": 0.02})
+    assert best.gain_avg == pytest.approx(0.02) and best.avg == pytest.approx(0.72)
+    overall = _row(gains(long, grouping="all"), chain=MNLI)
+    assert overall["gain"] == pytest.approx(best.gain_avg) and overall["n_seeds"] == 1
+    per_lang = gains(long, grouping="lang")
+    for lang, gain in best.gains.items():
+        assert _row(per_lang, chain=MNLI, group=lang)["gain"] == pytest.approx(gain)
+    selection = selection_comparison(long)
+    for lang, gain in best.gains.items():
+        row = _row(selection, lang=lang)
+        assert row["en_gain"] == pytest.approx(gain)
+        assert row["en_test"] == pytest.approx(best.languages[lang])
+        assert row["lang_chain"] == MNLI and row["lang_gain"] == pytest.approx(gain)
+    assert "over the 1 seed shared with the baseline" in render([best], "table")
+
+    from raystilts.report import summary_metrics
+
+    logged = summary_metrics(analyze(long).to_json())
+    assert logged[f"best/{XNLI}/gain_avg"] == pytest.approx(0.02)
+
+
+def test_no_shared_seed_gives_no_gain_and_says_so() -> None:
+    long = runs_to_long(_unequal_seeds((1,)))
+    [best] = best_chains(long)
+    assert best.n_paired_seeds == 0 and best.gains == {}
+    assert best.languages == pytest.approx({"en": 1.0, "qaa": 0.8})  # its own seed
+    assert best.baseline == pytest.approx({"en": 0.8, "qaa": 0.6})
+    assert best.avg == pytest.approx(0.9)
+    assert math.isnan(best.baseline_avg) and math.isnan(best.gain_avg)
+    assert "share no seed: gains unavailable" in render([best], "table")
+    assert gains(long, grouping="all").is_empty()
+    [en] = selection_comparison(long).filter(lang="en").to_dicts()
+    assert en["en_test"] == pytest.approx(1.0) and en["en_gain"] is None
+    analysis = analyze(long)
+    assert any("share no seed" in note for note in analysis.notes)
+    assert analysis.to_json()["best_chains"][0]["gain_avg"] is None
+
+
+def test_one_seed_note_is_per_target(long5: pl.DataFrame) -> None:
+    # mini_xnli has 3 seeds; paws_t and qa_t one each
+    [note] = [n for n in analyze(long5).notes if n.startswith("one seed")]
+    assert note.startswith(f"one seed for {PAWS}, {QA}:")
+    three = long5.filter(pl.col("target") == XNLI)
+    assert not any(n.startswith("one seed") for n in analyze(three).notes)
+
+
+def test_benchmark_means_need_every_task(long5: pl.DataFrame) -> None:
+    bench = benchmark_scores(long5, TASKS)
+    # mini_mnli_mt was run before mini_xnli only: no overall or classification mean
+    for level in ("overall_xtreme", "overall_xtreme_r", "category"):
+        row = _row(bench, system="mini_mnli_mt", level=level)
+        assert row["score"] is None and row["gain"] is None, row
+    assert _row(bench, system="mini_mnli_mt", level="task")["score"] == pytest.approx(0.58)
+    # mini_mnli was run before every target: complete means, with gains
+    mnli = _row(bench, system="mini_mnli", level="overall_xtreme")
+    assert mnli["n_tasks"] == 3 and mnli["score"] is not None and mnli["gain"] is not None
+    table = render_analysis(analyze(long5, tasks=TASKS), "table")
+    [line] = [x for x in table.splitlines() if x.split()[:1] == ["mini_mnli_mt"]]
+    assert line.split()[1:5] == ["-", "-", "-", "-"]  # XTREME, XTREME-R, both categories
+    assert "-: not every task of that column has a score" in table

@@ -8,9 +8,10 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_analysis import MNLI, XNLI, issue5_runs, write_store
+from test_analysis import MNLI, TASKS, XNLI, issue5_runs, write_store
 
 from raystilts.cli import main
 
@@ -21,6 +22,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return write_store(tmp_path_factory.mktemp("store"), issue5_runs(), EXPERIMENT)
+
+
+@pytest.fixture(scope="module")
+def long5_analysis() -> dict[str, Any]:
+    from raystilts.analysis import analyze, runs_to_long
+
+    return analyze(runs_to_long(issue5_runs()), tasks=TASKS).to_json()
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -62,6 +70,7 @@ def test_report_files_and_summary_run(
     markdown = (out / "report.md").read_text()
     assert "![Gain per language](languages.png)" in markdown
     assert "| mini_xnli | mini_mnli>mini_xnli |" in markdown
+    assert "shown only for a system with a score for every task" in markdown
 
     numbers = json.loads((out / "analysis.json").read_text())
     best = {r["target"]: r for r in numbers["best_chains"]}
@@ -147,3 +156,55 @@ def test_analyze_cli_formats(store: str, capsys: pytest.CaptureFixture[str]) -> 
     qaa = next(r for r in rows if r["chain"] == MNLI and r["group"] == "qaa")
     assert float(qaa["gain"]) == pytest.approx(0.03)
     assert {"ci_low", "ci_high", "p_value", "unit"} <= set(qaa)
+
+
+def test_heatmap_stars_p_zero() -> None:
+    from raystilts.report import _close, _heatmap
+
+    def row(target: str, p: float | None, unit: str = "seeds") -> dict[str, object]:
+        chain = f"mini_mnli>{target}"
+        return {
+            "grouping": "all",
+            "target": target,
+            "chain": chain,
+            "label": "mini_mnli",
+            "gain": 0.02,
+            "p_value": p,
+            "unit": unit,
+        }
+
+    # p = 0: the same difference in every seed (METHODS); p = None: no test
+    rows = [row("a", 0.0), row("b", 0.2), row("c", None), row("d", 0.0, "languages")]
+    figure = _heatmap({"gains": rows}, {})
+    assert figure is not None
+    texts = sorted(t.get_text() for t in figure.axes[0].texts)
+    _close(figure)
+    assert texts == ["+2.0", "+2.0", "+2.0", "+2.0*"]
+
+
+def test_benchmark_table_shows_a_partial_mean_as_a_dash(long5_analysis: dict[str, Any]) -> None:
+    from raystilts.report import _benchmark
+
+    table = _benchmark(long5_analysis["benchmark"])
+    mt = next(r for r in table.rows if r[0] == "mini_mnli_mt")
+    # columns: XTREME, XTREME-R, classification, question_answering, then the three tasks
+    assert mt[1:5] == ("-", "-", "-", "-")
+    assert mt[5:] == ("58.0 (+2.0)", "-", "-")
+    mnli = next(r for r in table.rows if r[0] == "mini_mnli")
+    assert "-" not in mnli
+    assert "'-' otherwise" in table.caption
+
+
+def test_report_shares_the_analysis_names_without_polars() -> None:
+    import subprocess
+    import sys
+
+    from raystilts import analysis, report
+
+    assert (report.ALL, report.SOURCE_LANG, report.GROUPINGS) == (
+        analysis.ALL,
+        analysis.SOURCE_LANG,
+        analysis.GROUPINGS,
+    )
+    check = "import sys, raystilts.report; sys.exit('polars' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check], check=False).returncode == 0
