@@ -160,3 +160,39 @@ def test_search_logs_every_trial_and_analysis_reads_it(
             assert (ckpt / "tokenizer.json").is_file()  # loads on its own
     else:
         assert all("raystilts.checkpoint_path" not in r.tags for r in runs)
+
+
+def test_diverging_trial_is_recorded_and_the_search_goes_on(
+    tmp_path: Path, tiny_model: Path, mini_data: Path, ray_local: Path
+) -> None:
+    """A learning rate that turns the loss into NaN: the trial ends FAILED with outcome
+    ``diverged`` and no fake scores in MLflow; the other trial of the search finishes."""
+    from raystilts.search import SearchRun, run_search
+    from raystilts.tracking import default_tracking_uri, load_runs
+
+    raw = _space(tiny_model, workers=1, seeds=[0], samples=2, name="nan")
+    raw["targets"] = ["mini_xnli"]
+    raw["intermediate"] = {"tasks": ["mini_mnli"], "max_chain_length": 1, "lr": 1e30, "steps": 4}
+    raw["search"] = {
+        "num_samples": 2,
+        "max_concurrent": 1,
+        "seeds": [0],
+        "scheduler": {"type": "none"},
+    }
+    space = load_space_dict(raw, catalog=CATALOG)
+    uri = default_tracking_uri(tmp_path)
+    summary = run_search(
+        space,
+        run=SearchRun(
+            workdir=tmp_path, cache_dir=tmp_path / "cache", tracking_uri=uri, data_dir=mini_data,
+            log=False,
+        ),
+    )  # fmt: skip
+    assert summary["trials"] == {"mini_xnli": 2}
+    runs = {r.params["chain"]: r for r in load_runs(tracking_uri=uri, experiment="nan")}
+    assert set(runs) == {"mini_xnli", "mini_mnli>mini_xnli"}
+    bad, good = runs["mini_mnli>mini_xnli"], runs["mini_xnli"]
+    assert bad.status == "FAILED" and bad.tags["raystilts.outcome"] == "diverged"
+    assert "mini_mnli" in bad.tags["raystilts.diverged_reason"]
+    assert not any(k.startswith(("dev/", "test/")) for k in bad.metrics)
+    assert good.status == "FINISHED" and "test/mini_xnli/qab/accuracy" in good.metrics
