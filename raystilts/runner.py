@@ -29,6 +29,7 @@ from torch import nn
 
 from raystilts.data import FeatureStore, batches, collate, eval_batches
 from raystilts.metrics import score
+from raystilts.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
 from raystilts.tasks import TaskSpec
 
 __all__ = [
@@ -280,6 +281,37 @@ def _checked_loss(loss_sum: torch.Tensor, steps: float, phase: Phase, dist: Dist
     return value
 
 
+def _prefix_keys(
+    plan: ChainPlan, store: FeatureStore, settings: TrainSettings, dist: Dist, model_key: str
+) -> list[str]:
+    """The nested prefix-cache keys of ``plan``'s intermediate phases."""
+    if not model_key:
+        raise ValueError("run_chain: a prefix_cache needs the base model's model_fingerprint")
+    bf16 = settings.bf16 and dist.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return prefix_keys(
+        base_model_fingerprint=model_key,
+        phases=[
+            PhaseKey(
+                task=p.task.name,
+                lr=p.lr,
+                steps=p.steps,
+                data_fingerprint=store.path(p.task, "train", "en").name,
+            )
+            for p in plan.phases
+        ],
+        seed=plan.seed,
+        settings_fingerprint=settings_fingerprint(
+            batch_size=settings.batch_size,
+            grad_accum=settings.grad_accum,
+            warmup_ratio=settings.warmup_ratio,
+            weight_decay=settings.weight_decay,
+            max_grad_norm=settings.max_grad_norm,
+            world_size=dist.world_size,
+            bf16=bf16,
+        ),
+    )
+
+
 def _wrap(model: nn.Module, dist: Dist) -> nn.Module:
     model.to(dist.device)
     if dist.world_size > 1:
@@ -298,11 +330,21 @@ def run_chain(
     pad_id: int,
     dist: Dist | None = None,
     final_model_dir: Path | None = None,
+    prefix_cache: PrefixCache | None = None,
+    model_fingerprint: str = "",
 ) -> dict[str, float]:
     """Run ``plan``; ``report`` gets English dev metrics every ``eval_every`` target steps and,
     last, every metric (``{split}/{task}/{lang}/{metric}``). Only rank 0's values are meaningful.
     With ``final_model_dir``, rank 0 saves the trained target model there (``save_pretrained``)
     before the last report.
+
+    With ``prefix_cache`` (and ``model_fingerprint``, a content key of the base model), the
+    deepest intermediate prefix of the chain already trained by any trial (same base model,
+    phases, hyperparameters, seed, data and settings) is loaded instead of trained, and every
+    prefix this chain trains is stored. Rank 0 reads and writes the cache; under DDP the other
+    ranks receive the loaded encoder when the next model is wrapped (DDP broadcasts rank 0's
+    parameters). Each phase is seeded from ``plan.seed`` and its index, so a loaded prefix is
+    the encoder this chain would have trained.
     """
     dist = dist or Dist.current()
     encoder: dict[str, torch.Tensor] | None = None
@@ -313,7 +355,23 @@ def run_chain(
             model, task, store, split, lang, settings=settings, device=dist.device, pad_id=pad_id
         )
 
+    keys: list[str] = []
+    depth = 0
+    if prefix_cache is not None and plan.phases:
+        keys = _prefix_keys(plan, store, settings, dist, model_fingerprint)
+        if dist.rank == 0:
+            depth, encoder = prefix_cache.longest_hit(keys)
+            for i in range(depth):  # what the trial that trained them measured
+                meta = prefix_cache.meta(keys[i]) or {}
+                info[f"phase{i}/dev_en"] = float(meta.get("dev_en", math.nan))  # type: ignore[arg-type]
+                info[f"phase{i}/cached"] = 1.0
+        if dist.world_size > 1:
+            shared = [depth]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            depth = int(shared[0])
     for i, phase in enumerate(plan.phases):
+        if i < depth:
+            continue
         model = _wrap(build_model(base_model, phase.task, encoder, seed=plan.seed * 1000 + i), dist)
         stats = _train_phase(
             model,
@@ -328,6 +386,15 @@ def run_chain(
         if dist.rank == 0:
             info[f"phase{i}/dev_en"] = score(model, phase.task, "dev", "en")[phase.task.metric]
         encoder = _encoder_state(model)
+        if prefix_cache is not None and dist.rank == 0:
+            prefix_cache.put(
+                keys[i],
+                encoder,
+                {
+                    "chain_prefix": ">".join(p.task.name for p in plan.phases[: i + 1]),
+                    "dev_en": info[f"phase{i}/dev_en"],
+                },
+            )
         del model
 
     target = plan.target.task
@@ -360,6 +427,8 @@ def run_chain(
         **{f"target/{k}": v for k, v in stats.items()},
     }
     if dist.rank == 0:
+        if prefix_cache is not None:
+            final.update(prefix_cache.stats.as_metrics())
         for split in ("dev", "test"):
             per_lang: dict[str, dict[str, float]] = {}
             for lang in plan.eval_languages:

@@ -224,3 +224,44 @@ def torch_allclose(a: object, b: object) -> bool:
     import torch
 
     return bool(torch.allclose(a, b, atol=1e-5, rtol=1e-4))  # type: ignore[arg-type]
+
+
+def test_prefix_cache_reuses_a_trained_prefix_with_the_same_result(
+    store: FeatureStore, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Chain B shares its first phase with chain A: B loads it from the cache instead of
+    training it, and ends exactly where B trained from scratch ends."""
+    from raystilts.prefix_cache import PrefixCache
+
+    def run(plan: ChainPlan, cache: PrefixCache | None) -> dict[str, float]:
+        return run_chain(
+            plan,
+            base_model=str(tiny_model),
+            store=store,
+            settings=TrainSettings(batch_size=8),
+            report=lambda _: None,
+            pad_id=1,
+            prefix_cache=cache,
+            model_fingerprint="tiny",
+        )
+
+    a = _plan([("mini_mnli", 1e-3, 4)], "mini_xnli", lr=1e-3)
+    b = _plan([("mini_mnli", 1e-3, 4), ("mini_ccg", 1e-3, 4)], "mini_udpos", lr=2e-3)
+    cache = PrefixCache(root=str(tmp_path / "prefixes"), local_dir=tmp_path / "node")
+    run(a, cache)
+    assert cache.stats.writes == 1 and cache.stats.hits == 0
+    cached = run(b, cache)
+    assert cached["phase0/cached"] == 1.0 and "phase1/cached" not in cached
+    assert "phase0/train/loss" not in cached  # not trained again
+    assert cache.stats.phases_saved == 1 and cache.stats.writes == 2
+    fresh = run(b, None)
+    for lang in ("en", "qab", "qae"):
+        assert (
+            cached[f"test/mini_udpos/{lang}/accuracy"] == fresh[f"test/mini_udpos/{lang}/accuracy"]
+        )
+    assert cached["target/train/loss"] == pytest.approx(fresh["target/train/loss"], rel=1e-6)
+    assert cached["phase0/dev_en"] == fresh["phase0/dev_en"]
+    # the whole chain of b is cached now: a third run trains only the target
+    again = run(b, PrefixCache(root=str(tmp_path / "prefixes"), local_dir=tmp_path / "node"))
+    assert again["phase0/cached"] == again["phase1/cached"] == 1.0
+    assert again["test/mini_udpos/qae/accuracy"] == fresh["test/mini_udpos/qae/accuracy"]
