@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,18 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
 from raystilts import storage as storage_lib
 from raystilts.data import TOKENIZER_FILES
 from raystilts.errors import UserError
-from raystilts.space import SearchSpace, baseline_params, chain_from_params, make_define_by_run
+from raystilts.space import (
+    SearchSpace,
+    baseline_params,
+    chain_from_params,
+    chain_params,
+    make_define_by_run,
+)
 from raystilts.tasks import CATALOG, TaskSpec
 from raystilts.tracking import Tracker
 from raystilts.workspace import open_workspace, prepare_workspace
@@ -73,6 +80,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
 
     import torch
 
+    from raystilts.prefix_cache import PrefixCache
     from raystilts.runner import ChainPlan, Dist, DivergedError, Phase, TrainSettings, run_chain
 
     torch.set_num_threads(int(cfg["threads"]))
@@ -121,6 +129,9 @@ def _train_loop(cfg: dict[str, Any]) -> None:
                 checkpoint = train.Checkpoint.from_directory(str(final_dir))
         train.report(out, checkpoint=checkpoint)
 
+    cache = PrefixCache(
+        root=cfg["prefix_root"], local_dir=storage_lib.node_cache_root() / node / "prefixes"
+    )
     try:
         run_chain(
             plan,
@@ -131,6 +142,8 @@ def _train_loop(cfg: dict[str, Any]) -> None:
             pad_id=cfg["workspace"]["pad_id"],
             dist=dist,
             final_model_dir=final_dir,
+            prefix_cache=cache,
+            model_fingerprint=cfg["model_fingerprint"],
         )
     except DivergedError as e:
         # every rank sees the same all-reduced loss, so all of them land here together; the
@@ -151,6 +164,8 @@ def _trial(
     storage: str,
     threads: int,
     use_gpu: bool,
+    prefix_root: str,
+    model_fingerprint: str,
 ) -> None:
     """A Tune function trainable: builds the chain from the sampled params and fits a TorchTrainer."""
     plan = chain_from_params(config, space, target)
@@ -160,7 +175,9 @@ def _trial(
         "target": {"task": plan.target.task, "lr": plan.target.lr, "steps": plan.target.steps},
         "eval_every": plan.eval_every,
         "languages": list(space.languages_for(target)),
-        "seed": space.search.seeds[0],  # one per search: the space refuses several
+        "seed": seed_of(config, space),
+        "prefix_root": prefix_root,
+        "model_fingerprint": model_fingerprint,
         "training": space.training,  # a frozen dataclass: pickles to the workers
         "save_model": space.training.save_model,
         "workspace": workspace,
@@ -186,6 +203,11 @@ def _trial(
         ),
     )
     trainer.fit()
+
+
+def seed_of(config: Mapping[str, Any], space: SearchSpace) -> int:
+    """The seed of a trial: Tune's Repeater numbers the repeats of one config 0..len(seeds)-1."""
+    return space.search.seeds[int(config.get(TRIAL_INDEX, 0))]
 
 
 def config_key(params: Mapping[str, Any], target: str) -> str:
@@ -214,7 +236,7 @@ class MlflowCallback(tune.Callback):
         self.parent = parent
         self.log = log
         self.done = 0
-        self.total = space.search.num_samples
+        self.total = space.search.num_samples * len(space.search.seeds)
         self.space = space
         self.target = target
         self.task = CATALOG[target]
@@ -229,7 +251,7 @@ class MlflowCallback(tune.Callback):
             "chain": plan.name,
             "intermediate": json.dumps(list(plan.tasks)),
             "chain_length": len(plan.phases),
-            "seed": self.space.search.seeds[0],
+            "seed": seed_of(config, self.space),
             "model": self.space.model,
             "metric": self.task.metric,
             "target_lr": plan.target.lr,
@@ -485,8 +507,9 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     )
     status, outcome = "FAILED", "error"
     try:
+        warm = _warm_start(space, ws, tracker, parent, use_gpu=use_gpu, log=run.log)
         _run_targets(
-            space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed
+            space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed, warm
         )
         status, outcome = "FINISHED", "finished"
     except KeyboardInterrupt:
@@ -514,6 +537,54 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     }
 
 
+def _warm_start(
+    space: SearchSpace, ws: Any, tracker: Tracker, parent: str, *, use_gpu: bool, log: bool
+) -> dict[str, tuple[str, ...]]:
+    """Rank each target's intermediate tasks on the base model (TextEmb, raystilts.transfer);
+    the best ``warm_start_chains`` single-task chains are tried first. Logged on the search run."""
+    settings = space.search
+    if settings.warm_start == "none" or settings.warm_start_chains == 0:
+        return {}
+    if space.intermediate.max_chain_length < 1 or space.intermediate.min_chain_length > 1:
+        return {}
+    from raystilts.transfer import rank_intermediates
+
+    chosen: dict[str, tuple[str, ...]] = {}
+    for target in space.targets:
+        pool = space.intermediate.pool_for(target)
+        if not pool:
+            continue
+        ranking = rank_intermediates(
+            model_dir=ws.model,
+            store=ws.features,
+            target=CATALOG[target],
+            intermediates=[CATALOG[t] for t in pool],
+            pad_id=ws.pad_id,
+            device="cuda" if use_gpu else "cpu",
+        )
+        chosen[target] = ranking.order[: settings.warm_start_chains]
+        tracker.log_metrics(
+            parent,
+            {
+                **{f"warm_start/{target}/{t}/score": v for t, v in ranking.scores.items()},
+                f"warm_start/{target}/seconds": ranking.seconds,
+            },
+            step=0,
+        )
+        tracker.set_tags(
+            parent,
+            {f"raystilts.warm_start.{target}": f"{ranking.method}: " + ">".join(ranking.order)},
+        )
+        if log:
+            print(
+                f"{target}: warm start ({ranking.method}, {ranking.seconds:.1f}s) ranks "
+                + ", ".join(f"{t} {ranking.scores[t]:.4f}" for t in ranking.order)
+                + f"; tries {', '.join(chosen[target])} first",
+                flush=True,
+            )
+    return chosen
+
+
 def _run_targets(
     space: SearchSpace,
     run: SearchRun,
@@ -525,7 +596,18 @@ def _run_targets(
     use_gpu: bool,
     counts: dict[str, int],
     failed: dict[str, int],
+    warm: Mapping[str, Sequence[str]],
 ) -> None:
+    # chains sharing a prefix train it once, trials on any node reading the same cache
+    prefix_root = (
+        storage_lib.join(storage, "raystilts-cache", "prefixes")
+        if storage_lib.is_remote(storage)
+        else str(Path(storage) / "raystilts-cache" / "prefixes")
+    )
+    model = str(ws_config["model"])
+    model_fingerprint = (
+        storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
+    )
     for target in space.targets:
         metric = f"dev/{target}/en/{CATALOG[target].metric}"
         if run.log:
@@ -533,14 +615,18 @@ def _run_targets(
                 f"{target}: {space.search.num_samples} trials, {space.search.max_concurrent} at a time, selected on {metric}",
                 flush=True,
             )
-        points = [baseline_params(space, target)] if space.search.baseline_first else None
-        searcher = OptunaSearch(
+        points = [baseline_params(space, target)] if space.search.baseline_first else []
+        points += [chain_params(space, target, [t]) for t in warm.get(target, ())]
+        searcher: Any = OptunaSearch(
             space=make_define_by_run(space, target),
             metric=metric,
             mode="max",
-            points_to_evaluate=points,
+            points_to_evaluate=points or None,
             seed=space.search.sampler_seed,
         )
+        seeds = len(space.search.seeds)
+        if seeds > 1:  # each config runs once per seed; Optuna is told the mean
+            searcher = Repeater(searcher, repeat=seeds)
         sched: Any = FIFOScheduler()
         if space.search.scheduler.type == "asha":
             sched = ASHAScheduler(
@@ -557,6 +643,8 @@ def _run_targets(
             storage=storage,
             threads=threads,
             use_gpu=use_gpu,
+            prefix_root=prefix_root,
+            model_fingerprint=model_fingerprint,
         )
         tuner = tune.Tuner(
             tune.with_resources(
@@ -566,7 +654,7 @@ def _run_targets(
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent),
                 scheduler=sched,
-                num_samples=space.search.num_samples,
+                num_samples=space.search.num_samples * seeds,
                 metric=metric,
                 mode="max",
             ),

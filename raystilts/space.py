@@ -133,8 +133,12 @@ class SchedulerSettings:
 class SearchSettings:
     num_samples: int = 6  # trials per target
     max_concurrent: int = 2  # two concurrent trials is the useful ceiling on 2 cores
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0,)  # every sampled chain runs once per seed; Optuna sees the mean
     baseline_first: bool = True
+    # rank intermediate tasks by a transferability estimate on the base model and try the
+    # best single-task chains first ("none": Optuna alone)
+    warm_start: Literal["textemb", "none"] = "textemb"
+    warm_start_chains: int = 2  # how many ranked chains go first, after the baseline
     sampler_seed: int = 0
     scheduler: SchedulerSettings = SchedulerSettings()
 
@@ -281,6 +285,32 @@ def baseline_params(space: SearchSpace, target: str) -> dict[str, Any]:
     if isinstance(lr, FloatRange):
         params["target_lr"] = math.sqrt(lr.low * lr.high) if lr.log else (lr.low + lr.high) / 2
     return params
+
+
+def chain_params(space: SearchSpace, target: str, tasks: Sequence[str]) -> dict[str, Any]:
+    """Params (define-by-run names) of the chain ``tasks`` with the centre of every searched
+    range, for ``points_to_evaluate`` (the warm start's ranked chains)."""
+    params = baseline_params(space, target) if not tasks else {}
+    inter = space.intermediate
+    pool = inter.pool_for(target)
+    if not inter.min_chain_length <= len(tasks) <= inter.max_chain_length or any(
+        t not in pool for t in tasks
+    ):
+        raise ValueError(f"chain_params: {list(tasks)} is outside the space of {target!r}")
+    params["chain_length"] = len(tasks)
+    for i, task in enumerate(tasks):
+        params[_task_param(i, list(tasks[:i]))] = task
+        if isinstance(inter.phase.lr, FloatRange):
+            params[f"phase{i}_lr"] = _centre(inter.phase.lr)
+        if isinstance(inter.phase.steps, Choice):
+            params[f"phase{i}_steps"] = max(inter.phase.steps.values)
+    if isinstance(space.target.lr, FloatRange):
+        params["target_lr"] = _centre(space.target.lr)
+    return params
+
+
+def _centre(r: FloatRange) -> float:
+    return math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2
 
 
 def chain_from_params(params: Mapping[str, Any], space: SearchSpace, target: str) -> ChainPlanSpec:
@@ -535,13 +565,6 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
     seeds = tuple(_int(s, "search.seeds", minimum=0) for s in seeds_value)
     if len(set(seeds)) != len(seeds):
         raise UserError(f"search.seeds: duplicates in {list(seeds)}; list each seed once")
-    if len(seeds) > 1:
-        # Tune's Repeater, the obvious tool, produced one seed per chain under
-        # ConcurrencyLimiter in Ray 2.60; until seeds are scheduled by raystilts itself, refuse
-        raise UserError(
-            f"search.seeds: {list(seeds)} - one seed per search for now; run the search once "
-            "per seed (same name) and `analyze` averages the seeds of each configuration"
-        )
     no_baseline = intermediate.min_chain_length > 0
     baseline_first = sec.get_bool("baseline_first", not no_baseline)
     if baseline_first and no_baseline:
@@ -563,6 +586,8 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
         num_samples=sec.get_int("num_samples", 6, minimum=1),
         max_concurrent=sec.get_int("max_concurrent", 2, minimum=1),
         seeds=seeds,
+        warm_start=_warm_start(sec.raw("warm_start", "textemb")),
+        warm_start_chains=sec.get_int("warm_start_chains", 2, minimum=0),
         baseline_first=baseline_first,
         sampler_seed=sec.get_int("sampler_seed", 0, minimum=0),
         scheduler=SchedulerSettings(
@@ -665,7 +690,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "search": (
         *("num_samples", "max_concurrent", "seeds"),
-        *("baseline_first", "sampler_seed", "scheduler"),
+        *("baseline_first", "sampler_seed", "scheduler", "warm_start", "warm_start_chains"),
     ),
     "search.scheduler": ("type", "grace_period", "reduction_factor"),
     "resources": (
@@ -675,6 +700,15 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 _PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def _warm_start(value: Any) -> Literal["textemb", "none"]:
+    if value not in ("textemb", "none"):
+        raise UserError(
+            f"search.warm_start: expected textemb or none, got {_short(value)}"
+            f"{_did_you_mean(value, ('textemb', 'none'))}"
+        )
+    return value  # type: ignore[no-any-return]
 
 
 def _placement(value: Any) -> Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]:

@@ -274,6 +274,10 @@ class Tracker:
         for chunk in _chunks(batch, _MAX_METRICS_PER_BATCH):
             self._client.log_batch(run_id, metrics=chunk, synchronous=True)
 
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Set tags on a run (e.g. the warm start's ranking on the search run)."""
+        self._log_tags(run_id, tags)
+
     def end_trial(
         self, run_id: str, *, status: TrialStatus, tags: Mapping[str, str] | None = None
     ) -> None:

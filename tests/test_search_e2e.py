@@ -58,7 +58,7 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
         os.environ["RAYSTILTS_NODE_CACHE"] = old
 
 
-@pytest.mark.parametrize(("workers", "seeds", "samples"), [(1, [1], 3), (2, [0], 3)])
+@pytest.mark.parametrize(("workers", "seeds", "samples"), [(1, [0, 1], 2), (2, [0], 3)])
 def test_search_logs_every_trial_and_analysis_reads_it(
     workers: int,
     seeds: list[int],
@@ -97,7 +97,7 @@ def test_search_logs_every_trial_and_analysis_reads_it(
             log=False,
         ),
     )
-    n = samples
+    n = samples * len(seeds)  # every sampled config runs once per seed
     assert summary["trials"] == {"mini_xnli": n, "mini_udpos": n}
 
     runs = load_runs(tracking_uri=uri, experiment=f"e2e{workers}")
@@ -139,6 +139,15 @@ def test_search_logs_every_trial_and_analysis_reads_it(
     every = client.search_runs([exp.experiment_id])
     parents = [r for r in every if r.data.tags.get("raystilts.kind") == "search"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # the warm start ranked the pool on the base model and is recorded on the search run
+    for target in ("mini_xnli", "mini_udpos"):
+        order = parents[0].data.tags[f"raystilts.warm_start.{target}"]
+        assert order.startswith("textemb-cosine: ")
+        assert set(order.split(": ")[1].split(">")) == {"mini_mnli", "mini_ccg"}
+        assert parents[0].data.metrics[f"warm_start/{target}/seconds"] > 0
+    for r in finished:  # every trial went through the prefix cache
+        if r.params["chain_length"] != "0":
+            assert r.metrics["prefix_cache/phases_requested"] >= 1
     assert {r.run_id for r in runs} == {
         r.info.run_id
         for r in every

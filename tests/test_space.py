@@ -224,6 +224,10 @@ def with_(*changes: Any) -> dict[str, Any]:
         (with_("search.seeds", []), "search.seeds: expected a non-empty list"),
         (with_("search.seeds", [1, 1]), "search.seeds: duplicates in [1, 1]"),
         (
+            with_("search.warm_start", "textembb"),
+            "search.warm_start: expected textemb or none, got 'textembb' (did you mean 'textemb'?)",
+        ),
+        (
             with_("intermediate.min_chain_length", 1, "search.baseline_first", True),
             "search.baseline_first: true needs intermediate.min_chain_length 0",
         ),
@@ -399,3 +403,17 @@ def test_chain_from_params_rejects_foreign_params() -> None:
 def test_chain_name() -> None:
     assert chain_name(["mini_mnli", "mini_qqp"], "mini_xnli") == "mini_mnli>mini_qqp>mini_xnli"
     assert chain_name([], "mini_xnli") == "mini_xnli"
+
+
+def test_several_seeds_and_warm_start_chain_params() -> None:
+    from raystilts.space import chain_from_params, chain_params
+
+    space = load(with_("search.seeds", [0, 1, 2]))
+    assert space.search.seeds == (0, 1, 2) and space.search.warm_start == "textemb"
+    params = chain_params(space, "mini_xnli", ["mini_qqp", "mini_mnli"])
+    plan = chain_from_params(params, space, "mini_xnli")
+    assert [p.task for p in plan.phases] == ["mini_qqp", "mini_mnli"]
+    assert plan.phases[0].lr == pytest.approx((1e-4 * 3e-3) ** 0.5)  # centre of the log range
+    assert plan.phases[1].steps == 200  # the largest choice
+    with pytest.raises(ValueError, match="outside the space"):
+        chain_params(space, "mini_xnli", ["mini_topic"])
