@@ -83,6 +83,7 @@ def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
         address=args.address or os.environ.get("RAY_ADDRESS"),
         storage_path=_storage(args.storage_path),
         data_dir=Path(args.data_dir) if args.data_dir else None,
+        resume=bool(getattr(args, "resume", False)),
     )
     print(
         f"search '{space.name}': targets {', '.join(space.targets)}; MLflow {run.tracking_uri}",
@@ -302,6 +303,12 @@ def _parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
     s = sub.add_parser("search", help="run the search of a space YAML")
     s.add_argument("space")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted search (same space, --workdir/--storage-path, tracking "
+        "URI): finished trials are kept, unfinished ones continue",
+    )
     run_opts(s)
     s.set_defaults(fn=cmd_search)
     v = sub.add_parser("validate", help="check a space YAML without running it")
@@ -364,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "raystilts: interrupted; finished trials are in MLflow (rerun to continue)",
+            "raystilts: interrupted; finished trials are in MLflow "
+            "(continue with: raystilts search SPACE.yaml --resume)",
             file=sys.stderr,
         )
         return 130

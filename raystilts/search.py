@@ -59,6 +59,7 @@ class SearchRun:
     data_dir: Path | None = None
     log: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    resume: bool = False  # continue the Tune experiments of an interrupted search
 
 
 def _needs(space: SearchSpace) -> set[tuple[TaskSpec, str, str]]:
@@ -265,6 +266,13 @@ class MlflowCallback(tune.Callback):
         return params
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._run_of(trial)
+
+    def _run_of(self, trial: Any) -> str:
+        """The trial's MLflow run, opened on first sight: a trial restored by ``--resume`` may
+        report before this (new) callback saw it start; its run is found by its trial id."""
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
         params = self._params(trial)
         self.runs[trial.trial_id] = self.tracker.start_trial(
             trial_id=trial.trial_id,
@@ -278,13 +286,14 @@ class MlflowCallback(tune.Callback):
             },
             parent_run_id=self.parent,
         )
+        return self.runs[trial.trial_id]
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        run = self.runs.get(trial.trial_id)
-        if run is None or result.get("diverged"):
+        if result.get("diverged"):
             return  # a diverged trial's placeholder score is for the searcher only
+        run = self._run_of(trial)
         metrics = {
             k: float(v)
             for k, v in result.items()
@@ -369,6 +378,10 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
         **run.extra_env,
     }
+    # Tune saves its experiment state at most every 10 s by default; a trial started after the
+    # last save is unknown to --resume (its MLflow run stays KILLED and a new trial replaces
+    # it). Searches have few, long trials: saving every 2 s costs little.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.update(
         {
             k: env[k]
@@ -439,6 +452,8 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     tracker = Tracker(
         tracking_uri=run.tracking_uri, experiment=space.name
     )  # fail fast on a bad URI
+    if run.resume:  # runs the killed driver left RUNNING: KILLED now, reopened if they resume
+        tracker.close_open_runs()
     needs = _needs(space)
     ws = prepare_workspace(
         model=space.model,
@@ -646,10 +661,31 @@ def _run_targets(
             prefix_root=prefix_root,
             model_fingerprint=model_fingerprint,
         )
+        trainable = tune.with_resources(trainable, {"CPU": 0.01})  # the trial only waits
+        callback = MlflowCallback(
+            tracker=tracker, space=space, target=target, parent=parent, log=run.log
+        )
+        experiment = f"{space.name}-{target}"
+        path = (
+            storage_lib.join(storage, experiment)
+            if storage_lib.is_remote(storage)
+            else str(Path(storage) / experiment)
+        )
+        if run.resume and tune.Tuner.can_restore(path):
+            # finished trials stay finished; unfinished ones continue; errored ones stay errored
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
+            # the restored RunConfig holds an unpickled copy of the old callback; use this
+            # search's (fresh MLflow client, same parent run). Private, pinned Ray 2.60.
+            if tuner._local_tuner is not None:
+                tuner._local_tuner.get_run_config().callbacks = [callback]
+            if run.log:
+                print(f"{target}: resuming {path}", flush=True)
+            grid = tuner.fit()
+            counts[target] = len(grid)
+            failed[target] = grid.num_errors
+            continue
         tuner = tune.Tuner(
-            tune.with_resources(
-                trainable, {"CPU": 0.01}
-            ),  # the trial driver only waits on its workers
+            trainable,
             param_space={},
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent),
@@ -661,11 +697,7 @@ def _run_targets(
             run_config=tune.RunConfig(
                 name=f"{space.name}-{target}",
                 storage_path=storage,
-                callbacks=[
-                    MlflowCallback(
-                        tracker=tracker, space=space, target=target, parent=parent, log=run.log
-                    )
-                ],
+                callbacks=[callback],
                 verbose=0,
             ),
         )
