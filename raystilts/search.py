@@ -201,6 +201,8 @@ def _trial(
             name=f"train-{trial_name}",
             storage_path=storage,
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            # a dead worker restarts the chain; completed phases come from the prefix cache
+            failure_config=train.FailureConfig(max_failures=space.resources.max_failures),
         ),
     )
     trainer.fit()

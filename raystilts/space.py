@@ -151,6 +151,9 @@ class Resources:
     gpus_per_worker: float = 1.0  # with use_gpu; fractions share a GPU between trials
     # how a trial's workers are placed: PACK fills a node first, SPREAD uses several nodes
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    # worker failures (a lost spot node, a killed process) a trial recovers from; it restarts
+    # from its last completed phase (the prefix cache), under the same MLflow run
+    max_failures: int = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -487,6 +490,7 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
             use_gpu=use_gpu,
             gpus_per_worker=res.get_float("gpus_per_worker", 1.0, "a number > 0", _positive),
             placement_strategy=_placement(res.raw("placement_strategy", "PACK")),
+            max_failures=res.get_int("max_failures", 2, minimum=0),
         ),
         source_path=None if source == "<dict>" else source,
     )
@@ -695,7 +699,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "search.scheduler": ("type", "grace_period", "reduction_factor"),
     "resources": (
         *("workers_per_trial", "cpus_per_worker", "use_gpu"),
-        *("gpus_per_worker", "placement_strategy"),
+        *("gpus_per_worker", "placement_strategy", "max_failures"),
     ),
 }
 
