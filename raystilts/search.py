@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -35,6 +36,7 @@ from raystilts.data import TOKENIZER_FILES
 from raystilts.errors import UserError
 from raystilts.space import (
     SearchSpace,
+    all_chains,
     baseline_params,
     chain_from_params,
     chain_params,
@@ -632,14 +634,24 @@ def _run_targets(
                 f"{target}: {space.search.num_samples} trials, {space.search.max_concurrent} at a time, selected on {metric}",
                 flush=True,
             )
-        points = [baseline_params(space, target)] if space.search.baseline_first else []
-        points += [chain_params(space, target, [t]) for t in warm.get(target, ())]
+        algorithm = space.search.algorithm
+        samples = space.search.num_samples
+        if algorithm == "grid":  # every chain once, in order: the exhaustive reference
+            points = [chain_params(space, target, c) for c in all_chains(space, target)]
+            samples = len(points)
+        else:
+            points = [baseline_params(space, target)] if space.search.baseline_first else []
+            points += [chain_params(space, target, [t]) for t in warm.get(target, ())]
         searcher: Any = OptunaSearch(
             space=make_define_by_run(space, target),
             metric=metric,
             mode="max",
             points_to_evaluate=points or None,
-            seed=space.search.sampler_seed,
+            sampler=(
+                optuna.samplers.RandomSampler(seed=space.search.sampler_seed)
+                if algorithm == "random"
+                else optuna.samplers.TPESampler(seed=space.search.sampler_seed)
+            ),
         )
         seeds = len(space.search.seeds)
         if seeds > 1:  # each config runs once per seed; Optuna is told the mean
@@ -692,7 +704,7 @@ def _run_targets(
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent),
                 scheduler=sched,
-                num_samples=space.search.num_samples * seeds,
+                num_samples=samples * seeds,
                 metric=metric,
                 mode="max",
             ),

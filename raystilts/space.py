@@ -140,6 +140,9 @@ class SearchSettings:
     warm_start: Literal["textemb", "none"] = "textemb"
     warm_start_chains: int = 2  # how many ranked chains go first, after the baseline
     sampler_seed: int = 0
+    # tpe: Optuna's TPE (the default); random: Optuna's random sampler; grid: every chain of the
+    # space once (searched ranges at their centre; num_samples is ignored)
+    algorithm: Literal["tpe", "random", "grid"] = "tpe"
     scheduler: SchedulerSettings = SchedulerSettings()
 
 
@@ -594,6 +597,7 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
         warm_start_chains=sec.get_int("warm_start_chains", 2, minimum=0),
         baseline_first=baseline_first,
         sampler_seed=sec.get_int("sampler_seed", 0, minimum=0),
+        algorithm=_algorithm(sec.raw("algorithm", "tpe")),
         scheduler=SchedulerSettings(
             type=kind,
             grace_period=grace,
@@ -695,6 +699,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "search": (
         *("num_samples", "max_concurrent", "seeds"),
         *("baseline_first", "sampler_seed", "scheduler", "warm_start", "warm_start_chains"),
+        "algorithm",
     ),
     "search.scheduler": ("type", "grace_period", "reduction_factor"),
     "resources": (
@@ -704,6 +709,28 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 _PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def _algorithm(value: Any) -> Literal["tpe", "random", "grid"]:
+    if value not in ("tpe", "random", "grid"):
+        raise UserError(
+            f"search.algorithm: expected tpe, random or grid, got {_short(value)}"
+            f"{_did_you_mean(value, ('tpe', 'random', 'grid'))}"
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def all_chains(space: SearchSpace, target: str) -> list[tuple[str, ...]]:
+    """Every chain of the space for ``target`` (ordered, no task twice), shortest first."""
+    import itertools
+
+    inter = space.intermediate
+    pool = inter.pool_for(target)
+    return [
+        chain
+        for n in range(inter.min_chain_length, inter.max_chain_length + 1)
+        for chain in itertools.permutations(pool, n)
+    ]
 
 
 def _warm_start(value: Any) -> Literal["textemb", "none"]:

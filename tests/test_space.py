@@ -417,3 +417,13 @@ def test_several_seeds_and_warm_start_chain_params() -> None:
     assert plan.phases[1].steps == 200  # the largest choice
     with pytest.raises(ValueError, match="outside the space"):
         chain_params(space, "mini_xnli", ["mini_topic"])
+
+
+def test_grid_algorithm_enumerates_every_chain() -> None:
+    from raystilts.space import all_chains
+
+    space = load(with_("search.algorithm", "grid", "intermediate.max_chain_length", 2))
+    chains = all_chains(space, "mini_xnli")
+    assert len(chains) == 1 + 3 + 6 and chains[0] == () and ("mini_qqp", "mini_ccg") in chains
+    with pytest.raises(UserError, match="search.algorithm: expected tpe, random or grid"):
+        load(with_("search.algorithm", "bayes"))
