@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from raystilts.data import FeatureStore, batches, collate, eval_batches
 from raystilts.metrics import score
+from raystilts.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
 from raystilts.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
 from raystilts.tasks import TaskSpec
 
@@ -51,9 +53,24 @@ class DivergedError(RuntimeError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Phase:
+    """One phase: a task, or a multi-task mixture of ``task`` and ``also`` whose optimizer
+    steps are drawn from the tasks with ``sampling`` weights (raystilts.mixture)."""
+
     task: TaskSpec
     lr: float
     steps: int
+    also: tuple[TaskSpec, ...] = ()
+    sampling: Literal["proportional", "temperature"] = "temperature"
+    temperature: float = 2.0
+    size_cap: int | None = None
+
+    @property
+    def tasks(self) -> tuple[TaskSpec, ...]:
+        return (self.task, *self.also)
+
+    @property
+    def name(self) -> str:
+        return mixture_name([t.name for t in self.tasks])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,9 +83,13 @@ class ChainPlan:
     eval_languages: tuple[str, ...]
     seed: int
 
+    def __post_init__(self) -> None:
+        if self.target.also:
+            raise ValueError(f"ChainPlan: the target phase {self.target.name} cannot be a mixture")
+
     @property
     def name(self) -> str:
-        return ">".join([p.task.name for p in self.phases] + [self.target.task.name])
+        return ">".join([p.name for p in self.phases] + [self.target.task.name])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,8 +232,22 @@ def _train_phase(
     """Train ``phase.steps`` optimizer steps; returns throughput figures of the phase."""
     from transformers import get_linear_schedule_with_warmup
 
-    feats = store.load(phase.task, "train", "en")
-    lengths = feats.lengths
+    names = [t.name for t in phase.tasks]
+    feats = {t.name: store.load(t, "train", "en") for t in phase.tasks}
+    # a mixture draws each optimizer step's task; every rank draws the same sequence
+    sampler = (
+        TaskSampler(
+            weights=mixture_weights(
+                {n: len(f) for n, f in feats.items()},
+                sampling=phase.sampling,
+                temperature=phase.temperature,
+                size_cap=phase.size_cap,
+            ),
+            rng=random.Random(seed),
+        )
+        if phase.also
+        else None
+    )
     opt = _optimizer(model, lr=phase.lr, weight_decay=settings.weight_decay)
     sched = get_linear_schedule_with_warmup(
         opt, math.ceil(settings.warmup_ratio * phase.steps), phase.steps
@@ -222,24 +257,25 @@ def _train_phase(
     loss_sum = torch.zeros((), device=dist.device)
     tokens = torch.zeros((), device=dist.device, dtype=torch.long)
     micro = 0
-    epoch = 0
-    plan: list[list[int]] = []
+    epoch = dict.fromkeys(names, 0)
+    plans: dict[str, list[list[int]]] = {n: [] for n in names}
     t0 = time.perf_counter()
     for step in range(1, phase.steps + 1):
+        name = sampler.draw() if sampler is not None else names[0]
         for part in range(settings.grad_accum):
-            if not plan:
-                plan = batches(
-                    lengths,
+            if not plans[name]:  # each task keeps its own epochs of length-grouped batches
+                plans[name] = batches(
+                    feats[name].lengths,
                     batch_size=settings.batch_size,
-                    seed=seed,
-                    epoch=epoch,
+                    seed=seed * 97 + names.index(name) if sampler is not None else seed,
+                    epoch=epoch[name],
                     rank=dist.rank,
                     world_size=dist.world_size,
                 )
-                epoch += 1
+                epoch[name] += 1
             batch = {
                 k: v.to(dist.device, non_blocking=True)
-                for k, v in collate(feats, plan.pop(), pad_id=pad_id).items()
+                for k, v in collate(feats[name], plans[name].pop(), pad_id=pad_id).items()
             }
             # DDP all-reduces gradients on the last micro-batch of a step only
             last = part == settings.grad_accum - 1
@@ -248,7 +284,8 @@ def _train_phase(
                 sync = model.no_sync()
             with sync:
                 with _autocast(dist.device, settings.bf16):
-                    loss = model(**batch).loss / settings.grad_accum
+                    out = model(name, **batch) if sampler is not None else model(**batch)
+                    loss = out.loss / settings.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
             tokens += batch["attention_mask"].sum()
@@ -277,7 +314,7 @@ def _checked_loss(loss_sum: torch.Tensor, steps: float, phase: Phase, dist: Dist
         loss_sum /= dist.world_size
     value = float(loss_sum.item()) / max(steps, 1.0)  # the only host sync: at evaluation points
     if not math.isfinite(value):
-        raise DivergedError(f"phase {phase.task.name}: training loss is {value} (lr {phase.lr:g})")
+        raise DivergedError(f"phase {phase.name}: training loss is {value} (lr {phase.lr:g})")
     return value
 
 
@@ -292,10 +329,15 @@ def _prefix_keys(
         base_model_fingerprint=model_key,
         phases=[
             PhaseKey(
-                task=p.task.name,
+                # a mixture's key names its tasks and sampling; a single task's stays as it was
+                task=(
+                    p.name
+                    if not p.also
+                    else f"{p.name}|{p.sampling},T={p.temperature!r},cap={p.size_cap}"
+                ),
                 lr=p.lr,
                 steps=p.steps,
-                data_fingerprint=store.path(p.task, "train", "en").name,
+                data_fingerprint="+".join(store.path(t, "train", "en").name for t in p.tasks),
             )
             for p in plan.phases
         ],
@@ -316,8 +358,27 @@ def _wrap(model: nn.Module, dist: Dist) -> nn.Module:
     model.to(dist.device)
     if dist.world_size > 1:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=ids,
+            # a mixture uses one head per step: the others get no gradient
+            find_unused_parameters=getattr(model, "needs_unused_parameter_search", False),
+        )
     return model
+
+
+def _phase_model(
+    base_model: str,
+    phase: Phase,
+    encoder: Mapping[str, torch.Tensor] | None,
+    *,
+    seed: int,
+) -> nn.Module:
+    if phase.also:
+        return MultiTaskModel.from_pretrained(
+            base_model, phase.tasks, encoder_state=encoder, seed=seed
+        )
+    return build_model(base_model, phase.task, encoder, seed=seed)
 
 
 def run_chain(
@@ -372,7 +433,7 @@ def run_chain(
     for i, phase in enumerate(plan.phases):
         if i < depth:
             continue
-        model = _wrap(build_model(base_model, phase.task, encoder, seed=plan.seed * 1000 + i), dist)
+        model = _wrap(_phase_model(base_model, phase, encoder, seed=plan.seed * 1000 + i), dist)
         stats = _train_phase(
             model,
             phase,
@@ -383,15 +444,24 @@ def run_chain(
             pad_id=pad_id,
         )
         info.update({f"phase{i}/{k}": v for k, v in stats.items()})
-        if dist.rank == 0:
-            info[f"phase{i}/dev_en"] = score(model, phase.task, "dev", "en")[phase.task.metric]
+        if dist.rank == 0:  # a mixture: the mean over its tasks
+            inner = (
+                model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+            )
+            devs = []
+            for t in phase.tasks:
+                head = inner.task_model(t.name) if phase.also else model  # type: ignore[operator]
+                devs.append(score(head, t, "dev", "en")[t.metric])
+                if phase.also:
+                    info[f"phase{i}/dev_en/{t.name}"] = devs[-1]
+            info[f"phase{i}/dev_en"] = sum(devs) / len(devs)
         encoder = _encoder_state(model)
         if prefix_cache is not None and dist.rank == 0:
             prefix_cache.put(
                 keys[i],
                 encoder,
                 {
-                    "chain_prefix": ">".join(p.task.name for p in plan.phases[: i + 1]),
+                    "chain_prefix": ">".join(p.name for p in plan.phases[: i + 1]),
                     "dev_en": info[f"phase{i}/dev_en"],
                 },
             )

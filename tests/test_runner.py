@@ -265,3 +265,51 @@ def test_prefix_cache_reuses_a_trained_prefix_with_the_same_result(
     again = run(b, PrefixCache(root=str(tmp_path / "prefixes"), local_dir=tmp_path / "node"))
     assert again["phase0/cached"] == again["phase1/cached"] == 1.0
     assert again["test/mini_udpos/qae/accuracy"] == fresh["test/mini_udpos/qae/accuracy"]
+
+
+def test_mixture_phase_trains_both_tasks_and_carries_the_encoder(
+    store: FeatureStore, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A mixed phase of a classification and a tagging task, then the target; the mixture is
+    cached under its own key (not the single task's)."""
+    from raystilts.prefix_cache import PrefixCache
+
+    mixed = Phase(
+        task=CATALOG["mini_ccg"], also=(CATALOG["mini_mnli"],), lr=1e-3, steps=6, temperature=2.0
+    )
+    plan = ChainPlan(
+        phases=(mixed,),
+        target=Phase(task=CATALOG["mini_xnli"], lr=1e-3, steps=4),
+        eval_every=2,
+        eval_languages=("en", "qab"),
+        seed=0,
+    )
+    assert plan.name == "mini_ccg+mini_mnli>mini_xnli"
+    cache = PrefixCache(root=str(tmp_path / "prefixes"), local_dir=tmp_path / "node")
+    out = run_chain(
+        plan,
+        base_model=str(tiny_model),
+        store=store,
+        settings=TrainSettings(batch_size=8),
+        report=lambda _: None,
+        pad_id=1,
+        prefix_cache=cache,
+        model_fingerprint="tiny",
+    )
+    for task in ("mini_ccg", "mini_mnli"):
+        assert 0.0 <= out[f"phase0/dev_en/{task}"] <= 1.0
+    assert out["phase0/dev_en"] == pytest.approx(
+        (out["phase0/dev_en/mini_ccg"] + out["phase0/dev_en/mini_mnli"]) / 2
+    )
+    assert 0.0 <= out["test/mini_xnli/qab/accuracy"] <= 1.0
+    single = _plan([("mini_ccg", 1e-3, 6)], "mini_xnli")
+    depth, _ = cache.longest_hit(
+        runner_keys(single, store)
+    )  # the mixture's entry is not the single task's
+    assert depth == 0
+
+
+def runner_keys(plan: ChainPlan, store: FeatureStore) -> list[str]:
+    from raystilts.runner import Dist, _prefix_keys
+
+    return _prefix_keys(plan, store, TrainSettings(batch_size=8), Dist(), "tiny")
