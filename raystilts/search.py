@@ -35,6 +35,7 @@ from raystilts import storage as storage_lib
 from raystilts.data import TOKENIZER_FILES
 from raystilts.errors import UserError
 from raystilts.space import (
+    MIX,
     SearchSpace,
     all_chains,
     baseline_params,
@@ -89,10 +90,22 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     torch.set_num_threads(int(cfg["threads"]))
     node = ray.get_runtime_context().get_node_id()
     model, store, tok_dir = open_workspace(cfg["workspace"], node=node)
+    mix = cfg["mixture"]
+
+    def phase(spec: dict[str, Any]) -> Phase:
+        first, *also = (CATALOG[t] for t in spec["task"].split(MIX))  # "a+b": a mixture
+        return Phase(
+            task=first,
+            also=tuple(also),
+            lr=spec["lr"],
+            steps=spec["steps"],
+            sampling=mix.sampling,
+            temperature=mix.temperature,
+            size_cap=mix.size_cap,
+        )
+
     plan = ChainPlan(
-        phases=tuple(
-            Phase(task=CATALOG[p["task"]], lr=p["lr"], steps=p["steps"]) for p in cfg["phases"]
-        ),
+        phases=tuple(phase(p) for p in cfg["phases"]),
         target=Phase(
             task=CATALOG[cfg["target"]["task"]],
             lr=cfg["target"]["lr"],
@@ -182,6 +195,7 @@ def _trial(
         "prefix_root": prefix_root,
         "model_fingerprint": model_fingerprint,
         "training": space.training,  # a frozen dataclass: pickles to the workers
+        "mixture": space.intermediate.mixture,
         "save_model": space.training.save_model,
         "workspace": workspace,
         "threads": threads,

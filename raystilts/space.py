@@ -69,11 +69,24 @@ class PhaseSpace:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MixtureSettings:
+    """How a mixed phase samples its tasks (raystilts.mixture.mixture_weights)."""
+
+    sampling: Literal["proportional", "temperature"] = "temperature"
+    temperature: float = 2.0
+    size_cap: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IntermediateSpace:
     tasks: tuple[str, ...]
     min_chain_length: int
     max_chain_length: int
     phase: PhaseSpace
+    # how the chosen tasks of a chain are trained: in sequence (one phase each, in the sampled
+    # order) and/or mixed (one multi-task phase); the search picks among the listed forms
+    forms: tuple[Literal["sequence", "mixture"], ...] = ("sequence",)
+    mixture: MixtureSettings = MixtureSettings()
 
     def pool_for(self, target: str) -> tuple[str, ...]:
         """The sorted tasks a chain for `target` may use: training the target twice is no STILT."""
@@ -222,6 +235,9 @@ class ChainPlanSpec:
         return chain_name(self.tasks, self.target.task)
 
 
+MIX = "+"  # joins the tasks of a mixed phase: "mini_mnli+mini_qqp>mini_xnli"
+
+
 def chain_name(tasks: Sequence[str], target: str) -> str:
     """The printed form of a chain.
 
@@ -262,6 +278,15 @@ class DefineByRun:
         for i in range(length):
             remaining = [t for t in pool if t not in chosen]
             chosen.append(trial.suggest_categorical(_task_param(i, chosen), remaining))
+        phases = length
+        if length >= 2 and "mixture" in inter.forms:
+            form = (
+                trial.suggest_categorical("form", list(inter.forms))
+                if len(inter.forms) > 1
+                else "mixture"
+            )
+            phases = 1 if form == "mixture" else length
+        for i in range(phases):
             if isinstance(inter.phase.lr, FloatRange):
                 lr = inter.phase.lr
                 trial.suggest_float(f"phase{i}_lr", lr.low, lr.high, log=lr.log)
@@ -293,19 +318,29 @@ def baseline_params(space: SearchSpace, target: str) -> dict[str, Any]:
     return params
 
 
-def chain_params(space: SearchSpace, target: str, tasks: Sequence[str]) -> dict[str, Any]:
-    """Params (define-by-run names) of the chain ``tasks`` with the centre of every searched
-    range, for ``points_to_evaluate`` (the warm start's ranked chains)."""
-    params = baseline_params(space, target) if not tasks else {}
+def chain_params(space: SearchSpace, target: str, phases: Sequence[str]) -> dict[str, Any]:
+    """Params (define-by-run names) of a chain with the centre of every searched range, for
+    ``points_to_evaluate`` (the warm start's chains, the grid). ``phases`` are task names in
+    order, or one mixture ``"a+b"``."""
+    params = baseline_params(space, target) if not phases else {}
     inter = space.intermediate
     pool = inter.pool_for(target)
-    if not inter.min_chain_length <= len(tasks) <= inter.max_chain_length or any(
-        t not in pool for t in tasks
+    mixed = len(phases) == 1 and MIX in phases[0]
+    tasks = phases[0].split(MIX) if mixed else list(phases)
+    if (
+        not inter.min_chain_length <= len(tasks) <= inter.max_chain_length
+        or any(t not in pool for t in tasks)
+        or any(MIX in p for p in phases[1:] if len(phases) > 1)
+        or (mixed and "mixture" not in inter.forms)
+        or (len(tasks) >= 2 and not mixed and "sequence" not in inter.forms)
     ):
-        raise ValueError(f"chain_params: {list(tasks)} is outside the space of {target!r}")
+        raise ValueError(f"chain_params: {list(phases)} is outside the space of {target!r}")
     params["chain_length"] = len(tasks)
     for i, task in enumerate(tasks):
         params[_task_param(i, list(tasks[:i]))] = task
+    if len(tasks) >= 2 and len(inter.forms) > 1:
+        params["form"] = "mixture" if mixed else "sequence"
+    for i in range(1 if mixed else len(tasks)):
         if isinstance(inter.phase.lr, FloatRange):
             params[f"phase{i}_lr"] = _centre(inter.phase.lr)
         if isinstance(inter.phase.steps, Choice):
@@ -343,23 +378,29 @@ def chain_from_params(params: Mapping[str, Any], space: SearchSpace, target: str
         or not inter.min_chain_length <= length <= inter.max_chain_length
     ):
         raise ValueError(f"chain_from_params: chain_length {length!r} is outside the space")
-    phases: list[PhaseSpec] = []
+    chosen: list[str] = []
     for i in range(length):
-        chosen = [p.task for p in phases]
         task = get(_task_param(i, chosen))
         if task not in inter.pool_for(target) or task in chosen:
             raise ValueError(
                 f"chain_from_params: task {task!r} cannot follow {chosen} for {target!r}"
             )
-        lr = inter.phase.lr
-        steps = inter.phase.steps
-        phases.append(
-            PhaseSpec(
-                task=task,
-                lr=float(get(f"phase{i}_lr")) if isinstance(lr, FloatRange) else lr,
-                steps=int(get(f"phase{i}_steps")) if isinstance(steps, Choice) else steps,
-            )
+        chosen.append(task)
+    mixed = False
+    if length >= 2 and "mixture" in inter.forms:
+        mixed = get("form") == "mixture" if len(inter.forms) > 1 else True
+    # a mixture is one phase; its tasks in a canonical order (a+b and b+a are one mixture)
+    names = [MIX.join(sorted(chosen))] if mixed else chosen
+    lr = inter.phase.lr
+    steps = inter.phase.steps
+    phases = [
+        PhaseSpec(
+            task=name,
+            lr=float(get(f"phase{i}_lr")) if isinstance(lr, FloatRange) else lr,
+            steps=int(get(f"phase{i}_steps")) if isinstance(steps, Choice) else steps,
         )
+        for i, name in enumerate(names)
+    ]
     tlr = space.target.lr
     target_phase = PhaseSpec(
         task=target,
@@ -550,8 +591,41 @@ def _intermediate(
         lr=_lr(sec.raw("lr", {"low": 1e-4, "high": 3e-3}), "intermediate.lr"),
         steps=_steps(sec.raw("steps", 200), "intermediate.steps"),
     )
+    forms_value = sec.raw("forms", ["sequence"])
+    if (
+        not isinstance(forms_value, list)
+        or not forms_value
+        or any(f not in ("sequence", "mixture") for f in forms_value)
+        or len(set(forms_value)) != len(forms_value)
+    ):
+        raise UserError(
+            f"intermediate.forms: expected a list of sequence and/or mixture, got "
+            f"{_short(forms_value)}"
+        )
+    if "mixture" in forms_value and max_len < 2:
+        raise UserError(
+            f"intermediate.forms: mixture needs chains of 2 or more tasks, but "
+            f"max_chain_length is {max_len}; raise it or drop mixture"
+        )
+    mix = sec.section("mixture")
+    sampling = mix.raw("sampling", "temperature")
+    if sampling not in ("proportional", "temperature"):
+        raise UserError(
+            f"intermediate.mixture.sampling: expected proportional or temperature, got "
+            f"{_short(sampling)}"
+        )
+    cap = mix.raw("size_cap")
     return IntermediateSpace(
-        tasks=tasks, min_chain_length=min_len, max_chain_length=max_len, phase=phase
+        tasks=tasks,
+        min_chain_length=min_len,
+        max_chain_length=max_len,
+        phase=phase,
+        forms=tuple(forms_value),
+        mixture=MixtureSettings(
+            sampling=sampling,
+            temperature=mix.get_float("temperature", 2.0, "a number > 0", _positive),
+            size_cap=None if cap is None else mix.get_int("size_cap", 0, minimum=1),
+        ),
     )
 
 
@@ -690,7 +764,11 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         *("name", "model", "targets", "languages"),
         *("intermediate", "target", "training", "search", "resources"),
     ),
-    "intermediate": ("tasks", "min_chain_length", "max_chain_length", "lr", "steps"),
+    "intermediate": (
+        *("tasks", "min_chain_length", "max_chain_length", "lr", "steps"),
+        *("forms", "mixture"),
+    ),
+    "intermediate.mixture": ("sampling", "temperature", "size_cap"),
     "target": ("lr", "steps", "eval_every"),
     "training": (
         *("batch_size", "max_length", "warmup_ratio", "weight_decay"),
@@ -721,16 +799,19 @@ def _algorithm(value: Any) -> Literal["tpe", "random", "grid"]:
 
 
 def all_chains(space: SearchSpace, target: str) -> list[tuple[str, ...]]:
-    """Every chain of the space for ``target`` (ordered, no task twice), shortest first."""
+    """Every chain of the space for ``target``, shortest first: orders of distinct tasks (when
+    ``sequence`` is a form) and, from two tasks on, their mixtures ``("a+b",)``."""
     import itertools
 
     inter = space.intermediate
     pool = inter.pool_for(target)
-    return [
-        chain
-        for n in range(inter.min_chain_length, inter.max_chain_length + 1)
-        for chain in itertools.permutations(pool, n)
-    ]
+    chains: list[tuple[str, ...]] = []
+    for n in range(inter.min_chain_length, inter.max_chain_length + 1):
+        if n < 2 or "sequence" in inter.forms:
+            chains += itertools.permutations(pool, n)
+        if n >= 2 and "mixture" in inter.forms:
+            chains += [(MIX.join(c),) for c in itertools.combinations(pool, n)]
+    return chains
 
 
 def _warm_start(value: Any) -> Literal["textemb", "none"]:

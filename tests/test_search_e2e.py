@@ -205,3 +205,46 @@ def test_diverging_trial_is_recorded_and_the_search_goes_on(
     assert "mini_mnli" in bad.tags["raystilts.diverged_reason"]
     assert not any(k.startswith(("dev/", "test/")) for k in bad.metrics)
     assert good.status == "FINISHED" and "test/mini_xnli/qab/accuracy" in good.metrics
+
+
+def test_grid_search_with_a_mixture_runs_every_chain(
+    tmp_path: Path, tiny_model: Path, mini_data: Path, ray_local: Path
+) -> None:
+    """search.algorithm: grid runs every chain of the space once, a mixed phase included,
+    through Ray Train; the mixture's runs are named a+b>target and carry per-task dev scores."""
+    from raystilts.search import SearchRun, run_search
+    from raystilts.tracking import default_tracking_uri, load_runs
+
+    raw = _space(tiny_model, workers=1, seeds=[0], samples=1, name="grid")
+    raw["targets"] = ["mini_xnli"]
+    raw["intermediate"] = {
+        "tasks": ["mini_mnli", "mini_ccg"],
+        "max_chain_length": 2,
+        "forms": ["mixture"],
+        "mixture": {"sampling": "proportional"},
+        "lr": 1e-3,
+        "steps": 4,
+    }
+    raw["search"] = {"algorithm": "grid", "max_concurrent": 2, "scheduler": {"type": "none"}}
+    space = load_space_dict(raw, catalog=CATALOG)
+    uri = default_tracking_uri(tmp_path)
+    summary = run_search(
+        space,
+        run=SearchRun(
+            workdir=tmp_path, cache_dir=tmp_path / "cache", tracking_uri=uri, data_dir=mini_data,
+            log=False,
+        ),
+    )  # fmt: skip
+    assert summary["trials"] == {"mini_xnli": 4}
+    runs = {r.params["chain"]: r for r in load_runs(tracking_uri=uri, experiment="grid")}
+    assert set(runs) == {
+        "mini_xnli",
+        "mini_mnli>mini_xnli",
+        "mini_ccg>mini_xnli",
+        "mini_ccg+mini_mnli>mini_xnli",
+    }
+    mixed = runs["mini_ccg+mini_mnli>mini_xnli"]
+    assert mixed.status == "FINISHED"
+    assert json.loads(mixed.params["intermediate"]) == ["mini_ccg+mini_mnli"]
+    for task in ("mini_ccg", "mini_mnli"):
+        assert 0.0 <= mixed.metrics[f"phase0/dev_en/{task}"] <= 1.0

@@ -427,3 +427,38 @@ def test_grid_algorithm_enumerates_every_chain() -> None:
     assert len(chains) == 1 + 3 + 6 and chains[0] == () and ("mini_qqp", "mini_ccg") in chains
     with pytest.raises(UserError, match="search.algorithm: expected tpe, random or grid"):
         load(with_("search.algorithm", "bayes"))
+
+
+def test_mixture_and_sequence_forms_are_searched() -> None:
+    from raystilts.space import all_chains, chain_params
+
+    space = load(with_("intermediate.forms", ["sequence", "mixture"]))
+    fn = make_define_by_run(space, "mini_xnli")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(80):
+        trial = study.ask()
+        constants = fn(trial)
+        plan = chain_from_params({**trial.params, **constants}, space, "mini_xnli")
+        if any("+" in t for t in plan.tasks):
+            (mixed,) = plan.tasks  # a mixture is one phase, its tasks in a canonical order
+            assert mixed.split("+") == sorted(mixed.split("+")) and len(mixed.split("+")) >= 2
+            seen.add("mixture")
+        elif len(plan.tasks) >= 2:
+            seen.add("sequence")
+        study.tell(trial, 0.0)
+    assert seen == {"sequence", "mixture"}
+    chains = all_chains(space, "mini_xnli")
+    assert ("mini_ccg+mini_mnli",) in chains and ("mini_mnli", "mini_ccg") in chains
+    assert len(chains) == 1 + 3 + 6 + 3 + 6 + 1  # lengths 0..3, sequences and mixtures
+    for chain in chains:  # every grid point is a valid point of the space
+        plan = chain_from_params(chain_params(space, "mini_xnli", chain), space, "mini_xnli")
+        assert plan.tasks == chain
+    only_mixed = load(with_("intermediate.forms", ["mixture"]))
+    assert ("mini_mnli", "mini_ccg") not in all_chains(only_mixed, "mini_xnli")
+    with pytest.raises(UserError, match="intermediate.forms: expected a list"):
+        load(with_("intermediate.forms", ["mixed"]))
+    with pytest.raises(UserError, match="mixture needs chains of 2"):
+        load(with_("intermediate.forms", ["mixture"], "intermediate.max_chain_length", 1))
+    with pytest.raises(UserError, match="intermediate.mixture.sampling"):
+        load(with_("intermediate.forms", ["mixture"], "intermediate.mixture", {"sampling": "x"}))
