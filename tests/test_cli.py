@@ -40,7 +40,7 @@ def test_validate_accepts_shipped_spaces(capsys: pytest.CaptureFixture[str]) -> 
             "max_chain_length",
         ),
         ("name: x\ntargets: [mini_xnli]\nserch: {}\n", "serch"),
-        ("name: x\ntargets: [mini_xnli]\nsearch: {seeds: [0, 1]}\n", "one seed per search"),
+        ("name: x\ntargets: [mini_xnli]\nsearch: {seeds: [0, 0]}\n", "duplicates in [0, 0]"),
         ("name: x\ntargets: [mini_xnli\n", "bad.yaml:3:1: invalid YAML"),
     ],
 )
