@@ -15,6 +15,7 @@ bf16 autocast on GPUs that support it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 Report = Callable[[dict[str, float]], None]
+_T = TypeVar("_T")
 
 
 class DivergedError(RuntimeError):
@@ -318,6 +320,16 @@ def _checked_loss(loss_sum: torch.Tensor, steps: float, phase: Phase, dist: Dist
     return value
 
 
+def _cache_io(call: Callable[[], _T], fallback: _T) -> _T:
+    """A prefix-cache read or write on rank 0: a storage error costs a retrain, never the
+    trial (the other ranks wait in a collective meanwhile, so rank 0 must not die here)."""
+    try:
+        return call()
+    except Exception as e:  # any storage/IO error is logged and treated as a miss
+        logging.getLogger(__name__).warning("prefix cache unavailable (%s); training instead", e)
+        return fallback
+
+
 def _prefix_keys(
     plan: ChainPlan, store: FeatureStore, settings: TrainSettings, dist: Dist, model_key: str
 ) -> list[str]:
@@ -421,7 +433,8 @@ def run_chain(
     if prefix_cache is not None and plan.phases:
         keys = _prefix_keys(plan, store, settings, dist, model_fingerprint)
         if dist.rank == 0:
-            depth, encoder = prefix_cache.longest_hit(keys)
+            miss: tuple[int, dict[str, torch.Tensor] | None] = (0, None)
+            depth, encoder = _cache_io(functools.partial(prefix_cache.longest_hit, keys), miss)
             for i in range(depth):  # what the trial that trained them measured
                 meta = prefix_cache.meta(keys[i]) or {}
                 info[f"phase{i}/dev_en"] = float(meta.get("dev_en", math.nan))  # type: ignore[arg-type]
@@ -457,14 +470,12 @@ def run_chain(
             info[f"phase{i}/dev_en"] = sum(devs) / len(devs)
         encoder = _encoder_state(model)
         if prefix_cache is not None and dist.rank == 0:
-            prefix_cache.put(
-                keys[i],
-                encoder,
-                {
-                    "chain_prefix": ">".join(p.name for p in plan.phases[: i + 1]),
-                    "dev_en": info[f"phase{i}/dev_en"],
-                },
-            )
+            dev = info[f"phase{i}/dev_en"]
+            meta = {
+                "chain_prefix": ">".join(p.name for p in plan.phases[: i + 1]),
+                "dev_en": dev if math.isfinite(dev) else None,
+            }
+            _cache_io(functools.partial(prefix_cache.put, keys[i], encoder, meta), None)
         del model
 
     target = plan.target.task

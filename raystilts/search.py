@@ -255,7 +255,12 @@ class MlflowCallback(tune.Callback):
         self.parent = parent
         self.log = log
         self.done = 0
-        self.total = space.search.num_samples * len(space.search.seeds)
+        samples = (
+            len(all_chains(space, target))
+            if space.search.algorithm == "grid"
+            else space.search.num_samples
+        )
+        self.total = samples * len(space.search.seeds)
         self.space = space
         self.target = target
         self.task = CATALOG[target]
@@ -578,8 +583,12 @@ def _warm_start(
     settings = space.search
     if settings.warm_start == "none" or settings.warm_start_chains == 0:
         return {}
+    if settings.algorithm == "grid":  # every chain runs anyway
+        return {}
     if space.intermediate.max_chain_length < 1 or space.intermediate.min_chain_length > 1:
         return {}
+    import torch
+
     from raystilts.transfer import rank_intermediates
 
     chosen: dict[str, tuple[str, ...]] = {}
@@ -593,7 +602,8 @@ def _warm_start(
             target=CATALOG[target],
             intermediates=[CATALOG[t] for t in pool],
             pad_id=ws.pad_id,
-            device="cuda" if use_gpu else "cpu",
+            # the driver's own device: a CPU head of a GPU cluster embeds on CPU
+            device="cuda" if torch.cuda.is_available() else "cpu",
         )
         chosen[target] = ranking.order[: settings.warm_start_chains]
         tracker.log_metrics(
@@ -672,10 +682,13 @@ def _run_targets(
             searcher = Repeater(searcher, repeat=seeds)
         sched: Any = FIFOScheduler()
         if space.search.scheduler.type == "asha":
+            # rungs in target steps, not in reports: a trial whose worker restarted reports
+            # its first evaluations again, and a report count would run past max_t
+            every = space.target.eval_every
             sched = ASHAScheduler(
-                time_attr="training_iteration",
-                max_t=space.target.num_reports,
-                grace_period=space.search.scheduler.grace_period,
+                time_attr="target_step",
+                max_t=space.target.steps,
+                grace_period=space.search.scheduler.grace_period * every,
                 reduction_factor=space.search.scheduler.reduction_factor,
             )
         trainable = tune.with_parameters(

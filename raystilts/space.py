@@ -319,7 +319,8 @@ def baseline_params(space: SearchSpace, target: str) -> dict[str, Any]:
 
 
 def chain_params(space: SearchSpace, target: str, phases: Sequence[str]) -> dict[str, Any]:
-    """Params (define-by-run names) of a chain with the centre of every searched range, for
+    """Params (define-by-run names) of a chain with the centre of every searched lr range and
+    the largest steps choice, for
     ``points_to_evaluate`` (the warm start's chains, the grid). ``phases`` are task names in
     order, or one mixture ``"a+b"``."""
     params = baseline_params(space, target) if not phases else {}
@@ -330,6 +331,7 @@ def chain_params(space: SearchSpace, target: str, phases: Sequence[str]) -> dict
     if (
         not inter.min_chain_length <= len(tasks) <= inter.max_chain_length
         or any(t not in pool for t in tasks)
+        or len(set(tasks)) != len(tasks)
         or any(MIX in p for p in phases[1:] if len(phases) > 1)
         or (mixed and "mixture" not in inter.forms)
         or (len(tasks) >= 2 and not mixed and "sequence" not in inter.forms)
@@ -653,10 +655,20 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
             "search.baseline_first: true needs intermediate.min_chain_length 0, got "
             f"{intermediate.min_chain_length}; set baseline_first: false or min_chain_length: 0"
         )
+    algorithm = _algorithm(sec.raw("algorithm", "tpe"))
     sched = sec.section("scheduler")
-    kind = sched.raw("type", "asha")
+    # early stopping judges one run at a time: with several seeds Optuna would average full
+    # scores with stopped ones, and a grid is the exhaustive reference; neither stops early
+    whole = len(seeds) > 1 or algorithm == "grid"
+    kind = sched.raw("type", "none" if whole else "asha")
     if kind not in ("asha", "none"):
         raise UserError(f"search.scheduler.type: expected asha or none, got {_short(kind)}")
+    if kind == "asha" and whole:
+        why = f"{len(seeds)} seeds" if len(seeds) > 1 else "algorithm: grid"
+        raise UserError(
+            f"search.scheduler.type: asha with {why} would mix stopped and finished runs; "
+            "set scheduler type: none, or use one seed and tpe/random"
+        )
     grace = sched.get_int("grace_period", 1, minimum=1)
     if kind == "asha" and grace > target.num_reports:
         raise UserError(
@@ -671,7 +683,7 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
         warm_start_chains=sec.get_int("warm_start_chains", 2, minimum=0),
         baseline_first=baseline_first,
         sampler_seed=sec.get_int("sampler_seed", 0, minimum=0),
-        algorithm=_algorithm(sec.raw("algorithm", "tpe")),
+        algorithm=algorithm,
         scheduler=SchedulerSettings(
             type=kind,
             grace_period=grace,

@@ -3,7 +3,9 @@
 The worker dies while the target phase trains, after the intermediate phase finished. Ray
 Train restarts the worker group (``resources.max_failures``), the chain resumes from its last
 completed phase (the prefix cache holds it), and the trial ends FINISHED under the same, single
-MLflow run. Slow: run by ``make test`` and CI.
+MLflow run, with ASHA on: its rungs count target steps, so the evaluations the restarted chain
+reports again do not push the trial past ASHA's last rung early. Slow: run by ``make test`` and
+CI.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ intermediate: {{tasks: [mini_mnli], min_chain_length: 1, max_chain_length: 1, lr
                steps: 20}}
 target: {{lr: 1.0e-3, steps: 400, eval_every: 100}}
 training: {{batch_size: 8, max_length: 32}}
-search: {{num_samples: 1, max_concurrent: 1, seeds: [0], scheduler: {{type: none}},
+search: {{num_samples: 1, max_concurrent: 1, seeds: [0], scheduler: {{type: asha}},
           baseline_first: false, warm_start: none}}
 resources: {{workers_per_trial: 1, cpus_per_worker: 1, use_gpu: false, max_failures: 2}}
 """

@@ -34,7 +34,12 @@ def _space(
             "num_samples": samples,
             "max_concurrent": 2,
             "seeds": seeds,
-            "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+            # ASHA where it applies (one seed); several seeds run whole (the space says so)
+            "scheduler": (
+                {"type": "asha", "grace_period": 1, "reduction_factor": 2}
+                if len(seeds) == 1
+                else {"type": "none"}
+            ),
         },
         "resources": {"workers_per_trial": workers, "cpus_per_worker": 1, "use_gpu": False},
     }

@@ -425,7 +425,7 @@ def test_grid_algorithm_enumerates_every_chain() -> None:
     space = load(with_("search.algorithm", "grid", "intermediate.max_chain_length", 2))
     chains = all_chains(space, "mini_xnli")
     assert len(chains) == 1 + 3 + 6 and chains[0] == () and ("mini_qqp", "mini_ccg") in chains
-    with pytest.raises(UserError, match="search.algorithm: expected tpe, random or grid"):
+    with pytest.raises(UserError, match=r"search\.algorithm: expected tpe, random or grid"):
         load(with_("search.algorithm", "bayes"))
 
 
@@ -456,9 +456,21 @@ def test_mixture_and_sequence_forms_are_searched() -> None:
         assert plan.tasks == chain
     only_mixed = load(with_("intermediate.forms", ["mixture"]))
     assert ("mini_mnli", "mini_ccg") not in all_chains(only_mixed, "mini_xnli")
-    with pytest.raises(UserError, match="intermediate.forms: expected a list"):
+    with pytest.raises(UserError, match=r"intermediate\.forms: expected a list"):
         load(with_("intermediate.forms", ["mixed"]))
     with pytest.raises(UserError, match="mixture needs chains of 2"):
         load(with_("intermediate.forms", ["mixture"], "intermediate.max_chain_length", 1))
-    with pytest.raises(UserError, match="intermediate.mixture.sampling"):
+    with pytest.raises(UserError, match=r"intermediate\.mixture\.sampling"):
         load(with_("intermediate.forms", ["mixture"], "intermediate.mixture", {"sampling": "x"}))
+
+
+def test_early_stopping_is_off_for_seeds_and_grids() -> None:
+    assert load(with_("search", {"seeds": [0, 1]})).search.scheduler.type == "none"
+    assert load(with_("search", {"algorithm": "grid"})).search.scheduler.type == "none"
+    assert load(with_("search", {"seeds": [0]})).search.scheduler.type == "asha"
+    with pytest.raises(UserError, match="asha with 2 seeds would mix stopped and finished runs"):
+        load(with_("search", {"seeds": [0, 1], "scheduler": {"type": "asha"}}))
+    with pytest.raises(ValueError, match="outside the space"):
+        from raystilts.space import chain_params
+
+        chain_params(load(FULL), "mini_xnli", ["mini_mnli", "mini_mnli"])
