@@ -31,9 +31,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check raystilts tests benchmarks
 	$(BIN)/mypy raystilts
 
-bench: $(BIN)/.installed  ## chain effects over seeds; analysis scaling vs mlflow.search_runs
+bench: $(BIN)/.installed  ## chain effects over seeds; analysis scaling vs mlflow.search_runs; search efficiency vs grid and random
 	$(BIN)/python benchmarks/chain_effects.py
 	$(BIN)/python benchmarks/analysis_scaling.py
+	$(BIN)/python benchmarks/search_efficiency.py
 
 clean:
 	rm -rf $(VENV) raystilts_runs .pytest_cache
