@@ -15,8 +15,9 @@ that no search reads another's prefix cache or runs:
   the zero-shot test average. The best chain has the highest mean English dev score; a chain
   is *correct* when its mean is at least ``best - sd(best)`` (population sd over seeds, as in
   ``benchmarks/chain_effects.py``).
-* ``default``: TPE, TextEmb warm start, ASHA (the shipped defaults), ``--samples`` configs per
-  target, every config with every seed.
+* ``default``: the shipped defaults: TPE, the baseline and the TextEmb warm start's chains
+  first, ASHA when there is one seed (with several, the space refuses early stopping and every
+  trial runs to the end); ``--samples`` configs per target, every config with every seed.
 * ``random``: plain random search (Optuna's random sampler, no warm start, no baseline first,
   no ASHA), the same budget and seeds.
 
