@@ -386,6 +386,9 @@ class MlflowCallback(tune.Callback):
             )
 
 
+_PINNED_API: dict[str, str] = {}  # the State API address this process last pinned
+
+
 def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
     if ray.is_initialized():
         return
@@ -432,11 +435,23 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
         * space.resources.cpus_per_worker
     )
     # The dashboard stays on (bound to 127.0.0.1): Train V2 under Tune polls its controller
-    # through the State API, which the dashboard serves; without it stopped trials leak.
+    # through the State API, which the dashboard serves; without it stopped trials leak. Its
+    # address is pinned (inherited by the raylet and every worker): otherwise the State API
+    # looks for "the" Ray on the machine, and with a second Ray running (another search) it
+    # fails with "Found multiple active Ray instances" and trials hang.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dashboard_port = int(probe.getsockname()[1])
+    if os.environ.get("RAY_API_SERVER_ADDRESS") in (None, _PINNED_API.get("address")):
+        _PINNED_API["address"] = f"http://127.0.0.1:{dashboard_port}"  # ours, not the user's
+        os.environ["RAY_API_SERVER_ADDRESS"] = _PINNED_API["address"]
     ray.init(
         num_cpus=max(os.cpu_count() or 1, int(need + 1)),
         runtime_env={"env_vars": env},
         dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
         log_to_driver=False,  # workers' logs stay in Ray's session dir; trials print one line each
     )
 
