@@ -487,11 +487,23 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         storage_lib.check(run.storage_path)
     if run.address:
         _check_address(run.address)  # before minutes of tokenization
+    if run.resume:  # before anything is created
+        storage = run.storage_path or str((run.workdir / "ray_results").resolve())
+        found = [
+            t
+            for t in space.targets
+            if tune.Tuner.can_restore(_experiment_path(storage, space.name, t))
+        ]
+        if not found:
+            raise UserError(
+                f"--resume: no interrupted search {space.name!r} under {storage}; pass the "
+                "--workdir/--storage-path it ran with, or run without --resume"
+            )
     tracker = Tracker(
         tracking_uri=run.tracking_uri, experiment=space.name
     )  # fail fast on a bad URI
-    if run.resume:  # runs the killed driver left RUNNING: KILLED now, reopened if they resume
-        tracker.close_open_runs()
+    if run.resume:
+        tracker.close_open_runs()  # the killed driver's RUNNING runs: KILLED, reopened on resume
     needs = _needs(space)
     ws = prepare_workspace(
         model=space.model,
@@ -588,6 +600,14 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         "experiment": space.name,
         "tracking_uri": tracker.tracking_uri,
     }
+
+
+def _experiment_path(storage: str, name: str, target: str) -> str:
+    """Where Tune keeps the experiment of one target of a search."""
+    experiment = f"{name}-{target}"
+    if storage_lib.is_remote(storage):
+        return storage_lib.join(storage, experiment)
+    return str(Path(storage) / experiment)
 
 
 def _warm_start(
@@ -721,12 +741,7 @@ def _run_targets(
         callback = MlflowCallback(
             tracker=tracker, space=space, target=target, parent=parent, log=run.log
         )
-        experiment = f"{space.name}-{target}"
-        path = (
-            storage_lib.join(storage, experiment)
-            if storage_lib.is_remote(storage)
-            else str(Path(storage) / experiment)
-        )
+        path = _experiment_path(storage, space.name, target)
         if run.resume and tune.Tuner.can_restore(path):
             # finished trials stay finished; unfinished ones continue; errored ones stay errored
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
