@@ -45,6 +45,11 @@ import polars as pl
 from scipy import stats
 
 from raystilts._names import ALL, BASELINE_SYSTEM, BEST_SYSTEM, GROUPINGS, SOURCE_LANG
+from raystilts._names import ci as _ci
+from raystilts._names import num as _num
+from raystilts._names import p_value as _p
+from raystilts._names import pct as _pct
+from raystilts._names import signed as _gain
 
 __all__ = [
     "DISTANCE_KINDS",
@@ -441,14 +446,6 @@ def _unpaired(r: TargetResult) -> str:
 def _lang_order(langs: set[str] | frozenset[str]) -> list[str]:
     """English (the source language) first, then alphabetical."""
     return sorted(langs, key=lambda lang: (lang != SOURCE_LANG, lang))
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
-
-
-def _gain(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100 * value:+.1f}"
 
 
 def _column_dict(rows: pl.DataFrame, column: str) -> dict[str, float]:
@@ -1525,18 +1522,6 @@ def _is_number(text: str) -> bool:
     return text == "-" or text.lstrip("+-").replace(".", "", 1).replace("[", "").isdigit()
 
 
-def _p(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _ci(low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return "-"
-    return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
-
-
 def _selection_table(frame: pl.DataFrame, *, both: bool) -> str:
     headers = ["target", "lang"]
     if both:
@@ -1683,7 +1668,3 @@ def _benchmark_table(frame: pl.DataFrame) -> str:
     if frame.filter(pl.col("level") != "task", pl.col("score").is_null()).height:
         table += f"\n  {_BENCHMARK_PARTIAL}"
     return table
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:+.2f}"

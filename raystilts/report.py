@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raystilts._names import ALL, BEST_SYSTEM, GROUPINGS, SOURCE_LANG
+from raystilts._names import ALL, BEST_SYSTEM, GROUPINGS, SOURCE_LANG, ci
+from raystilts._names import num as _num
+from raystilts._names import p_value as _p
+from raystilts._names import pct as _pct
+from raystilts._names import signed as _signed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -326,24 +330,8 @@ def _language_bars(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> Fi
 # --- tables ------------------------------------------------------------------------------------
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _signed(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:+.1f}"
-
-
 def _ci(row: Row, low: str = "ci_low", high: str = "ci_high") -> str:
-    if row.get(low) is None:
-        return "-"
-    return f"[{100 * row[low]:+.1f}, {100 * row[high]:+.1f}]"
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+    return ci(row.get(low), row.get(high))
 
 
 def _tables(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> list[_Table]:
@@ -560,10 +548,6 @@ def _benchmark(rows: Sequence[Row]) -> _Table:
         "is shown only for a system with a score for every task of it in this experiment; '-' "
         "otherwise, since a mean over some of the tasks would not compare with the other rows.",
     )
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.2f}"
 
 
 # --- documents ---------------------------------------------------------------------------------
