@@ -89,9 +89,10 @@ def featurize(
                     row.append(tag_id[ex["tags"][w]])
             labels.append(row)
         return {"input_ids": enc["input_ids"], "labels": labels}
-    columns = [[ex[f] for ex in examples] for f in task.text_fields]
+    width = len(examples[0]["text"]) if examples else 1
+    columns = [[ex["text"][i] for ex in examples] for i in range(width)]
     enc = tokenizer(*columns, truncation=True, max_length=max_length)
-    return {"input_ids": enc["input_ids"], "labels": [int(ex[task.label_field]) for ex in examples]}
+    return {"input_ids": enc["input_ids"], "labels": [int(ex["label"]) for ex in examples]}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,9 +17,9 @@ from typing import Any, Literal
 from raystilts.embedded import generate as mini
 from raystilts.errors import UserError
 
-__all__ = ["CATALOG", "TaskSpec", "get_task", "read_examples"]
+__all__ = ["CATALOG", "TaskSpec", "example_text", "get_task", "read_examples"]
 
-TaskKind = Literal["classification", "tagging"]
+TaskKind = Literal["classification", "multiple_choice", "qa", "tagging", "retrieval", "mlm"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +43,14 @@ class TaskSpec:
     translation_of: str | None = None
     # metrics averaged into the task's benchmark score (XTREME: QA is the mean of EM and F1)
     score_metrics: tuple[str, ...] = ()
+    # preferred maximum tokens per feature (QA: 384); None: the search's max_length
+    max_length: int | None = None
+    # languages whose train splits are concatenated for training (MLM, translate-train: several)
+    train_languages: tuple[str, ...] = ("en",)
+    # False for zero-shot retrieval targets (BUCC, Tatoeba...): evaluated without training
+    has_train: bool = True
+    # SQuAD v2.0-style unanswerable questions
+    allow_unanswerable: bool = False
 
     @property
     def benchmark_metrics(self) -> tuple[str, ...]:
@@ -50,7 +58,7 @@ class TaskSpec:
 
     @property
     def num_labels(self) -> int:
-        return len(self.labels)
+        return len(self.labels) or 1
 
     def splits(self, lang: str) -> tuple[str, ...]:
         """Splits available in ``lang``: targets are zero-shot, so only English has ``train``."""
@@ -140,4 +148,28 @@ def read_examples(task: TaskSpec, split: str, lang: str, *, data_dir: Path) -> l
             f"put JSON lines with fields {', '.join(task.text_fields)}, {task.label_field} there"
         )
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [_canonical(task, r) for r in rows]
+
+
+def _canonical(task: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
+    """A row of the task's own schema as the canonical example of its kind (see CONTRACT)."""
+    if task.kind == "classification":
+        return {"text": [row[f] for f in task.text_fields], "label": int(row[task.label_field])}
+    if task.kind == "tagging":
+        return {"tokens": list(row["tokens"]), "tags": list(row[task.label_field])}
+    return row
+
+
+def example_text(task: TaskSpec, ex: dict[str, Any]) -> str:
+    """One plain string per canonical example (what a text-embedding estimate reads)."""
+    kind = task.kind
+    if kind == "classification":
+        return " ".join(ex["text"])
+    if kind == "tagging":
+        return " ".join(ex["tokens"])
+    if kind == "multiple_choice":
+        return " ".join([ex["context"], *ex["choices"]])
+    if kind == "qa":
+        return f"{ex['question']} {ex['context']}"
+    return str(ex["text"])  # retrieval, mlm
