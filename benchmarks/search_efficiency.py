@@ -135,7 +135,16 @@ def main() -> None:
         default=["mini_mnli", "mini_qqp", "mini_ccg", "mini_topic"],
         help="the intermediate pool",
     )
-    ap.add_argument("--max-chain-length", type=int, default=1, help="1: 5 chains; 2: 17 chains")
+    ap.add_argument(
+        "--max-chain-length", type=int, default=1, help="1: 5 chains; 2: 17 (23 with mixtures)"
+    )
+    ap.add_argument(
+        "--forms",
+        nargs="+",
+        choices=["sequence", "mixture"],
+        default=["sequence"],
+        help="intermediate.forms: sequence and/or mixture (mixture needs length 2)",
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--phase-steps", type=int, default=300, help="as the demo")
     ap.add_argument("--phase-lr", type=float, default=1e-3, help="fixed: the grid is exhaustive")
@@ -231,6 +240,7 @@ def build_space(kind: str, args: argparse.Namespace) -> SearchSpace:
             "tasks": list(args.tasks),
             "min_chain_length": 0,
             "max_chain_length": args.max_chain_length,
+            "forms": list(args.forms),
             "lr": args.phase_lr,
             "steps": args.phase_steps,
         },
