@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -27,13 +28,14 @@ from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
 from raystilts import storage as storage_lib
 from raystilts.data import TOKENIZER_FILES
 from raystilts.errors import UserError
+from raystilts.racing import SeedRace
 from raystilts.space import (
     MIX,
     SearchSpace,
@@ -47,7 +49,16 @@ from raystilts.tasks import CATALOG, TaskSpec
 from raystilts.tracking import Tracker
 from raystilts.workspace import open_workspace, prepare_workspace
 
-__all__ = ["SearchRun", "run_search"]
+__all__ = ["RacingSearcher", "SearchRun", "chain_identity", "run_search"]
+
+# The default search (algorithm: tpe) races seeds: a config runs its further seeds only when its
+# first seed scores within RACE_WITHIN_SD pooled seed-sds of the best mean (raystilts.racing).
+# One sd is the benchmark's own tolerance for "found" (benchmarks/search_efficiency.py).
+RACE_WITHIN_SD = 1.0
+# Proposals of a config already run (the searcher re-sampling a small discrete space) are told
+# that config's score instead of training it again; after this many in a row the space is
+# taken as exhausted and the search ends.
+MAX_DUPLICATES = 50
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +248,125 @@ def config_key(params: Mapping[str, Any], target: str) -> str:
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def chain_identity(config: Mapping[str, Any], space: SearchSpace, target: str) -> str:
+    """What a trial trains, without its seed: two configs with the same identity train the same
+    chains (a+b and b+a are one mixture), so the second need not run."""
+    plan = chain_from_params(config, space, target)
+    blob = json.dumps(
+        [[(p.task, p.lr, p.steps) for p in plan.phases], plan.target.lr, plan.target.steps]
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class RacingSearcher(Searcher):
+    """Wraps a searcher (Optuna): seeds raced per config, duplicate proposals not trained again.
+
+    Runs on the Tune driver, in place of Tune's ``Repeater``. Every new config runs its first
+    seed (``TRIAL_INDEX`` 0); :class:`raystilts.racing.SeedRace` decides from that score whether
+    it runs the others (``within_sd=None``: always, as ``Repeater``). Promoted seeds go before
+    new configs, so the best config's mean is known early. The wrapped searcher sees one trial
+    per config and is told its mean over the seeds it ran. At most ``num_samples`` distinct
+    configs start; the search ends (``Searcher.FINISHED``) once no decision is outstanding.
+    """
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        *,
+        space: SearchSpace,
+        target: str,
+        num_samples: int,
+        within_sd: float | None,
+    ) -> None:
+        self.searcher = searcher
+        self.space = space
+        self.target = target
+        self.num_samples = num_samples
+        n_seeds = len(space.search.seeds)
+        self.race = SeedRace(
+            n_seeds=n_seeds, within_sd=math.inf if within_sd is None else within_sd
+        )
+        self.configs: dict[str, dict[str, Any]] = {}  # identity -> the config (no seed)
+        self.told: dict[str, list[str]] = {}  # identity -> inner trial ids awaiting its score
+        self.trials: dict[str, tuple[str, int]] = {}  # Tune trial id -> (identity, seed index)
+        self.queue: list[tuple[str, int]] = []  # promoted seeds not yet started
+        self.exhausted = False
+        self.duplicates = 0  # proposals answered from a config already run
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
+        return bool(self.searcher.set_search_properties(metric, mode, config, **spec))
+
+    def _launch(self, trial_id: str, key: str, index: int) -> dict[str, Any]:
+        self.trials[trial_id] = (key, index)
+        return {**self.configs[key], TRIAL_INDEX: index}
+
+    def _wait_or_finish(self) -> Any:
+        """None (ask again later) while a first seed may still be promoted, else FINISHED."""
+        return None if self.race.pending() or self.queue else Searcher.FINISHED
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.queue:
+            return self._launch(trial_id, *self.queue.pop(0))
+        if self.exhausted or len(self.configs) >= self.num_samples:
+            return self._wait_or_finish()
+        for attempt in range(MAX_DUPLICATES):
+            inner_id = trial_id if attempt == 0 else f"{trial_id}-dup{attempt}"
+            config = self.searcher.suggest(inner_id)
+            if config is None:
+                return None
+            if config == Searcher.FINISHED:
+                self.exhausted = True
+                return self._wait_or_finish()  # type: ignore[no-any-return]
+            key = chain_identity(config, self.space, self.target)
+            self.told.setdefault(key, []).append(inner_id)
+            if key not in self.configs:
+                self.configs[key] = dict(config)
+                self.race.start(key)
+                return self._launch(trial_id, key, 0)
+            self.duplicates += 1
+            self._tell(key)  # now if its seeds are in, else when they are
+        self.exhausted = True  # the sampler keeps proposing what ran: the space is covered
+        return self._wait_or_finish()
+
+    def _tell(self, key: str) -> None:
+        if not self.race.done(key):
+            return
+        mean = self.race.mean(key)
+        for inner_id in self.told.pop(key, []):
+            if math.isfinite(mean):
+                self.searcher.on_trial_complete(inner_id, result={self.metric: mean})
+            else:
+                self.searcher.on_trial_complete(inner_id, result=None, error=True)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if trial_id not in self.trials:
+            return
+        key, index = self.trials[trial_id]
+        value = (result or {}).get(self.metric) if not error else None
+        score = float(value) if isinstance(value, (int, float)) else math.nan
+        self.queue += [(key, i) for i in self.race.record(key, index, score)]
+        self._tell(key)
+
+    def get_state(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["searcher"]
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
 
 
 class MlflowCallback(tune.Callback):
@@ -499,6 +629,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
                 f"--resume: no interrupted search {space.name!r} under {storage}; pass the "
                 "--workdir/--storage-path it ran with, or run without --resume"
             )
+        _check_fingerprint(space, storage)
     tracker = Tracker(
         tracking_uri=run.tracking_uri, experiment=space.name
     )  # fail fast on a bad URI
@@ -570,6 +701,8 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
             "raystilts.space_yaml": space.source_path or "<dict>",  # a tag: paths may differ
         },
     )
+    if not run.resume:  # what --resume compares against
+        _write_fingerprint(space, storage)
     status, outcome = "FAILED", "error"
     try:
         warm = _warm_start(space, ws, tracker, parent, use_gpu=use_gpu, log=run.log)
@@ -600,6 +733,64 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         "experiment": space.name,
         "tracking_uri": tracker.tracking_uri,
     }
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    """Hash of what a search searches: the space without ``resources`` (a resumed search may
+    run on other hardware, e.g. ``--workers-per-trial``) and without where the YAML lives."""
+    spec = {k: v for k, v in space.to_dict().items() if k != "resources"}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fingerprint_path(storage: str, name: str) -> str:
+    return (
+        storage_lib.join(storage, f"{name}-space.json")
+        if storage_lib.is_remote(storage)
+        else str(Path(storage) / f"{name}-space.json")
+    )
+
+
+def _write_fingerprint(space: SearchSpace, storage: str) -> None:
+    """Store the space's fingerprint with the search's Tune experiments (local or URI)."""
+    from pyarrow import fs
+
+    blob = json.dumps(
+        {"fingerprint": space_fingerprint(space), "source": space.source_path}, sort_keys=True
+    ).encode()
+    path = _fingerprint_path(storage, space.name)
+    if not storage_lib.is_remote(storage):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(blob)
+        return
+    filesystem, where = fs.FileSystem.from_uri(path)
+    filesystem.create_dir(where.rpartition("/")[0], recursive=True)
+    with filesystem.open_output_stream(where) as out:
+        out.write(blob)
+
+
+def _check_fingerprint(space: SearchSpace, storage: str) -> None:
+    """Refuse to resume a search whose space was edited since it started: the restored trials
+    and the new ones would answer different questions under one search."""
+    from pyarrow import fs
+
+    path = _fingerprint_path(storage, space.name)
+    try:
+        if storage_lib.is_remote(storage):
+            filesystem, where = fs.FileSystem.from_uri(path)
+            with filesystem.open_input_stream(where) as f:
+                stored = json.loads(f.read())
+        else:
+            stored = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return  # a search started before fingerprints were stored: nothing to compare
+    now = space_fingerprint(space)
+    if stored.get("fingerprint") != now:
+        where = space.source_path or f"space {space.name!r}"
+        raise UserError(
+            f"--resume: {where} changed since search {space.name!r} started (fingerprint "
+            f"{stored.get('fingerprint')} then, {now} now); undo the edit to resume, or run "
+            "without --resume (and another --workdir to keep the interrupted search)"
+        )
 
 
 def _experiment_path(storage: str, name: str, target: str) -> str:
@@ -713,7 +904,15 @@ def _run_targets(
             ),
         )
         seeds = len(space.search.seeds)
-        if seeds > 1:  # each config runs once per seed; Optuna is told the mean
+        if algorithm == "tpe":  # seeds raced, repeated proposals answered from their runs
+            searcher = RacingSearcher(
+                searcher,
+                space=space,
+                target=target,
+                num_samples=samples,
+                within_sd=RACE_WITHIN_SD,
+            )
+        elif seeds > 1:  # every config once per seed (grid, plain random); Optuna sees the mean
             searcher = Repeater(searcher, repeat=seeds)
         sched: Any = FIFOScheduler()
         if space.search.scheduler.type == "asha":

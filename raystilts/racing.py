@@ -1,0 +1,133 @@
+"""Seed racing: a sampled chain earns its further seeds only while it can still be the best.
+
+    race = SeedRace(n_seeds=3, within_sd=1.0)
+    race.start("cfg-a")
+    race.record("cfg-a", 0, 0.61)     # -> (1, 2): no rival yet, every seed runs
+    race.record("cfg-a", 1, 0.59)     # -> (): further seeds are never promoted again
+    race.record("cfg-a", 2, 0.60)
+    race.start("cfg-b")
+    race.record("cfg-b", 0, 0.40)     # -> (): far below cfg-a's mean: seed 0 only
+
+Running every sampled chain with every seed spends most of a search's compute on chains that
+one seed already shows to be hopeless. This is successive halving over seeds (the idea behind
+racing algorithms such as F-race and irace, Birattari et al. 2002, López-Ibáñez et al. 2016,
+and behind Hyperband's rungs, with seeds as the resource): every configuration runs its first
+seed; it runs the others only when that first score is within ``within_sd`` seed standard
+deviations of the best mean seen so far. The seed standard deviation is pooled over the
+configurations that ran several seeds (sample sd, ddof 1), so the rule scales with the noise
+the search actually measures instead of a constant picked for one benchmark.
+
+Why the selection stays sound: a configuration left at one seed scored below ``best - within_sd
+* sd`` when it was judged, so it is below the best mean and cannot be selected over it by the
+mean-over-seeds rule of :func:`raystilts.analysis.best_chains`; every candidate that can be
+selected has all its seeds. Until there is an estimate of the seed sd (no configuration has two
+finite scores yet) every configuration is promoted: the rule never refuses without evidence.
+
+Pure (no Ray): :class:`raystilts.search.RacingSearcher` drives it from Tune.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+__all__ = ["SeedRace"]
+
+
+@dataclass(slots=True)
+class _Config:
+    scheduled: int = 1  # seeds this configuration will run (1 until promoted)
+    scores: dict[int, float] = field(default_factory=dict)  # seed index -> score (nan: failed)
+
+
+class SeedRace:
+    """Which configurations run their further seeds (module docstring: the rule and why).
+
+    Scores are maximised; pass ``mode="min"`` for losses. Keys are opaque strings (a hash of
+    the configuration's hyperparameters without its seed).
+
+    >>> race = SeedRace(n_seeds=2)
+    >>> race.start("a"); race.record("a", 0, 0.5)
+    (1,)
+    >>> race.record("a", 1, 0.7), race.done("a"), round(race.mean("a"), 3)
+    ((), True, 0.6)
+    >>> race.start("b"); race.record("b", 0, 0.3)   # 0.3 < 0.6 - 1 * sd (0.141)
+    ()
+    >>> race.start("c"); race.record("c", 0, 0.55)  # 0.55 >= 0.6 - 0.141: runs seed 1
+    (1,)
+    """
+
+    def __init__(self, *, n_seeds: int, within_sd: float = 1.0, mode: str = "max") -> None:
+        if n_seeds < 1:
+            raise ValueError(f"n_seeds must be at least 1, got {n_seeds}")
+        if not within_sd >= 0:
+            raise ValueError(f"within_sd must be >= 0, got {within_sd}")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.n_seeds = n_seeds
+        self.within_sd = within_sd
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.configs: dict[str, _Config] = {}
+
+    def start(self, key: str) -> None:
+        """A new configuration, about to run its first seed (index 0)."""
+        if key in self.configs:
+            raise ValueError(f"configuration {key!r} was already started")
+        self.configs[key] = _Config()
+
+    def record(self, key: str, index: int, score: float) -> tuple[int, ...]:
+        """Record seed ``index``'s score (nan for a failed run); returns the seed indices to
+        run now: the remaining seeds when a first score earns promotion, else none."""
+        config = self.configs[key]
+        if not 0 <= index < config.scheduled or index in config.scores:
+            raise ValueError(f"seed index {index} of {key!r} was not scheduled or is reported")
+        config.scores[index] = float(score)
+        if index != 0 or self.n_seeds == 1 or not self.promotes(key, float(score)):
+            return ()
+        config.scheduled = self.n_seeds
+        return tuple(range(1, self.n_seeds))
+
+    def promotes(self, key: str, score: float) -> bool:
+        """Whether a first-seed ``score`` of ``key`` is within reach of the best other mean."""
+        if not math.isfinite(score):
+            return False
+        rival = self.best_mean(exclude=key)
+        sd = self.seed_sd()
+        if rival is None or sd is None:
+            return True  # no evidence to refuse on
+        return self.sign * score >= self.sign * rival - self.within_sd * sd
+
+    def done(self, key: str) -> bool:
+        """Every seed the configuration will run has reported."""
+        config = self.configs[key]
+        return len(config.scores) == config.scheduled
+
+    def pending(self) -> bool:
+        """Some configuration still waits for a score (its decision may add trials)."""
+        return any(not self.done(k) for k in self.configs)
+
+    def mean(self, key: str) -> float:
+        """Mean of the finite scores of ``key`` (nan when none)."""
+        finite = [s for s in self.configs[key].scores.values() if math.isfinite(s)]
+        return statistics.fmean(finite) if finite else math.nan
+
+    def best_mean(self, *, exclude: str | None = None) -> float | None:
+        """The best mean over configurations with a finite score, ``exclude`` left out."""
+        means = [self.mean(k) for k in self.configs if k != exclude]
+        finite = [m for m in means if math.isfinite(m)]
+        if not finite:
+            return None
+        return max(finite) if self.sign > 0 else min(finite)
+
+    def seed_sd(self) -> float | None:
+        """Pooled sample sd over seeds: sqrt of the degrees-of-freedom-weighted mean of the
+        per-configuration variances, over configurations with two or more finite scores."""
+        num = 0.0
+        dof = 0
+        for config in self.configs.values():
+            finite = [s for s in config.scores.values() if math.isfinite(s)]
+            if len(finite) >= 2:
+                num += statistics.variance(finite) * (len(finite) - 1)
+                dof += len(finite) - 1
+        return math.sqrt(num / dof) if dof else None

@@ -1,0 +1,272 @@
+"""Fast tests of the search's own logic, no Ray cluster: seed racing and the racing searcher."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from raystilts.racing import SeedRace
+from raystilts.space import SearchSpace, chain_params, load_space_dict
+
+LANGS = ("en", "qaa", "qab")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeTask:
+    name: str
+    kind: str
+    languages: tuple[str, ...]
+    is_target: bool
+
+
+CATALOG = {
+    t.name: t
+    for t in (
+        FakeTask(name="a", kind="classification", languages=("en",), is_target=False),
+        FakeTask(name="b", kind="classification", languages=("en",), is_target=False),
+        FakeTask(name="c", kind="tagging", languages=("en",), is_target=False),
+        FakeTask(name="t", kind="classification", languages=LANGS, is_target=True),
+    )
+}
+
+
+def _space(seeds: list[int]) -> SearchSpace:
+    return load_space_dict(
+        {
+            "name": "u",
+            "targets": ["t"],
+            "intermediate": {
+                "tasks": ["a", "b", "c"],
+                "max_chain_length": 2,
+                "forms": ["sequence", "mixture"],
+                "lr": 1e-3,
+                "steps": 10,
+            },
+            "target": {"lr": 1e-3, "steps": 10, "eval_every": 5},
+            "search": {"seeds": seeds, "scheduler": {"type": "none"}},
+        },
+        catalog=CATALOG,
+    )
+
+
+# ----------------------------------------------------------------------------- SeedRace
+
+
+def test_race_promotes_without_evidence_then_only_within_one_sd() -> None:
+    race = SeedRace(n_seeds=3)
+    race.start("base")
+    assert race.record("base", 0, 0.50) == (1, 2)  # no rival and no sd: promote
+    assert not race.done("base") and race.pending()
+    assert race.record("base", 1, 0.54) == ()
+    assert race.record("base", 2, 0.52) == ()
+    assert race.done("base") and not race.pending()
+    assert race.seed_sd() == pytest.approx(0.02)
+    race.start("weak")
+    assert race.record("weak", 0, 0.49) == ()  # 0.49 < 0.52 - 0.02
+    assert race.done("weak")  # one seed is all it runs
+    race.start("close")
+    assert race.record("close", 0, 0.505) == (1, 2)  # within one sd of 0.52
+    race.start("failed")
+    assert race.record("failed", 0, math.nan) == ()  # a failed first seed never earns more
+
+
+def test_race_pools_the_sd_and_excludes_the_config_itself() -> None:
+    race = SeedRace(n_seeds=2, within_sd=0.0)
+    for key, (s0, s1) in {"x": (0.4, 0.6), "y": (0.7, 0.7)}.items():
+        race.start(key)
+        race.record(key, 0, s0)
+        race.record(key, 1, s1)
+    # variances 0.02 and 0, one degree of freedom each
+    assert race.seed_sd() == pytest.approx(math.sqrt(0.01))
+    assert race.best_mean() == pytest.approx(0.7)
+    assert race.best_mean(exclude="y") == pytest.approx(0.5)
+    race.start("z")
+    assert race.record("z", 0, 0.7) == (1,)  # ties the best: within zero sds
+
+
+def test_race_minimises_in_min_mode_and_one_seed_never_promotes() -> None:
+    race = SeedRace(n_seeds=2, mode="min")
+    for key, scores in {"x": (1.0, 1.2)}.items():
+        race.start(key)
+        race.record(key, 0, scores[0])
+        race.record(key, 1, scores[1])
+    race.start("worse")
+    assert race.record("worse", 0, 2.0) == ()
+    race.start("better")
+    assert race.record("better", 0, 0.5) == (1,)
+    single = SeedRace(n_seeds=1)
+    single.start("k")
+    assert single.record("k", 0, 0.9) == () and single.done("k")
+
+
+def test_race_refuses_bad_arguments_and_unscheduled_seeds() -> None:
+    with pytest.raises(ValueError, match="n_seeds"):
+        SeedRace(n_seeds=0)
+    with pytest.raises(ValueError, match="within_sd"):
+        SeedRace(n_seeds=2, within_sd=-1)
+    race = SeedRace(n_seeds=2)
+    race.start("k")
+    with pytest.raises(ValueError, match="already started"):
+        race.start("k")
+    with pytest.raises(ValueError, match="not scheduled"):
+        race.record("k", 1, 0.5)  # seed 1 runs only after promotion
+
+
+# ----------------------------------------------------------------------------- RacingSearcher
+
+
+class FakeSearcher:
+    """Stands in for OptunaSearch: proposes a fixed list, records what it is told."""
+
+    metric = "dev"
+    mode = "max"
+
+    def __init__(self, proposals: list[dict[str, Any]]) -> None:
+        self.proposals = list(proposals)
+        self.told: dict[str, float | None] = {}
+        self.asked: list[str] = []
+
+    def suggest(self, trial_id: str) -> Any:
+        self.asked.append(trial_id)
+        return self.proposals.pop(0) if self.proposals else "FINISHED"
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        self.told[trial_id] = None if result is None else result[self.metric]
+
+    def set_search_properties(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+
+def _racer(space: SearchSpace, proposals: list[dict[str, Any]], samples: int = 10) -> Any:
+    from raystilts.search import RACE_WITHIN_SD, RacingSearcher
+
+    return RacingSearcher(
+        FakeSearcher(proposals),  # type: ignore[arg-type]
+        space=space,
+        target="t",
+        num_samples=samples,
+        within_sd=RACE_WITHIN_SD,
+    )
+
+
+def test_racing_searcher_runs_promoted_seeds_first_and_skips_duplicates() -> None:
+    from ray.tune.search.repeater import TRIAL_INDEX
+
+    from raystilts.search import chain_identity
+
+    space = _space([0, 1])
+    base = chain_params(space, "t", [])
+    a, b = chain_params(space, "t", ["a"]), chain_params(space, "t", ["b"])
+    ab_mix = chain_params(space, "t", ["a+b"])
+    ba_mix = {**ab_mix, "phase0_task": "b", "phase1_task_after_b": "a"}  # the same mixture
+    racer = _racer(space, [base, a, a, ab_mix, ba_mix, b])
+    scores = {("base", 0): 0.50, ("base", 1): 0.54, ("a", 0): 0.60, ("a", 1): 0.62}
+    scores |= {("mix", 0): 0.30, ("b", 0): 0.59}
+    names = {
+        chain_identity(params, space, "t"): name
+        for name, params in {"base": base, "a": a, "mix": ab_mix, "b": b}.items()
+    }
+
+    started: list[tuple[str, int]] = []
+
+    def run(trial_id: str) -> Any:
+        config = racer.suggest(trial_id)
+        if isinstance(config, dict):
+            key, index = racer.trials[trial_id]
+            assert config[TRIAL_INDEX] == index
+            started.append((names[key], index))
+        return config
+
+    def finish(trial_id: str) -> None:
+        key, index = racer.trials[trial_id]
+        racer.on_trial_complete(trial_id, {"dev": scores[(names[key], index)]})
+
+    run("t1")  # base seed 0
+    run("t2")  # a seed 0 (two at a time)
+    finish("t1")  # no evidence yet: base earns seed 1
+    run("t3")  # base seed 1 goes before new configs
+    finish("t2")  # no sd yet: a earns seed 1
+    finish("t3")  # base done: sd from base's two seeds
+    assert racer.searcher.told == {"t1": pytest.approx(0.52)}
+    run("t4")  # a seed 1
+    run("t5")  # the duplicate of a is skipped: the a+b mixture, seed 0
+    assert racer.duplicates == 1
+    finish("t4")  # a done (0.61): its duplicate proposal is told the same mean
+    assert racer.searcher.told["t2"] == racer.searcher.told["t5"] == pytest.approx(0.61)
+    finish("t5")  # 0.30: far below, seed 0 only
+    run("t6")  # b+a mixture is a+b: skipped; b seed 0
+    finish("t6")  # 0.59 >= 0.61 - sd (0.028): earns seed 1
+    run("t7")
+    assert started == [
+        ("base", 0),
+        ("a", 0),
+        ("base", 1),
+        ("a", 1),
+        ("mix", 0),
+        ("b", 0),
+        ("b", 1),
+    ]
+    assert racer.suggest("t8") is None  # proposals used up, b's seed 1 still out
+    racer.on_trial_complete("t7", {"dev": 0.57})
+    assert racer.suggest("t9") == "FINISHED"
+    # pickles with its state (Tune saves wrappers with get_state)
+    state = pickle.loads(pickle.dumps(racer.get_state()))
+    assert state["race"].mean(next(k for k, v in names.items() if v == "b")) == pytest.approx(0.58)
+
+
+def test_racing_searcher_stops_at_num_samples_and_one_seed_is_plain() -> None:
+    space = _space([0])
+    props = [chain_params(space, "t", [t]) for t in ("a", "b", "c")]
+    racer = _racer(space, props, samples=2)
+    for tid in ("t1", "t2"):
+        assert racer.suggest(tid)["__trial_index__"] == 0
+    assert racer.suggest("t3") is None  # two configs out, not reported yet
+    racer.on_trial_complete("t1", {"dev": 0.5})
+    racer.on_trial_complete("t2", None, error=True)
+    assert racer.searcher.told == {"t1": 0.5, "t2": None}  # a failed trial is told as failed
+    assert racer.suggest("t3") == "FINISHED"
+
+
+# ----------------------------------------------------------------------------- --resume
+
+
+def test_resume_refuses_an_edited_space_in_one_line(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No Ray: the check runs before anything starts. The stored fingerprint is the one a
+    fresh search writes; a Tune experiment is faked by its tuner.pkl."""
+    from raystilts.cli import main
+    from raystilts.search import _check_fingerprint, _write_fingerprint
+    from raystilts.space import load_space
+    from raystilts.tasks import CATALOG as REAL
+
+    text = (
+        "name: edited\ntargets: [mini_xnli]\n"
+        "intermediate: {tasks: [mini_mnli, mini_ccg], max_chain_length: 1, lr: 1.0e-3, "
+        "steps: 30}\ntarget: {lr: 1.0e-3, steps: 30, eval_every: 10}\n"
+        "search: {num_samples: 3, seeds: [0]}\n"
+    )
+    yaml_path = tmp_path / "space.yaml"
+    yaml_path.write_text(text)
+    storage = tmp_path / "wd" / "ray_results"
+    _write_fingerprint(load_space(yaml_path, catalog=REAL), str(storage))
+    (storage / "edited-mini_xnli").mkdir(parents=True)
+    (storage / "edited-mini_xnli" / "tuner.pkl").write_bytes(b"")
+    args = ["search", str(yaml_path), "--resume", "--workdir", str(tmp_path / "wd")]
+    # unchanged, or changed only in resources (other hardware): resumable
+    _check_fingerprint(load_space(yaml_path, catalog=REAL), str(storage))
+    yaml_path.write_text(text + "resources: {workers_per_trial: 2}\n")
+    _check_fingerprint(load_space(yaml_path, catalog=REAL), str(storage))
+    # an edit to what is searched: refused, naming both ways out
+    yaml_path.write_text(text.replace("num_samples: 3", "num_samples: 4"))
+    assert main([*args, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "changed since search 'edited' started" in err and "without --resume" in err
+    assert not (tmp_path / "m.db").exists()  # refused before MLflow or Ray were touched
