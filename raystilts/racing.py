@@ -112,6 +112,13 @@ class SeedRace:
         finite = [s for s in self.configs[key].scores.values() if math.isfinite(s)]
         return statistics.fmean(finite) if finite else math.nan
 
+    def best_key(self) -> str | None:
+        """The configuration with the best mean (ties: the first started), None before any."""
+        scored = [k for k in self.configs if math.isfinite(self.mean(k))]
+        if not scored:
+            return None
+        return max(scored, key=lambda k: self.sign * self.mean(k))
+
     def best_mean(self, *, exclude: str | None = None) -> float | None:
         """The best mean over configurations with a finite score, ``exclude`` left out."""
         means = [self.mean(k) for k in self.configs if k != exclude]

@@ -38,6 +38,8 @@ from raystilts.errors import UserError
 from raystilts.racing import SeedRace
 from raystilts.space import (
     MIX,
+    Choice,
+    FloatRange,
     SearchSpace,
     all_chains,
     baseline_params,
@@ -59,6 +61,11 @@ RACE_WITHIN_SD = 1.0
 # that config's score instead of training it again; after this many in a row the space is
 # taken as exhausted and the search ends.
 MAX_DUPLICATES = 50
+# After the baseline and the warm start's chains, this share of the new configs are neighbours
+# of the best chain so far (one task added, mixed in or put before it; see neighbours()) instead
+# of the sampler's proposals: chains nest, and an appended task reuses the best chain's trained
+# prefix. One half: as much exploitation of the chain structure as exploration by TPE.
+LOCAL_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,6 +257,57 @@ def config_key(params: Mapping[str, Any], target: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def neighbours(
+    chain: Sequence[str], order: Sequence[str], space: SearchSpace, target: str
+) -> list[tuple[str, ...]]:
+    """The chains of the space one task away from ``chain`` (phase names; a mixture is one
+    phase ``"a+b"``), for each task ``b`` not in it, in ``order``: ``chain>b`` (its trained
+    prefix reused), the mixture of its tasks with ``b``, then ``b>chain``; only chains inside the
+    space (length, forms). With length 2 and both forms, ``("a",)`` and order ``("b", "c")``
+    give ``a>b, a+b, b>a, a>c, a+c, c>a``; the empty chain's neighbours are the single tasks.
+    """
+    tasks = [t for p in chain for t in p.split(MIX)]
+    mixed = len(chain) == 1 and MIX in chain[0]
+    out: list[tuple[str, ...]] = []
+    for b in order:
+        if b in tasks:
+            continue
+        candidates: list[tuple[str, ...]] = [(b,)] if not chain else []
+        if chain and not mixed:
+            candidates += [(*chain, b), (MIX.join(sorted([*tasks, b])),), (b, *chain)]
+        elif mixed:
+            candidates.append((MIX.join(sorted([*tasks, b])),))
+        for c in candidates:
+            try:
+                chain_params(space, target, c)
+            except ValueError:  # outside the space: too long, or a form it does not search
+                continue
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def neighbour_params(
+    space: SearchSpace, target: str, best: Mapping[str, Any], chain: Sequence[str]
+) -> dict[str, Any]:
+    """Params of ``chain``, a neighbour of the config ``best``: the phases it shares with the
+    best chain from the start keep their hyperparameters (so their trained prefix is reused),
+    the target keeps its learning rate, a new phase takes the centre of the space."""
+    params = chain_params(space, target, chain)
+    plan = chain_from_params(best, space, target)
+    inter = space.intermediate
+    for i, phase in enumerate(plan.phases):
+        if i >= len(chain) or chain[i] != phase.task:
+            break
+        if isinstance(inter.phase.lr, FloatRange):
+            params[f"phase{i}_lr"] = phase.lr
+        if isinstance(inter.phase.steps, Choice):
+            params[f"phase{i}_steps"] = phase.steps
+    if "target_lr" in best and "target_lr" in params:
+        params["target_lr"] = best["target_lr"]
+    return params
+
+
 def chain_identity(config: Mapping[str, Any], space: SearchSpace, target: str) -> str:
     """What a trial trains, without its seed: two configs with the same identity train the same
     chains (a+b and b+a are one mixture), so the second need not run."""
@@ -279,6 +337,9 @@ class RacingSearcher(Searcher):
         target: str,
         num_samples: int,
         within_sd: float | None,
+        first_points: int = 0,
+        order: Sequence[str] = (),
+        local_share: float = 0.0,
     ) -> None:
         self.searcher = searcher
         self.space = space
@@ -294,6 +355,10 @@ class RacingSearcher(Searcher):
         self.queue: list[tuple[str, int]] = []  # promoted seeds not yet started
         self.exhausted = False
         self.duplicates = 0  # proposals answered from a config already run
+        self.first_points = first_points  # the sampler's points_to_evaluate: they go first
+        self.order = tuple(order)
+        self.local_share = local_share
+        self.local = 0  # configs proposed as neighbours of the best
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     def set_search_properties(
@@ -314,6 +379,7 @@ class RacingSearcher(Searcher):
             return self._launch(trial_id, *self.queue.pop(0))
         if self.exhausted or len(self.configs) >= self.num_samples:
             return self._wait_or_finish()
+        self._propose_neighbour()
         for attempt in range(MAX_DUPLICATES):
             inner_id = trial_id if attempt == 0 else f"{trial_id}-dup{attempt}"
             config = self.searcher.suggest(inner_id)
@@ -332,6 +398,28 @@ class RacingSearcher(Searcher):
             self._tell(key)  # now if its seeds are in, else when they are
         self.exhausted = True  # the sampler keeps proposing what ran: the space is covered
         return self._wait_or_finish()
+
+    def _propose_neighbour(self) -> None:
+        """On a local turn, queue the best chain's first untried neighbour in the sampler."""
+        later = len(self.configs) - self.first_points  # configs after the sampler's points
+        if later < 0 or self.local >= self.local_share * (later + 1):
+            return
+        best = self.race.best_key()
+        if best is None:
+            return
+        config = self.configs[best]
+        chain = chain_from_params(config, self.space, self.target).tasks
+        for c in neighbours(chain, self.order, self.space, self.target):
+            params = neighbour_params(self.space, self.target, config, c)
+            if chain_identity(params, self.space, self.target) not in self.configs:
+                self._enqueue(params)
+                self.local += 1
+                return
+
+    def _enqueue(self, params: dict[str, Any]) -> None:
+        # Optuna asks enqueued trials first, with these params fixed (as points_to_evaluate);
+        # private in Ray 2.60's OptunaSearch, which offers no public way after construction
+        self.searcher._ot_study.enqueue_trial(params)  # type: ignore[attr-defined]
 
     def _tell(self, key: str) -> None:
         if not self.race.done(key):
@@ -831,7 +919,7 @@ def _warm_start(
             # the driver's own device: a CPU head of a GPU cluster embeds on CPU
             device="cuda" if torch.cuda.is_available() else "cpu",
         )
-        chosen[target] = ranking.order[: settings.warm_start_chains]
+        chosen[target] = ranking.order  # the first warm_start_chains go first
         tracker.log_metrics(
             parent,
             {
@@ -848,7 +936,7 @@ def _warm_start(
             print(
                 f"{target}: warm start ({ranking.method}, {ranking.seconds:.1f}s) ranks "
                 + ", ".join(f"{t} {ranking.scores[t]:.4f}" for t in ranking.order)
-                + f"; tries {', '.join(chosen[target])} first",
+                + f"; tries {', '.join(chosen[target][: settings.warm_start_chains])} first",
                 flush=True,
             )
     return chosen
@@ -891,7 +979,8 @@ def _run_targets(
             samples = len(points)
         else:
             points = [baseline_params(space, target)] if space.search.baseline_first else []
-            points += [chain_params(space, target, [t]) for t in warm.get(target, ())]
+            first = warm.get(target, ())[: space.search.warm_start_chains]
+            points += [chain_params(space, target, [t]) for t in first]
         searcher: Any = OptunaSearch(
             space=make_define_by_run(space, target),
             metric=metric,
@@ -911,6 +1000,10 @@ def _run_targets(
                 target=target,
                 num_samples=samples,
                 within_sd=RACE_WITHIN_SD,
+                first_points=len(points),
+                # neighbours of the best chain are tried with the warm start's task order
+                order=tuple(warm.get(target, space.intermediate.pool_for(target))),
+                local_share=LOCAL_SHARE,
             )
         elif seeds > 1:  # every config once per seed (grid, plain random); Optuna sees the mean
             searcher = Repeater(searcher, repeat=seeds)

@@ -270,3 +270,78 @@ def test_resume_refuses_an_edited_space_in_one_line(
     assert len(err.splitlines()) == 1
     assert "changed since search 'edited' started" in err and "without --resume" in err
     assert not (tmp_path / "m.db").exists()  # refused before MLflow or Ray were touched
+
+
+# ----------------------------------------------------------------------------- neighbours
+
+
+def test_neighbours_add_mix_or_prepend_one_task_inside_the_space() -> None:
+    from raystilts.search import neighbours
+
+    space = _space([0])
+    assert neighbours((), ("b", "c", "a"), space, "t") == [("b",), ("c",), ("a",)]
+    assert neighbours(("a",), ("b", "c"), space, "t") == [
+        *[("a", "b"), ("a+b",), ("b", "a")],
+        *[("a", "c"), ("a+c",), ("c", "a")],
+    ]
+    assert neighbours(("a", "b"), ("c",), space, "t") == []  # length 3 is outside
+    assert neighbours(("a+b",), ("c",), space, "t") == []
+
+
+def test_neighbour_params_keep_the_best_prefix_hyperparameters() -> None:
+    from raystilts.search import chain_identity, neighbour_params
+    from raystilts.space import chain_from_params
+
+    raw = _space([0]).to_dict()
+    raw["intermediate"]["lr"] = {"low": 1e-4, "high": 1e-2}
+    space = load_space_dict(raw, catalog=CATALOG)
+    best = {**chain_params(space, "t", ["a"]), "phase0_lr": 3e-4}
+    params = neighbour_params(space, "t", best, ("a", "b"))
+    plan = chain_from_params(params, space, "t")
+    assert [(p.task, p.lr) for p in plan.phases] == [("a", 3e-4), ("b", pytest.approx(1e-3))]
+    mixed = chain_from_params(neighbour_params(space, "t", best, ("a+b",)), space, "t")
+    assert mixed.phases[0].lr == pytest.approx(1e-3)  # a new phase: the centre
+    assert chain_identity(params, space, "t") != chain_identity(best, space, "t")
+
+
+class FakeStudy:
+    def __init__(self, searcher: FakeSearcher) -> None:
+        self.searcher = searcher
+
+    def enqueue_trial(self, params: dict[str, Any]) -> None:
+        self.searcher.proposals.insert(0, params)
+
+
+def test_racing_searcher_alternates_neighbours_of_the_best_with_the_sampler() -> None:
+    from raystilts.search import RacingSearcher
+    from raystilts.space import chain_from_params
+
+    space = _space([0])
+    base = chain_params(space, "t", [])
+    sampled = [chain_params(space, "t", [t]) for t in ("c", "b")]
+    inner = FakeSearcher([base, chain_params(space, "t", ["a"]), *sampled])
+    inner._ot_study = FakeStudy(inner)  # type: ignore[attr-defined]
+    racer = RacingSearcher(
+        inner,  # type: ignore[arg-type]
+        space=space,
+        target="t",
+        num_samples=6,
+        within_sd=1.0,
+        first_points=2,  # the baseline and one warm-start chain
+        order=("b", "a", "c"),
+        local_share=0.5,
+    )
+    chains = []
+    for i, score in enumerate([0.5, 0.6, 0.55, 0.4, 0.7, 0.1]):
+        config = racer.suggest(f"t{i}")
+        chains.append(chain_from_params(config, space, "t").name)
+        racer.on_trial_complete(f"t{i}", {"dev": score})
+    assert chains == [
+        "t",  # points first
+        "a>t",
+        "a>b>t",  # local: best is a>t, first neighbour in the warm order
+        "c>t",  # the sampler
+        "a+b>t",  # local: a>t still best (a>b>t 0.55)
+        "b>t",  # the sampler
+    ]
+    assert racer.local == 2
