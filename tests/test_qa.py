@@ -316,3 +316,83 @@ def test_logit_count_must_match_features() -> None:
     feats = _features(_feature("x", 10))
     with pytest.raises(ValueError, match="1 features, 0 start"):
         decode_answers([{"id": "x", "context": CONTEXT}], feats, [], [])
+
+
+def _reference_decode(
+    examples: list[dict[str, Any]],
+    feats: dict[str, list[Any]],
+    starts: list[np.ndarray],
+    ends: list[np.ndarray],
+    *,
+    n_best: int,
+    max_answer_length: int,
+    allow_unanswerable: bool,
+) -> dict[str, str]:
+    """The Hugging Face ``postprocess_qa_predictions`` loop, written out plainly (no fallback)."""
+    out = {}
+    for ex in examples:
+        candidates, null = [], None
+        for i, ex_id in enumerate(feats["example_id"]):
+            if ex_id != ex["id"]:
+                continue
+            offs = feats["offsets"][i]
+            s_log, e_log = starts[i][: len(offs)], ends[i][: len(offs)]
+            if null is None or s_log[0] + e_log[0] < null:
+                null = s_log[0] + e_log[0]
+            for s in np.argsort(s_log)[-1 : -n_best - 1 : -1]:
+                for e in np.argsort(e_log)[-1 : -n_best - 1 : -1]:
+                    if offs[s] is None or offs[e] is None:
+                        continue
+                    if e < s or e - s + 1 > max_answer_length:
+                        continue
+                    text = ex["context"][offs[s][0] : offs[e][1]]
+                    candidates.append((s_log[s] + e_log[e], text))
+        best = max(candidates) if candidates else (-np.inf, "")
+        out[ex["id"]] = (
+            "" if allow_unanswerable and null is not None and null > best[0] else best[1]
+        )
+    return out
+
+
+@pytest.mark.parametrize("allow_unanswerable", [False, True])
+def test_decoding_agrees_with_the_reference_loop_on_random_logits(allow_unanswerable: bool) -> None:
+    rng = np.random.default_rng(0)
+    examples, windows = [], []
+    for k in range(40):
+        ex_id = f"e{k}"
+        examples.append({"id": ex_id, "context": CONTEXT})
+        for _ in range(int(rng.integers(1, 4))):
+            n = int(rng.integers(6, 24))
+            question = int(rng.integers(1, 4))
+            first = int(rng.integers(0, 26 - (n - question - 1)))
+            offs = [None] * question + [[c, c + 1] for c in range(first, first + n - question - 1)]
+            windows.append((ex_id, [*offs, None]))
+    feats = _features(*windows)
+    # padded like a batch: the tail past each window's length must not count
+    starts = [rng.normal(size=len(w[1]) + 3) for w in windows]
+    ends = [rng.normal(size=len(w[1]) + 3) for w in windows]
+    for n_best, max_len in [(20, 30), (3, 4), (5, 2)]:
+        kw: dict[str, Any] = {"n_best": n_best, "max_answer_length": max_len}
+        got = decode_answers(
+            examples, feats, starts, ends, allow_unanswerable=allow_unanswerable, **kw
+        )
+        want = _reference_decode(
+            examples, feats, starts, ends, allow_unanswerable=allow_unanswerable, **kw
+        )
+        if allow_unanswerable:
+            assert got == want
+        else:  # the reference answers "" where no n-best pair is valid; decode_answers searches on
+            assert all(got[k] == v for k, v in want.items() if v)
+            assert all(got.values())
+
+
+def test_eval_features_survive_an_arrow_round_trip(tokenizer: Any) -> None:
+    import datasets
+
+    examples = _examples_for(tokenizer)
+    evals = featurize_qa(
+        examples, tokenizer, max_length=40, doc_stride=4, train=False, max_question_length=8
+    )
+    table = datasets.Dataset.from_dict(evals).data
+    back = {name: table.column(name).to_pylist() for name in evals}
+    assert back == evals
