@@ -17,7 +17,10 @@ that no search reads another's prefix cache or runs:
   ``benchmarks/chain_effects.py``).
 * ``default``: the shipped defaults: TPE, the baseline and the TextEmb warm start's chains
   first, ASHA when there is one seed (with several, the space refuses early stopping and every
-  trial runs to the end); ``--samples`` configs per target, every config with every seed.
+  trial runs to the end); ``--samples`` distinct configs per target. Seeds are raced
+  (``raystilts.racing``): a config runs its further seeds only when its first seed scores
+  within one pooled seed-sd of the best mean so far, and a proposal of a chain already run is
+  told its score instead of training it again.
 * ``random``: plain random search (Optuna's random sampler, no warm start, no baseline first,
   no ASHA), the same budget and seeds.
 
@@ -34,7 +37,9 @@ reported to MLflow). *Steps until found*: trials in start order (MLflow's); afte
 search's selection (``raystilts.analysis.best_chains`` on the trials so far: mean English dev
 over the seeds available) is checked against the grid; the cost is the sum of steps up to the
 trial after which the selection is correct and stays correct, or the whole search if it never
-is. The grid's own cost is its total: an exhaustive search cannot know earlier that it is done.
+is. The grid's own cost is its total: an exhaustive search cannot know earlier that it is done; it is
+counted like the others, so the prefix cache's savings are in it (a length-2 sequence reuses
+its single-task prefix, the second target reuses every phase of the first).
 
 Prints a table per target and search, the compute per search, and last
 ``search_efficiency: default/grid=R1 default/random=R2 prefix_saved=S found=F/T`` (R1: default

@@ -999,11 +999,12 @@ def _run_targets(
                 space=space,
                 target=target,
                 num_samples=samples,
-                within_sd=RACE_WITHIN_SD,
+                # search.race_within_sd / search.neighbour_share once the space has them
+                within_sd=getattr(space.search, "race_within_sd", RACE_WITHIN_SD),
                 first_points=len(points),
                 # neighbours of the best chain are tried with the warm start's task order
                 order=tuple(warm.get(target, space.intermediate.pool_for(target))),
-                local_share=LOCAL_SHARE,
+                local_share=getattr(space.search, "neighbour_share", LOCAL_SHARE),
             )
         elif seeds > 1:  # every config once per seed (grid, plain random); Optuna sees the mean
             searcher = Repeater(searcher, repeat=seeds)
