@@ -238,6 +238,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    """The catalog: ``--json`` for tools, a compact table for people."""
     rows: list[dict[str, Any]] = [
         {
             "name": t.name,
@@ -246,17 +247,30 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             "languages": list(t.languages),
             "source": t.source,
             "target": t.is_target,
+            "category": t.category,
+            "has_train": t.has_train,
+            "train_languages": list(t.train_languages),
+            "translation_of": t.translation_of,
+            "score_metrics": list(t.benchmark_metrics),
+            "labels": list(t.labels),
             "description": t.description,
         }
         for t in _catalog().values()
     ]
     if args.json:
         print(json.dumps(rows, indent=1))
-    else:
-        for r in rows:
-            print(
-                f"{r['name']:12s} {r['type']:15s} {r['metric']:9s} {'target' if r['target'] else 'interm.':8s} {','.join(r['languages']):28s} {r['description']}"
-            )
+        return 0
+    print(
+        f"{'name':14s} {'type':15s} {'metric':8s} {'role':8s} {'langs':>5s}  source / description"
+    )
+    for r in rows:
+        role = "target" if r["target"] else "interm."
+        langs = r["languages"]
+        shown = ",".join(langs) if len(langs) <= 3 else f"{len(langs)}"
+        print(
+            f"{r['name']:14s} {r['type']:15s} {r['metric']:8s} {role:8s} {shown:>5s}  "
+            f"{r['source']}: {r['description']}"
+        )
     return 0
 
 
@@ -357,7 +371,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(fn=cmd_report)
     t = sub.add_parser("tasks", help="list the task catalog")
-    t.add_argument("--json", action="store_true")
+    t.add_argument(
+        "--json", action="store_true", help="a JSON list: name, type, metric, languages, source..."
+    )
     t.set_defaults(fn=cmd_tasks)
     return p
 

@@ -9,15 +9,26 @@ out as ``<data_dir>/<task>/<lang>/<split>.jsonl``; the embedded benchmark writes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from raystilts import sources
 from raystilts.embedded import generate as mini
 from raystilts.errors import UserError
+from raystilts.languages import BENCHMARK_LANGUAGES
 
-__all__ = ["CATALOG", "TaskSpec", "example_text", "get_task", "read_examples"]
+__all__ = [
+    "CATALOG",
+    "TaskSpec",
+    "example_text",
+    "get_task",
+    "read_examples",
+    "task_labels",
+    "with_labels",
+]
 
 TaskKind = Literal["classification", "multiple_choice", "qa", "tagging", "retrieval", "mlm"]
 
@@ -32,10 +43,11 @@ class TaskSpec:
     metric: str  # the primary metric, used for selection and reporting
     languages: tuple[str, ...]
     is_target: bool
-    text_fields: tuple[str, ...]
-    label_field: str
-    source: str
+    source: str  # where the data comes from, as `raystilts tasks` shows it
     description: str
+    # embedded tasks only: the input columns (one or two) and the output column of their rows
+    text_fields: tuple[str, ...] = ()
+    label_field: str = ""
     # XTREME's category of a target ("classification", "structured_prediction",
     # "question_answering", "retrieval"); None for intermediate tasks
     category: str | None = None
@@ -61,8 +73,15 @@ class TaskSpec:
         return len(self.labels) or 1
 
     def splits(self, lang: str) -> tuple[str, ...]:
-        """Splits available in ``lang``: targets are zero-shot, so only English has ``train``."""
-        return mini.splits_of(self.name, lang)
+        """Splits available in ``lang``: targets are zero-shot, so only English has ``train``
+        (and only when ``has_train``); MLM and translate-train tasks train in every
+        ``train_languages`` language. Every evaluation language has ``dev`` and ``test``."""
+        if self.source == "embedded":
+            return mini.splits_of(self.name, lang)
+        if lang not in self.languages and lang not in self.train_languages:
+            return ()
+        train = self.has_train and lang in self.train_languages
+        return ("train", "dev", "test") if train else ("dev", "test")
 
 
 _MINI_CATEGORY = {"mini_xnli": "classification", "mini_udpos": "structured_prediction"}
@@ -126,6 +145,259 @@ CATALOG: dict[str, TaskSpec] = {
 }
 
 
+# --------------------------------------------------------------------------- real tasks
+#
+# Language lists are the benchmarks' own (raystilts.languages.BENCHMARK_LANGUAGES), English
+# first. Tasks whose XTREME-R language list differs from XTREME's have their own name with an
+# ``_r`` suffix (udpos_r, panx_r, tatoeba_r): a space names the benchmark it reproduces by its
+# task names, and `languages: null` then means exactly that benchmark's languages. Tasks whose
+# lists agree (xnli, xquad, mlqa, tydiqa) are shared by both benchmarks.
+
+_X = BENCHMARK_LANGUAGES["xtreme"]
+_XR = BENCHMARK_LANGUAGES["xtreme_r"]
+_QA = ("exact_match", "f1")
+_EN = ("en",)
+
+
+def _en_first(langs: tuple[str, ...]) -> tuple[str, ...]:
+    """English first where the task has it (BUCC and Tatoeba pair xx with en: no en set)."""
+    return ("en", *(x for x in langs if x != "en")) if "en" in langs else langs
+
+
+def _real(
+    name: str,
+    kind: TaskKind,
+    description: str,
+    *,
+    labels: tuple[str, ...] = (),
+    metric: str = "accuracy",
+    languages: tuple[str, ...] = _EN,
+    category: str | None = None,
+    **kw: Any,
+) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        kind=kind,
+        labels=labels,
+        metric=metric,
+        languages=_en_first(languages),
+        is_target=category is not None,
+        category=category,
+        source=sources.SOURCES[name].summary(),
+        description=description,
+        **kw,
+    )
+
+
+_QA_KW: dict[str, Any] = {"metric": "f1", "score_metrics": _QA, "max_length": 384}
+_WIKI_LANGS = _X["panx"]  # the 40 XTREME languages
+
+_REAL: tuple[TaskSpec, ...] = (
+    # English intermediate tasks (Phang et al. 2020, Table 1)
+    _real(
+        "anli",
+        "classification",
+        "ANLI+: ANLI R1-R3 with MNLI and SNLI, one NLI head",
+        labels=sources.NLI_LABELS,
+    ),
+    _real("mnli", "classification", "MultiNLI", labels=sources.NLI_LABELS),
+    _real("qqp", "classification", "Quora Question Pairs", labels=("different", "duplicate")),
+    _real("squad_v1", "qa", "SQuAD v1.1 extractive QA", **_QA_KW),
+    _real(
+        "squad_v2",
+        "qa",
+        "SQuAD v2.0 extractive QA with unanswerable questions",
+        allow_unanswerable=True,
+        **_QA_KW,
+    ),
+    _real("hellaswag", "multiple_choice", "HellaSwag sentence completion (4 endings)"),
+    _real("cosmosqa", "multiple_choice", "Cosmos QA reading comprehension (4 answers)"),
+    _real("commonsenseqa", "multiple_choice", "CommonsenseQA (5 answers)"),
+    _real(
+        "ccg",
+        "tagging",
+        "CCG supertagging (CCGbank, local files; tags from <data-dir>/ccg/tags.txt)",
+        metric="accuracy",
+    ),
+    # XTREME targets
+    _real(
+        "xnli",
+        "classification",
+        "XNLI; English training data is MNLI",
+        labels=sources.NLI_LABELS,
+        languages=_X["xnli"],
+        category="classification",
+    ),
+    _real(
+        "pawsx",
+        "classification",
+        "PAWS-X paraphrase identification",
+        labels=("different", "paraphrase"),
+        languages=_X["pawsx"],
+        category="classification",
+    ),
+    _real(
+        "udpos",
+        "tagging",
+        "UD 2.5 part-of-speech tagging",
+        labels=sources.UPOS_TAGS,
+        metric="f1",
+        languages=_X["udpos"],
+        category="structured_prediction",
+    ),
+    _real(
+        "panx",
+        "tagging",
+        "PAN-X (WikiANN) named entities",
+        labels=sources.NER_TAGS,
+        metric="f1",
+        languages=_X["panx"],
+        category="structured_prediction",
+    ),
+    _real(
+        "xquad",
+        "qa",
+        "XQuAD; English training data is SQuAD v1.1",
+        languages=_X["xquad"],
+        category="question_answering",
+        **_QA_KW,
+    ),
+    _real(
+        "mlqa",
+        "qa",
+        "MLQA (context and question in one language); trains on SQuAD v1.1",
+        languages=_X["mlqa"],
+        category="question_answering",
+        **_QA_KW,
+    ),
+    _real(
+        "tydiqa",
+        "qa",
+        "TyDiQA-GoldP; trains on its English part",
+        languages=_X["tydiqa"],
+        category="question_answering",
+        **_QA_KW,
+    ),
+    _real(
+        "bucc",
+        "retrieval",
+        "BUCC 2018 bitext mining (margin scoring), no training",
+        metric="f1",
+        languages=_X["bucc2018"],
+        category="retrieval",
+        has_train=False,
+    ),
+    _real(
+        "tatoeba",
+        "retrieval",
+        "Tatoeba sentence retrieval (xx -> en), no training",
+        languages=_X["tatoeba"],
+        category="retrieval",
+        has_train=False,
+    ),
+    # XTREME-R
+    _real(
+        "xcopa",
+        "multiple_choice",
+        "XCOPA causal commonsense; English training data is COPA",
+        languages=("en", *_XR["xcopa"]),
+        category="classification",
+    ),
+    _real(
+        "udpos_r",
+        "tagging",
+        "UD 2.7 POS tagging, XTREME-R's 38 languages",
+        labels=sources.UPOS_TAGS,
+        metric="f1",
+        languages=_XR["udpos"],
+        category="structured_prediction",
+    ),
+    _real(
+        "panx_r",
+        "tagging",
+        "WikiANN named entities, XTREME-R's 48 languages",
+        labels=sources.NER_TAGS,
+        metric="f1",
+        languages=_XR["panx"],
+        category="structured_prediction",
+    ),
+    _real(
+        "tatoeba_r",
+        "retrieval",
+        "Tatoeba retrieval, XTREME-R's 41 languages, no training",
+        languages=_XR["tatoeba"],
+        category="retrieval",
+        has_train=False,
+    ),
+    _real(
+        "mewslix",
+        "retrieval",
+        "Mewsli-X entity retrieval (mAP@20), evaluated without training",
+        metric="map@20",
+        languages=_XR["mewslix"],
+        category="retrieval",
+        has_train=False,
+    ),
+    _real(
+        "lareqa",
+        "retrieval",
+        "LAReQA (XQuAD-R) answer-sentence retrieval across languages (mAP@20), no training",
+        metric="map@20",
+        languages=_XR["lareqa"],
+        category="retrieval",
+        has_train=False,
+    ),
+    # variants: machine-translated training data ("translate-train") and multilingual MLM
+    _real(
+        "xnli_tt",
+        "classification",
+        "XNLI-MT: MNLI machine-translated into the XNLI languages",
+        labels=sources.NLI_LABELS,
+        languages=_X["xnli"],
+        translation_of="mnli",
+        train_languages=_en_first(_X["xnli"]),
+    ),
+    _real(
+        "pawsx_tt",
+        "classification",
+        "PAWS-X machine-translated training sets",
+        labels=("different", "paraphrase"),
+        languages=_X["pawsx"],
+        translation_of="pawsx",
+        train_languages=_en_first(_X["pawsx"]),
+    ),
+    _real(
+        "squad_tt",
+        "qa",
+        "SQuAD v1.1 machine-translated into the XQuAD languages (XTREME translate-train)",
+        languages=_X["xquad"],
+        translation_of="squad_v1",
+        train_languages=_en_first(_X["xquad"]),
+        **_QA_KW,
+    ),
+    _real(
+        "tydiqa_tt",
+        "qa",
+        "TyDiQA-GoldP English train machine-translated (XTREME translate-train)",
+        languages=_X["tydiqa"],
+        translation_of="tydiqa",
+        train_languages=_en_first(_X["tydiqa"]),
+        **_QA_KW,
+    ),
+    _real(
+        "wiki_mlm",
+        "mlm",
+        "masked-LM on Wikipedia in the 40 XTREME languages (mix into intermediate training)",
+        metric="accuracy",
+        languages=_WIKI_LANGS,
+        train_languages=_en_first(_WIKI_LANGS),
+    ),
+)
+
+for _task in _REAL:
+    CATALOG[_task.name] = _task
+
+
 def get_task(name: str) -> TaskSpec:
     try:
         return CATALOG[name]
@@ -139,8 +411,26 @@ def get_task(name: str) -> TaskSpec:
         ) from None
 
 
-def read_examples(task: TaskSpec, split: str, lang: str, *, data_dir: Path) -> list[dict[str, Any]]:
-    """Read ``<data_dir>/<task>/<lang>/<split>.jsonl``; a missing file is a one-line UserError."""
+def read_examples(
+    task: TaskSpec,
+    split: str,
+    lang: str,
+    *,
+    data_dir: Path | None,
+    hub_mirror: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Canonical examples (see the module docstring of raystilts.sources for the order:
+    ``<data_dir>/<task>/<lang>/<split>.jsonl``, then the hub, then a one-line UserError)."""
+    if task.source != "embedded":
+        if split not in task.splits(lang):
+            have = ", ".join(task.splits(lang)) or "none"
+            raise UserError(
+                f"task '{task.name}' has no {split} split in '{lang}' (it has: {have}); "
+                "targets train in English only, retrieval tasks not at all"
+            )
+        return sources.read(task, split, lang, data_dir=data_dir, hub_mirror=hub_mirror)
+    if data_dir is None:
+        raise UserError(f"task '{task.name}': embedded data needs a data directory")
     path = data_dir / task.name / lang / f"{split}.jsonl"
     if not path.is_file():
         raise UserError(
@@ -150,6 +440,23 @@ def read_examples(task: TaskSpec, split: str, lang: str, *, data_dir: Path) -> l
     with path.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [_canonical(task, r) for r in rows]
+
+
+def task_labels(task: TaskSpec, data_dir: Path | None) -> tuple[str, ...]:
+    """The label names of ``task``: its own, or CCG's supertags from ``<data_dir>/ccg/tags.txt``
+    (CCGbank is licensed, so its tag set ships with the user's files, not with raystilts)."""
+    if task.labels or task.name != "ccg":
+        return task.labels
+    path = (data_dir or Path("<data-dir>")) / "ccg" / "tags.txt"
+    if not path.is_file():
+        raise UserError(f"task 'ccg': no file {path}; {sources.SOURCES['ccg'].local_only}")
+    return tuple(t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip())
+
+
+def with_labels(task: TaskSpec, data_dir: Path | None) -> TaskSpec:
+    """``task`` with its data-dependent labels filled in (only CCG has any)."""
+    labels = task_labels(task, data_dir)
+    return task if labels == task.labels else dataclasses.replace(task, labels=labels)
 
 
 def _canonical(task: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,439 @@
+"""Made-up data in every real task's REAL schema, for tests and for trying a space offline.
+
+    raystilts fixtures /tmp/fx                      # <dir>/<task>/<lang>/<split>.jsonl, all tasks
+    raystilts search my_space.yaml --data-dir /tmp/fx
+
+    from raystilts.fixtures import write_fixtures, write_hub_mirror
+    write_fixtures(tmp, tasks=["xnli"])             # local files, as --data-dir reads them
+    write_hub_mirror(tmp / "hub", tasks=["xnli"])   # parquet laid out like the hub repositories
+
+Rows carry the field names, types and label encodings of the source each (task, split,
+language) loads from (``raystilts.sources.SOURCES``): XNLI's English train rows look like GLUE
+MNLI's, UDPOS tags are the hub's ClassLabel ids, QA answers start where their text is in the
+context, SQuAD v2.0 has unanswerable questions, BUCC and Tatoeba are sentence pairs, Mewsli-X
+is WikiNews articles with mentions plus a candidate entity file. Everything is a pure function
+of (task, split, language): the same call writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from raystilts import sources
+from raystilts.sources import SOURCES, Source
+
+__all__ = ["EXAMPLES", "fixture_rows", "write_fixtures", "write_hub_mirror"]
+
+EXAMPLES = 6  # rows per (task, split, language): enough for every label, small enough to be fast
+_WORDS = tuple(
+    [
+        "river",
+        "stone",
+        "house",
+        "light",
+        "garden",
+        "window",
+        "mountain",
+        "bread",
+        "music",
+        "letter",
+        "forest",
+        "road",
+        "teacher",
+        "city",
+        "market",
+        "winter",
+        "island",
+        "bridge",
+        "lamp",
+        "field",
+    ]
+)
+_SUPERTAGS = ("N", "NP[nb]/N", "(S[dcl]\\NP)/NP", "S[dcl]\\NP", ".", "N/N", "PP/NP")
+
+
+def _rng(*key: str) -> random.Random:
+    return random.Random(int(hashlib.sha256("/".join(key).encode()).hexdigest()[:12], 16))
+
+
+def _sentence(rng: random.Random, lang: str, n: int = 6) -> str:
+    # a language tag on each word keeps languages apart while staying plain text
+    return " ".join(f"{rng.choice(_WORDS)}{'' if lang == 'en' else '-' + lang}" for _ in range(n))
+
+
+# --------------------------------------------------------------------------- rows per schema
+
+
+def _squad_row(
+    rng: random.Random, lang: str, i: int, key: str, *, answerable: bool
+) -> dict[str, Any]:
+    answer = _sentence(rng, lang, 2)
+    before, after = _sentence(rng, lang, 5), _sentence(rng, lang, 4)
+    context = f"{before} {answer} {after}."
+    texts, starts = ([answer], [len(before) + 1]) if answerable else ([], [])
+    return {
+        "id": f"{key}-{i}",
+        "title": f"Title {i}",
+        "context": context,
+        "question": f"what {_sentence(rng, lang, 3)}?",
+        "answers": {"text": texts, "answer_start": starts},
+    }
+
+
+def _mention_doc(rng: random.Random, lang: str, i: int) -> dict[str, Any]:
+    first, mention, rest = _sentence(rng, lang, 4), f"Entity{i % 3}", _sentence(rng, lang, 3)
+    s1 = f"{first} {mention} {rest}."
+    s2 = f"{_sentence(rng, lang, 5)}."
+    text = f"{s1} {s2}"
+    start = len(first) + 1
+    return {
+        "context": {
+            "document_id": f"{lang}-doc{i}",
+            "document_url": f"https://{lang}.wikinews.org/wiki/doc{i}",
+            "document_title": f"doc {i}",
+            "section_title": "",
+            "language": lang,
+            "text": text,
+            "sentence_spans": [[0, len(s1)], [len(s1) + 1, len(text)]],
+        },
+        "mentions": [
+            {
+                "example_id": f"{lang}-doc{i}-m0",
+                "entity_id": f"Q{100 + i % 3}",
+                "mention_span": {"text": mention, "start": start, "end": start + len(mention)},
+            }
+        ],
+    }
+
+
+def _lareqa_article(lang: str, n: int) -> dict[str, Any]:
+    """XQuAD-R: the same questions (same ids) in every language, answers in known sentences."""
+    paragraphs = []
+    for p in range(2):
+        rng = _rng("lareqa", lang, str(p))
+        sentences = [f"{_sentence(rng, lang, 5)}." for _ in range(3)]
+        context = " ".join(sentences)
+        breaks = [sum(len(s) + 1 for s in sentences[:k]) for k in range(3)]
+        qas = []
+        for q in range(n // 2):
+            k = (p + q) % 3
+            answer = sentences[k].split()[0]
+            qas.append(
+                {
+                    "id": f"p{p}q{q}",  # shared across languages, as XQuAD-R's ids are
+                    "question": f"which {_sentence(rng, lang, 3)}?",
+                    "answers": [{"text": answer, "answer_start": breaks[k]}],
+                }
+            )
+        paragraphs.append(
+            {"context": context, "sentences": sentences, "sentence_breaks": breaks, "qas": qas}
+        )
+    return {"title": "xquad-r", "paragraphs": paragraphs}
+
+
+def fixture_rows(
+    schema: str, *, key: str, lang: str, n: int = EXAMPLES, name: str = "", task: str = ""
+) -> list[dict[str, Any]]:
+    """``n`` made-up rows of ``schema`` (a key of raystilts.sources.SCHEMAS) for ``lang``."""
+    rng = _rng(schema, key, lang)
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        s1, s2 = _sentence(rng, lang), _sentence(rng, lang)
+        if schema == "nli":
+            rows.append({"premise": s1, "hypothesis": s2, "label": i % 3, "idx": i})
+        elif schema == "qqp":
+            rows.append({"question1": s1 + "?", "question2": s2 + "?", "label": i % 2, "idx": i})
+        elif schema == "pawsx":
+            rows.append({"id": i + 1, "sentence1": s1, "sentence2": s2, "label": i % 2})
+        elif schema == "squad":
+            # SQuAD v2.0-style data (and only it) has unanswerable questions: every third one
+            unanswerable = task in ("squad_v2",) and i % 3 == 2
+            prefix = f"{name}-{key}" if name else key
+            rows.append(_squad_row(rng, lang, i, prefix, answerable=not unanswerable))
+        elif schema == "squad_json":
+            if task == "lareqa":
+                return [_lareqa_article(lang, n)]
+            paras = [
+                {
+                    "context": (r := _squad_row(rng, lang, i, key, answerable=True))["context"],
+                    "qas": [
+                        {
+                            "id": r["id"],
+                            "question": r["question"],
+                            "answers": [
+                                {
+                                    "text": r["answers"]["text"][0],
+                                    "answer_start": r["answers"]["answer_start"][0],
+                                }
+                            ],
+                        }
+                    ],
+                }
+                for i in range(n)
+            ]
+            return [{"title": f"translated {lang}", "paragraphs": paras}]
+        elif schema == "hellaswag":
+            ctx_a, ctx_b = _sentence(rng, lang, 5), _sentence(rng, lang, 2)
+            rows.append(
+                {
+                    "ind": i,
+                    "activity_label": "Gardening",
+                    "ctx_a": ctx_a,
+                    "ctx_b": ctx_b,
+                    "ctx": f"{ctx_a} {ctx_b}",
+                    "endings": [_sentence(rng, lang, 4) for _ in range(4)],
+                    "source_id": f"activitynet~v_{i}",
+                    "split": key,
+                    "split_type": "indomain",
+                    "label": str(i % 4),  # HellaSwag's labels are strings
+                }
+            )
+        elif schema == "cosmosqa":
+            rows.append(
+                {
+                    "id": f"{key}-{i}",
+                    "context": s1,
+                    "question": f"why {s2}?",
+                    **{f"answer{k}": _sentence(rng, lang, 3) for k in range(4)},
+                    "label": i % 4,
+                }
+            )
+        elif schema == "commonsenseqa":
+            rows.append(
+                {
+                    "id": f"{key}-{i}",
+                    "question": f"where {s1}?",
+                    "question_concept": rng.choice(_WORDS),
+                    "choices": {
+                        "label": ["A", "B", "C", "D", "E"],
+                        "text": [rng.choice(_WORDS) + str(k) for k in range(5)],
+                    },
+                    "answerKey": "ABCDE"[i % 5],
+                }
+            )
+        elif schema == "copa":
+            rows.append(
+                {
+                    "premise": s1 + ".",
+                    "choice1": _sentence(rng, lang, 4) + ".",
+                    "choice2": _sentence(rng, lang, 4) + ".",
+                    "question": ("cause", "effect")[i % 2],
+                    "label": i % 2,
+                    "idx": i,
+                    **({"changed": False} if task == "xcopa" and lang != "en" else {}),
+                }
+            )
+        elif schema in ("udpos", "panx", "ccg"):
+            tokens = s1.split()
+            if schema == "udpos":
+                rows.append(
+                    {
+                        "tokens": tokens,
+                        "pos_tags": [rng.randrange(len(sources.UPOS_TAGS)) for _ in tokens],
+                    }
+                )
+            elif schema == "panx":
+                tags = [0] * len(tokens)
+                tags[1], tags[2] = 1 + 2 * (i % 3), 2 + 2 * (i % 3)  # B-X I-X: one entity
+                rows.append({"tokens": tokens, "ner_tags": tags, "langs": [lang] * len(tokens)})
+            else:
+                rows.append({"tokens": tokens, "tags": [rng.choice(_SUPERTAGS) for _ in tokens]})
+        elif schema == "bitext":
+            rows.append(
+                {
+                    "source_sentence": s1,
+                    "target_sentence": _sentence(rng, "en"),
+                    "source_lang": lang,
+                    "target_lang": "en",
+                }
+            )
+        elif schema == "mteb_bitext":
+            rows.append({"sentence1": s1, "sentence2": _sentence(rng, "en")})
+        elif schema == "wiki":
+            rows.append(
+                {
+                    "id": str(i),
+                    "url": f"https://{lang}.wikipedia.org/wiki?curid={i}",
+                    "title": f"Article {i}",
+                    "text": f"{s1}. {s2}.",
+                }
+            )
+        elif schema == "mewslix":
+            rows.append(_mention_doc(rng, lang, i))
+        else:
+            raise ValueError(f"no fixture for schema {schema!r}")
+    return rows
+
+
+def _mewslix_candidates() -> list[dict[str, Any]]:
+    rng = _rng("mewslix", "candidates")
+    return [
+        {
+            "entity_id": f"Q{100 + k}",
+            "title": f"Entity{k}",
+            "description": f"Entity{k} is {_sentence(rng, 'en', 5)}.",
+            "description_url": f"https://en.wikipedia.org/wiki/Entity{k}",
+            "description_language": "en",
+            "sentence_spans": [[0, 10]],
+        }
+        for k in range(5)
+    ]
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _tasks(tasks: Iterable[str] | None) -> list[str]:
+    return list(SOURCES) if tasks is None else list(tasks)
+
+
+def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def write_fixtures(out_dir: Path, *, tasks: Iterable[str] | None = None, n: int = EXAMPLES) -> Path:
+    """Write ``<out_dir>/<task>/<lang>/<split>.jsonl`` for every language and split of each
+    task (all real tasks by default), plus CCG's ``tags.txt`` and Mewsli-X's candidates."""
+    from raystilts.tasks import CATALOG
+
+    for name in _tasks(tasks):
+        task, spec = CATALOG[name], SOURCES[name]
+        for lang in dict.fromkeys((*task.languages, *task.train_languages)):
+            for split in task.splits(lang):
+                src = spec.source_for(split, lang)
+                rows = fixture_rows(
+                    src.schema,
+                    key=split,
+                    lang=lang,
+                    n=n,
+                    name=spec.names.get(lang, lang) if src.keep else "",
+                    task=name,
+                )
+                _write_jsonl(sources.local_path(out_dir, name, lang, split), rows)
+        if name == "ccg":
+            (out_dir / "ccg" / "tags.txt").write_text(
+                "\n".join(_SUPERTAGS) + "\n", encoding="utf-8"
+            )
+        if name == "mewslix":
+            _write_jsonl(
+                out_dir / "mewslix" / "candidate_set_entities.jsonl", _mewslix_candidates()
+            )
+    return out_dir
+
+
+def _base_splits(split: str) -> list[tuple[str, int]]:
+    """Hub split names of a split expression and how many rows each needs ("train[200:]")."""
+    out = []
+    for part in split.split("+"):
+        m = re.fullmatch(r"(\w+)(?:\[(\d*):(\d*)\])?", part.strip())
+        if m is None:
+            raise ValueError(f"unsupported split expression {split!r}")
+        lo = int(m.group(2) or 0)
+        out.append((m.group(1), lo + EXAMPLES))
+    return out
+
+
+def write_hub_mirror(
+    mirror: Path, *, tasks: Iterable[str] | None = None, languages: Iterable[str] | None = None
+) -> Path:
+    """Write fixture rows as parquet in hub-repository layout (``<mirror>/<dataset id>/`` with
+    a README listing its configs) and URL files under ``<mirror>/urls/``, so
+    ``raystilts.sources.read(..., hub_mirror=mirror)`` runs the hub code path offline.
+    ``languages`` limits each task to those of its languages (default: all)."""
+    import datasets
+
+    from raystilts.tasks import CATALOG
+
+    wanted = None if languages is None else set(languages)
+    # (dataset, config) -> hub split -> rows; URL file -> articles
+    tables: dict[tuple[str, str | None], dict[str, list[dict[str, Any]]]] = {}
+    urls: dict[str, list[dict[str, Any]]] = {}
+    for name in _tasks(tasks):
+        task, spec = CATALOG[name], SOURCES[name]
+        if spec.local_only:
+            continue
+        for lang in dict.fromkeys((*task.languages, *task.train_languages)):
+            # LAReQA's candidates are every language's sentences: it always needs them all
+            if wanted is not None and lang not in wanted and lang != "en" and name != "lareqa":
+                continue
+            fmt = {"code": spec.code(lang), "name": spec.names.get(lang, lang)}
+            for split in task.splits(lang):
+                srcs: list[Source] = [spec.source_for(split, lang)]
+                if name == "anli" and split == "train":
+                    srcs += sources.ANLI_EXTRA
+                for src in srcs:
+                    _mirror_add(src, name, lang, fmt, tables, urls)
+    for (dataset, config), splits in tables.items():
+        root = mirror / dataset
+        for split, rows in splits.items():
+            path = root / (config or "data") / f"{split}-00000-of-00001.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            datasets.Dataset.from_list(rows).to_parquet(str(path))
+    for dataset in {d for d, _ in tables}:
+        _write_readme(mirror / dataset, {c: s for (d, c), s in tables.items() if d == dataset})
+    for file_name, articles in urls.items():
+        path = mirror / "urls" / file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"version": "fixture", "data": articles}), encoding="utf-8")
+    return mirror
+
+
+def _mirror_add(
+    src: Source,
+    task: str,
+    lang: str,
+    fmt: Mapping[str, str],
+    tables: dict[tuple[str, str | None], dict[str, list[dict[str, Any]]]],
+    urls: dict[str, list[dict[str, Any]]],
+) -> None:
+    name = fmt["name"] if src.keep else ""
+    if src.builder:
+        file_name = (src.url or "").format(**fmt).rsplit("/", 1)[-1]
+        urls[file_name] = fixture_rows(src.schema, key="url", lang=lang, task=task)
+        return
+    if src.data_files:  # one shard of a big dump: config folder from the file pattern
+        config: str | None = src.data_files.format(**fmt).split("/", 1)[0]
+        table = tables.setdefault((src.dataset, config), {})
+        for split, n in _base_splits(src.split):
+            if len(table.get(split, ())) < n:  # "train[200:]" and "train[:200]" share rows
+                table[split] = fixture_rows(src.schema, key=split, lang=lang, n=n, task=task)
+        return
+    config = src.config.format(**fmt) if src.config else None
+    table = tables.setdefault((src.dataset, config), {})
+    for split, n in _base_splits(src.split):
+        rows = fixture_rows(src.schema, key=split, lang=lang, n=n, name=name, task=task)
+        if src.keep:  # one config holds every language: add this language's rows once
+            have = table.setdefault(split, [])
+            if not any(r["id"] == rows[0]["id"] for r in have):
+                have += rows
+        else:
+            table[split] = rows
+
+
+def _write_readme(root: Path, configs: Mapping[str | None, Mapping[str, list[Any]]]) -> None:
+    """A dataset card whose ``configs`` YAML maps config names to parquet files (hub layout)."""
+    lines = ["---", "configs:"]
+    for config, splits in configs.items():
+        if config is not None and "." in config and config.startswith("2023"):
+            continue  # dump shards are read through data_files, not a config
+        lines.append(f"- config_name: {json.dumps(config or 'default')}")
+        if config is None:
+            lines.append("  default: true")
+        lines.append("  data_files:")
+        for split in splits:
+            lines.append(f"  - split: {split}")
+            pattern = f"{config or 'data'}/{split}-*.parquet"
+            lines.append(f"    path: {json.dumps(pattern)}")
+    if lines[-1] == "configs:":
+        lines.pop()  # only dump shards: no configs to declare
+    lines.append("---")
+    (root / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
