@@ -102,6 +102,9 @@ class TargetSpace:
     lr: float | FloatRange
     steps: int
     eval_every: int  # English dev every N steps: one report (ASHA rung) each
+    # per-target settings (`target.tasks` in YAML): the paper trains each XTREME target for its
+    # own number of epochs; a target not listed uses the fields above
+    per_task: tuple[tuple[str, TargetSpace], ...] = ()
 
     @property
     def num_reports(self) -> int:
@@ -188,6 +191,11 @@ class SearchSpace:
     resources: Resources
     source_path: str | None = None
 
+    def target_for(self, target: str) -> TargetSpace:
+        """The target-phase settings of ``target``: its ``target.tasks`` entry, else the defaults."""
+        default = dataclasses.replace(self.target, per_task=())
+        return dict(self.target.per_task).get(target, default)
+
     def languages_for(self, target: str) -> tuple[str, ...]:
         """The languages `target` is evaluated on ("en" first is not guaranteed)."""
         return dict(self.eval_languages)[_require_target(self, target)]
@@ -197,6 +205,11 @@ class SearchSpace:
         skip = ("eval_languages", "source_path")  # derived from the catalog / not a setting
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["intermediate"].update(out["intermediate"].pop("phase"))
+        per_task = out["target"].pop("per_task")
+        if per_task:  # [[name, settings], ...] -> {name: settings}, as written in YAML
+            out["target"]["tasks"] = {
+                name: {k: v for k, v in t.items() if k != "per_task"} for name, t in per_task
+            }
         return {k: v for k, v in out.items() if k not in skip}
 
 
@@ -292,9 +305,9 @@ class DefineByRun:
                 trial.suggest_float(f"phase{i}_lr", lr.low, lr.high, log=lr.log)
             if isinstance(inter.phase.steps, Choice):
                 trial.suggest_categorical(f"phase{i}_steps", list(inter.phase.steps.values))
-        if isinstance(self.space.target.lr, FloatRange):
-            lr = self.space.target.lr
-            trial.suggest_float("target_lr", lr.low, lr.high, log=lr.log)
+        tlr = self.space.target_for(self.target).lr
+        if isinstance(tlr, FloatRange):
+            trial.suggest_float("target_lr", tlr.low, tlr.high, log=tlr.log)
         return {"target": self.target}
 
 
@@ -312,7 +325,7 @@ def baseline_params(space: SearchSpace, target: str) -> dict[str, Any]:
             "so the empty chain is outside the space; check space.search.baseline_first first"
         )
     params: dict[str, Any] = {"chain_length": 0}
-    lr = space.target.lr
+    lr = space.target_for(target).lr
     if isinstance(lr, FloatRange):
         params["target_lr"] = math.sqrt(lr.low * lr.high) if lr.log else (lr.low + lr.high) / 2
     return params
@@ -347,8 +360,9 @@ def chain_params(space: SearchSpace, target: str, phases: Sequence[str]) -> dict
             params[f"phase{i}_lr"] = _centre(inter.phase.lr)
         if isinstance(inter.phase.steps, Choice):
             params[f"phase{i}_steps"] = max(inter.phase.steps.values)
-    if isinstance(space.target.lr, FloatRange):
-        params["target_lr"] = _centre(space.target.lr)
+    tlr = space.target_for(target).lr
+    if isinstance(tlr, FloatRange):
+        params["target_lr"] = _centre(tlr)
     return params
 
 
@@ -403,15 +417,14 @@ def chain_from_params(params: Mapping[str, Any], space: SearchSpace, target: str
         )
         for i, name in enumerate(names)
     ]
-    tlr = space.target.lr
+    settings = space.target_for(target)
+    tlr = settings.lr
     target_phase = PhaseSpec(
         task=target,
         lr=float(get("target_lr")) if isinstance(tlr, FloatRange) else tlr,
-        steps=space.target.steps,
+        steps=settings.steps,
     )
-    return ChainPlanSpec(
-        phases=tuple(phases), target=target_phase, eval_every=space.target.eval_every
-    )
+    return ChainPlanSpec(phases=tuple(phases), target=target_phase, eval_every=settings.eval_every)
 
 
 def _require_target(space: SearchSpace, target: str) -> str:
@@ -503,7 +516,7 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
             raise UserError(f"targets: {t!r} has no multilingual evaluation; use one of: {known}")
     languages, eval_languages = _languages(top.raw("languages"), targets, catalog)
     intermediate = _intermediate(top.section("intermediate"), targets, catalog)
-    target = _target(top.section("target"))
+    target = _target(top.section("target"), targets)
     train = top.section("training")
     res = top.section("resources")
     use_gpu = res.raw("use_gpu", "auto")
@@ -547,7 +560,8 @@ def _languages(
 ) -> tuple[tuple[str, ...] | None, tuple[tuple[str, tuple[str, ...]], ...]]:
     if value is None:
         for t in targets:
-            if "en" not in catalog[t].languages:
+            # retrieval targets are not trained; BUCC and Tatoeba pair xx with en (no en set)
+            if "en" not in catalog[t].languages and getattr(catalog[t], "has_train", True):
                 raise UserError(f"targets: {t!r} has no 'en' data to select models on; drop it")
         return None, tuple((t, tuple(catalog[t].languages)) for t in targets)
     langs = _str_list(value, "languages", allow_empty=False, what="language codes, e.g. [en, qaa]")
@@ -631,12 +645,41 @@ def _intermediate(
     )
 
 
-def _target(sec: _Section) -> TargetSpace:
-    steps = sec.get_int("steps", 200, minimum=1)
-    eval_every = sec.get_int("eval_every", max(1, steps // 4), minimum=1)  # 4 rungs by default
+def _target(sec: _Section, targets: tuple[str, ...] = ()) -> TargetSpace:
+    default = _target_settings(sec, "target", None)
+    tasks = sec.raw("tasks", {})
+    if not isinstance(tasks, Mapping):
+        raise UserError(
+            f"target.tasks: expected a mapping of target name to {{lr, steps, eval_every}}, "
+            f"got {_short(tasks)}"
+        )
+    per_task = []
+    for name in tasks:
+        if name not in targets:
+            raise UserError(
+                f"target.tasks.{name}: not a target of this space{_did_you_mean(name, targets)}; "
+                f"use one of: {', '.join(targets)}"
+            )
+        path = f"target.tasks.{name}"
+        per_task.append(
+            (str(name), _target_settings(_Section(tasks[name], path, _TARGET_KEYS), path, default))
+        )
+    return dataclasses.replace(default, per_task=tuple(per_task))
+
+
+_TARGET_KEYS = ("lr", "steps", "eval_every")
+
+
+def _target_settings(sec: _Section, path: str, base: TargetSpace | None) -> TargetSpace:
+    steps = sec.get_int("steps", base.steps if base else 200, minimum=1)
+    # 4 rungs by default; a per-target entry keeps the default's rung count
+    every = max(1, steps // (base.num_reports if base else 4))
+    eval_every = sec.get_int("eval_every", every, minimum=1)
     if eval_every > steps:
-        raise UserError(f"target.eval_every: {eval_every} > steps {steps}; set eval_every <= steps")
-    return TargetSpace(lr=_lr(sec.raw("lr", 1e-3), "target.lr"), steps=steps, eval_every=eval_every)
+        raise UserError(f"{path}.eval_every: {eval_every} > steps {steps}; set eval_every <= steps")
+    own = base is None or sec.has("lr")
+    lr = _lr(sec.raw("lr", 1e-3), f"{path}.lr") if own or base is None else base.lr
+    return TargetSpace(lr=lr, steps=steps, eval_every=eval_every)
 
 
 def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace) -> SearchSettings:
@@ -781,7 +824,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         *("forms", "mixture"),
     ),
     "intermediate.mixture": ("sampling", "temperature", "size_cap"),
-    "target": ("lr", "steps", "eval_every"),
+    "target": ("lr", "steps", "eval_every", "tasks"),
     "training": (
         *("batch_size", "max_length", "warmup_ratio", "weight_decay"),
         *("max_device_batch_size", "save_model"),

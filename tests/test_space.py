@@ -474,3 +474,48 @@ def test_early_stopping_is_off_for_seeds_and_grids() -> None:
         from raystilts.space import chain_params
 
         chain_params(load(FULL), "mini_xnli", ["mini_mnli", "mini_mnli"])
+
+
+# --------------------------------------------------------------------------- real catalog
+
+
+def test_paper_spaces_validate_against_the_real_catalog() -> None:
+    from raystilts.tasks import CATALOG as REAL
+
+    for name in ("paper_xtreme.yaml", "paper_xtreme_r.yaml"):
+        space = load_space(ROOT / "search_spaces" / name, catalog=REAL)
+        assert space.model == "FacebookAI/xlm-roberta-large"
+        assert len(space.intermediate.tasks) == 9 and space.intermediate.min_chain_length == 0
+        for target in space.targets:
+            assert REAL[target].is_target
+            assert space.languages_for(target) == REAL[target].languages
+        assert load_space_dict(space.to_dict(), catalog=REAL).to_dict() == space.to_dict()
+    xtreme = load_space(ROOT / "search_spaces" / "paper_xtreme.yaml", catalog=REAL)
+    assert xtreme.target_for("pawsx").steps == 7719 and xtreme.target_for("pawsx").lr == 1e-5
+    assert xtreme.target_for("tatoeba") == replace(xtreme.target, per_task=())  # the default
+    plan = chain_from_params({"chain_length": 0}, xtreme, "tydiqa")
+    assert (plan.target.steps, plan.eval_every) == (231, 231)
+
+
+def test_per_target_settings() -> None:
+    data = copy.deepcopy(FULL)
+    data["target"] = {
+        "lr": 1e-3,
+        "steps": 200,
+        "eval_every": 50,
+        "tasks": {"mini_udpos": {"steps": 80, "lr": {"low": 1e-4, "high": 1e-3}}},
+    }
+    space = load_space_dict(data, catalog=CATALOG)
+    udpos = space.target_for("mini_udpos")
+    assert udpos.steps == 80 and udpos.eval_every == 20  # the default's 4 reports
+    assert isinstance(udpos.lr, FloatRange)
+    assert space.target_for("mini_xnli").steps == 200
+    assert "target_lr" in baseline_params(space, "mini_udpos")
+    assert "target_lr" not in baseline_params(space, "mini_xnli")
+    assert load_space_dict(space.to_dict(), catalog=CATALOG) == space
+    data["target"]["tasks"] = {"mini_mnli": {"steps": 10}}
+    with pytest.raises(UserError, match=r"target.tasks.mini_mnli: not a target"):
+        load_space_dict(data, catalog=CATALOG)
+    data["target"]["tasks"] = {"mini_xnli": {"step": 10}}
+    with pytest.raises(UserError, match=r"target.tasks.mini_xnli.step: unknown key"):
+        load_space_dict(data, catalog=CATALOG)
