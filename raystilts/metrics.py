@@ -372,8 +372,17 @@ def _top_k(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     step = max(1, _BLOCK_ELEMENTS // max(c, 1))
     for lo in range(0, q, step):
         s = x[lo : lo + step] @ y.T  # (b, C)
-        if k < c:
-            part = np.argpartition(-s, k - 1, axis=1)[:, :k]  # the k best, unordered
+        if k < c:  # the k best, unordered; of equal scores at the cut, the lower indices
+            neg = -s
+            kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]
+            better, tied = neg < kth, neg == kth
+            chosen = better | tied
+            crowded = np.flatnonzero(chosen.sum(axis=1) > k)  # rows with several tied at the cut
+            if crowded.size:
+                t = tied[crowded]
+                need = k - better[crowded].sum(axis=1, keepdims=True)
+                chosen[crowded] = better[crowded] | (t & (np.cumsum(t, axis=1) <= need))
+            part = np.nonzero(chosen)[1].reshape(-1, k)
         else:
             part = np.broadcast_to(np.arange(c), s.shape)
         vals = np.take_along_axis(s, part, axis=1)
@@ -497,7 +506,7 @@ def bucc_scores(
     translation simply have no gold pair. With no correct pair everything is 0; an unoptimised
     threshold stays 0 then, as in XTREME.
     """
-    gold = {(str(s), str(t)) for s, t in gold_pairs}
+    gold = {(s, t) for s, t in gold_pairs}
     candidates = bucc_candidates(src_emb, src_ids, tgt_emb, tgt_ids, k=k)
     if threshold is None:
         threshold = _bucc_best_threshold(candidates, gold)
