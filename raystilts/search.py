@@ -261,10 +261,13 @@ def neighbours(
     chain: Sequence[str], order: Sequence[str], space: SearchSpace, target: str
 ) -> list[tuple[str, ...]]:
     """The chains of the space one task away from ``chain`` (phase names; a mixture is one
-    phase ``"a+b"``), for each task ``b`` not in it, in ``order``: ``chain>b`` (its trained
-    prefix reused), the mixture of its tasks with ``b``, then ``b>chain``; only chains inside the
-    space (length, forms). With length 2 and both forms, ``("a",)`` and order ``("b", "c")``
-    give ``a>b, a+b, b>a, a>c, a+c, c>a``; the empty chain's neighbours are the single tasks.
+    phase ``"a+b"``), for each task ``b`` not in it, in ``order``: ``b>chain``, ``chain>b``,
+    then the mixture of its tasks with ``b``; only chains inside the space (length, forms).
+    ``b>chain`` comes first because in sequential transfer the phase nearest the target counts
+    most, and ``chain`` is the best found: it keeps that place. With length 2 and both forms,
+    ``("a",)`` and order ``("b", "c")`` give ``b>a, a>b, a+b, c>a, a>c, a+c``; the empty
+    chain's neighbours are the single tasks. :class:`RacingSearcher` tries first those whose
+    prefix is trained already.
     """
     tasks = [t for p in chain for t in p.split(MIX)]
     mixed = len(chain) == 1 and MIX in chain[0]
@@ -274,7 +277,7 @@ def neighbours(
             continue
         candidates: list[tuple[str, ...]] = [(b,)] if not chain else []
         if chain and not mixed:
-            candidates += [(*chain, b), (MIX.join(sorted([*tasks, b])),), (b, *chain)]
+            candidates += [(b, *chain), (*chain, b), (MIX.join(sorted([*tasks, b])),)]
         elif mixed:
             candidates.append((MIX.join(sorted([*tasks, b])),))
         for c in candidates:
@@ -409,12 +412,26 @@ class RacingSearcher(Searcher):
             return
         config = self.configs[best]
         chain = chain_from_params(config, self.space, self.target).tasks
-        for c in neighbours(chain, self.order, self.space, self.target):
-            params = neighbour_params(self.space, self.target, config, c)
-            if chain_identity(params, self.space, self.target) not in self.configs:
-                self._enqueue(params)
-                self.local += 1
-                return
+        plans = [chain_from_params(c, self.space, self.target) for c in self.configs.values()]
+        # task prefixes some config trained already (its first seed at least)
+        trained = {p.tasks[:i] for p in plans for i in range(1, len(p.tasks) + 1)}
+
+        def untrained_prefix(params: Mapping[str, Any]) -> bool:
+            tasks = chain_from_params(params, self.space, self.target).tasks
+            return len(tasks) > 1 and tasks[:-1] not in trained
+
+        candidates = [
+            neighbour_params(self.space, self.target, config, c)
+            for c in neighbours(chain, self.order, self.space, self.target)
+        ]
+        untried = [
+            p for p in candidates if chain_identity(p, self.space, self.target) not in self.configs
+        ]
+        # cheapest first (stable): one whose phases but the last are trained costs one phase
+        untried.sort(key=untrained_prefix)
+        if untried:
+            self._enqueue(untried[0])
+            self.local += 1
 
     def _enqueue(self, params: dict[str, Any]) -> None:
         # Optuna asks enqueued trials first, with these params fixed (as points_to_evaluate);

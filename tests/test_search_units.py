@@ -281,8 +281,8 @@ def test_neighbours_add_mix_or_prepend_one_task_inside_the_space() -> None:
     space = _space([0])
     assert neighbours((), ("b", "c", "a"), space, "t") == [("b",), ("c",), ("a",)]
     assert neighbours(("a",), ("b", "c"), space, "t") == [
-        *[("a", "b"), ("a+b",), ("b", "a")],
-        *[("a", "c"), ("a+c",), ("c", "a")],
+        *[("b", "a"), ("a", "b"), ("a+b",)],
+        *[("c", "a"), ("a", "c"), ("a+c",)],
     ]
     assert neighbours(("a", "b"), ("c",), space, "t") == []  # length 3 is outside
     assert neighbours(("a+b",), ("c",), space, "t") == []
@@ -339,9 +339,34 @@ def test_racing_searcher_alternates_neighbours_of_the_best_with_the_sampler() ->
     assert chains == [
         "t",  # points first
         "a>t",
-        "a>b>t",  # local: best is a>t, first neighbour in the warm order
+        "a>b>t",  # local: best is a>t; b>a>t would train b first, a>b>t reuses a
         "c>t",  # the sampler
-        "a+b>t",  # local: a>t still best (a>b>t 0.55)
+        "a+b>t",  # local: a>t still best (a>b>t 0.55); one phase
         "b>t",  # the sampler
     ]
     assert racer.local == 2
+
+
+def test_racing_searcher_puts_the_best_task_last_when_the_other_prefix_is_trained() -> None:
+    from raystilts.search import RacingSearcher
+    from raystilts.space import chain_from_params
+
+    space = _space([0])
+    points = [chain_params(space, "t", c) for c in ([], ["a"], ["b"])]
+    inner = FakeSearcher([*points, chain_params(space, "t", ["c"])])
+    inner._ot_study = FakeStudy(inner)  # type: ignore[attr-defined]
+    racer = RacingSearcher(
+        inner,  # type: ignore[arg-type]
+        space=space,
+        target="t",
+        num_samples=4,
+        within_sd=1.0,
+        first_points=3,
+        order=("a", "b", "c"),
+        local_share=0.5,
+    )
+    for i, score in enumerate([0.5, 0.6, 0.55]):
+        racer.suggest(f"t{i}")
+        racer.on_trial_complete(f"t{i}", {"dev": score})
+    # best a>t; b was trained as a single, so b>a>t costs one phase, like a>b>t, and goes first
+    assert chain_from_params(racer.suggest("t3"), space, "t").name == "b>a>t"
