@@ -3,18 +3,33 @@
     store = FeatureStore(cache_dir=Path(".raystilts/features"), tokenizer_dir=model_dir, max_length=64)
     path = store.ensure(task, "train", "en", data_dir=data_dir)     # tokenizes once, then reuses
     feats = store.load(task, "train", "en")                          # any process, any trial
+    train = store.load_train(task)            # the train splits of task.train_languages, joined
 
 Features are keyed by (task, split, language, tokenizer content, max length, featurization
 version): every trial of a search, in any worker process, reads the same Arrow files and none
-tokenizes again. Batches are length-grouped and padded per batch (dynamic padding).
+tokenizes again. ``TaskSpec.max_length`` (e.g. 384 for QA) overrides the store's max length for
+that task. Batches are length-grouped and padded per batch (dynamic padding).
+
+Featurization by task type, from the canonical examples of :func:`raystilts.tasks.read_examples`
+(one function per type, each a pure function of examples and tokenizer):
+
+- classification: one sequence (or pair) per example, ``labels`` the class index;
+- multiple_choice: one (context, choice) sequence per choice, ``input_ids`` (C, T) per example;
+- tagging: ``labels`` on the first subword of each word, -100 elsewhere;
+- qa: :func:`raystilts.qa.featurize_qa` windows; train features carry start/end positions, the
+  others ``example_id`` and ``offsets``, and the entry keeps the examples decoding needs;
+- retrieval: one sequence per row with its ``role``, ``id`` and ``gold`` candidate ids;
+- mlm: the text with its special-tokens mask; masking happens per batch (:func:`mlm_collator`,
+  transformers' ``DataCollatorForLanguageModeling``), so every epoch masks differently.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,17 +43,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FEATURIZE_VERSION",
+    "MLM_PROBABILITY",
     "TOKENIZER_FILES",
     "FeatureStore",
+    "Features",
     "batches",
     "collate",
+    "dev_language",
+    "doc_stride",
+    "eval_batches",
     "featurize",
+    "mlm_collator",
+    "needs_of",
     "tokenizer_fingerprint",
 ]
 
-FEATURIZE_VERSION = "1"
+FEATURIZE_VERSION = "2"  # 2: every task type, token_type_ids, per-task max length
 IGNORE_INDEX = -100  # label of padding and non-first subwords (ignored by the loss)
 MEGA_BATCH = 4  # batches per length-sorted group: see `batches`
+MLM_PROBABILITY = 0.15  # BERT's and XLM-R's masking rate
+EXAMPLES_FILE = "examples.jsonl"  # QA evaluation entries keep the examples decoding needs
 
 
 # the files a Hugging Face tokenizer is saved as (one family uses some of them)
@@ -65,47 +89,207 @@ def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def featurize(
-    task: TaskSpec, examples: Sequence[dict[str, Any]], tokenizer: Any, *, max_length: int
-) -> dict[str, list[Any]]:
-    """Tokenize examples into ``input_ids`` and ``labels`` columns (no padding: batches pad)."""
-    if task.kind == "tagging":
-        enc = tokenizer(
-            [ex["tokens"] for ex in examples],
-            is_split_into_words=True,
-            truncation=True,
-            max_length=max_length,
-        )
-        tag_id = {t: i for i, t in enumerate(task.labels)}
-        labels: list[list[int]] = []
-        for i, ex in enumerate(examples):
-            seen: set[int] = set()
-            row = []
-            for w in enc.word_ids(i):
-                if w is None or w in seen:  # special tokens and non-first subwords are not scored
-                    row.append(IGNORE_INDEX)
-                else:
-                    seen.add(w)
-                    row.append(tag_id[ex["tags"][w]])
-            labels.append(row)
-        return {"input_ids": enc["input_ids"], "labels": labels}
+def dev_language(task: TaskSpec) -> str:
+    """The language a training phase of ``task`` is scored in (its dev split): English, or
+    the first training language of a task trained without English (an MLM phase)."""
+    return "en" if "en" in task.train_languages else task.train_languages[0]
+
+
+def needs_of(
+    task: TaskSpec, *, target: bool, languages: Sequence[str] = ()
+) -> set[tuple[TaskSpec, str, str]]:
+    """The (task, split, language) feature sets a chain reads for ``task``: its train split in
+    every training language (when it has training data) and its dev split in
+    :func:`dev_language`; as a target, also dev and test in each of ``languages`` (only the
+    splits :meth:`TaskSpec.splits` lists for a language)."""
+    out: set[tuple[TaskSpec, str, str]] = set()
+    if task.has_train:
+        out.update((task, "train", lang) for lang in task.train_languages)
+        out.add((task, "dev", dev_language(task)))
+    if target:
+        for lang in languages:
+            out.update((task, s, lang) for s in ("dev", "test") if s in task.splits(lang))
+    return out
+
+
+def doc_stride(max_length: int) -> tuple[int, int]:
+    """(doc_stride, max_question_length) for QA windows of ``max_length`` tokens: XTREME's
+    128 and 64 at its 384; scaled down for shorter windows so the context keeps room."""
+    question = min(64, max_length // 4)
+    room = max_length - 4 - question  # 4: the most special tokens a pair gets (XLM-R)
+    return min(128, max(room // 2, 1)), question
+
+
+Columns = dict[str, list[Any]]
+
+
+def _kept(enc: Any, *names: str) -> Columns:
+    return {n: list(enc[n]) for n in names if n in enc}
+
+
+def _classification(
+    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
+) -> Columns:
     width = len(examples[0]["text"]) if examples else 1
     columns = [[ex["text"][i] for ex in examples] for i in range(width)]
-    enc = tokenizer(*columns, truncation=True, max_length=max_length)
-    return {"input_ids": enc["input_ids"], "labels": [int(ex["label"]) for ex in examples]}
+    enc = tok(*columns, truncation=True, max_length=max_length)
+    return {
+        **_kept(enc, "input_ids", "token_type_ids"),
+        "labels": [int(ex["label"]) for ex in examples],
+    }
+
+
+def _multiple_choice(
+    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
+) -> Columns:
+    firsts = [ex["context"] for ex in examples for _ in ex["choices"]]
+    seconds = [c for ex in examples for c in ex["choices"]]
+    enc = tok(firsts, seconds, truncation=True, max_length=max_length) if firsts else {}
+    out: Columns = {"input_ids": [], "labels": [int(ex["label"]) for ex in examples]}
+    names = [n for n in ("input_ids", "token_type_ids") if n in enc]
+    for n in names:
+        out[n] = []
+    i = 0
+    for ex in examples:  # regroup: (C, T) per example
+        c = len(ex["choices"])
+        for n in names:
+            out[n].append(list(enc[n][i : i + c]))
+        i += c
+    return out
+
+
+def _tagging(
+    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
+) -> Columns:
+    enc = tok(
+        [ex["tokens"] for ex in examples],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+    )
+    tag_id = {t: i for i, t in enumerate(task.labels)}
+    labels: list[list[int]] = []
+    for i, ex in enumerate(examples):
+        seen: set[int] = set()
+        row = []
+        for w in enc.word_ids(i):
+            if w is None or w in seen:  # special tokens and non-first subwords are not scored
+                row.append(IGNORE_INDEX)
+            else:
+                seen.add(w)
+                row.append(tag_id[ex["tags"][w]])
+        labels.append(row)
+    return {**_kept(enc, "input_ids", "token_type_ids"), "labels": labels}
+
+
+def _qa(
+    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
+) -> Columns:
+    from raystilts.qa import featurize_qa
+
+    stride, question = doc_stride(max_length)
+    return featurize_qa(
+        examples,
+        tok,
+        max_length=max_length,
+        doc_stride=stride,
+        max_question_length=question,
+        train=split == "train",
+    )
+
+
+def _retrieval(
+    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
+) -> Columns:
+    enc = tok([ex["text"] for ex in examples], truncation=True, max_length=max_length)
+    return {
+        "input_ids": list(enc["input_ids"]),
+        "role": [str(ex["role"]) for ex in examples],
+        "id": [str(ex["id"]) for ex in examples],
+        "gold": [[str(g) for g in ex.get("gold") or ()] for ex in examples],
+    }
+
+
+def _mlm(
+    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
+) -> Columns:
+    enc = tok(
+        [ex["text"] for ex in examples],
+        truncation=True,
+        max_length=max_length,
+        return_special_tokens_mask=True,
+    )
+    return _kept(enc, "input_ids", "special_tokens_mask")
+
+
+Featurizer = Callable[[TaskSpec, Sequence[dict[str, Any]], Any, int, str], Columns]
+FEATURIZERS: dict[str, Featurizer] = {
+    "classification": _classification,
+    "multiple_choice": _multiple_choice,
+    "tagging": _tagging,
+    "qa": _qa,
+    "retrieval": _retrieval,
+    "mlm": _mlm,
+}
+
+
+def featurize(
+    task: TaskSpec,
+    examples: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    split: str = "dev",
+) -> dict[str, list[Any]]:
+    """Tokenize canonical examples of ``task`` into columns (no padding: batches pad); see the
+    module docstring for each type's columns. ``split`` matters for QA only (train windows carry
+    answer positions, the others what decoding needs)."""
+    if task.kind not in FEATURIZERS:
+        raise ValueError(f"task {task.name!r}: no featurization for task type {task.kind!r}")
+    return FEATURIZERS[task.kind](task, examples, tokenizer, max_length, split)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Features:
-    input_ids: list[list[int]]
-    labels: list[Any]  # int per example, or a list per token
+    """One featurized (task, split, language): ``input_ids`` per row ((T,) or (C, T) for
+    multiple choice), ``labels`` per row where the type has them (an int or a per-token list),
+    other ``columns`` by name, and for QA evaluation the canonical ``examples``."""
+
+    input_ids: list[Any]
+    labels: list[Any] = field(default_factory=list)
+    kind: str = "classification"
+    columns: Mapping[str, list[Any]] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     @property
     def lengths(self) -> list[int]:
+        """Tokens per row; a multiple-choice row counts its longest choice (what it pads to)."""
+        if self.kind == "multiple_choice":
+            return [max((len(c) for c in x), default=0) for x in self.input_ids]
         return [len(x) for x in self.input_ids]
+
+    def first_sequences(self) -> Features:
+        """One plain sequence per row (a multiple-choice row's first choice), no labels: what
+        a text embedding of the inputs reads (raystilts.transfer)."""
+        ids = [x[0] for x in self.input_ids] if self.kind == "multiple_choice" else self.input_ids
+        return Features(input_ids=ids, kind="plain")
+
+    @staticmethod
+    def concat(parts: Sequence[Features]) -> Features:
+        """Rows of several feature sets of one task, in order (training languages joined)."""
+        if len(parts) == 1:
+            return parts[0]
+        names = set(parts[0].columns)
+        return Features(
+            input_ids=[x for p in parts for x in p.input_ids],
+            labels=[x for p in parts for x in p.labels],
+            kind=parts[0].kind,
+            columns={n: [x for p in parts for x in p.columns[n]] for n in names},
+            examples=[x for p in parts for x in p.examples],
+        )
 
 
 class FeatureStore:
@@ -117,12 +301,27 @@ class FeatureStore:
         self.max_length = max_length
         self._fingerprint = tokenizer_fingerprint(tokenizer_dir)
 
+    def max_length_for(self, task: TaskSpec) -> int:
+        """The task's own ``max_length`` (QA: 384) where it sets one, else the store's."""
+        return task.max_length or self.max_length
+
     def path(self, task: TaskSpec, split: str, lang: str) -> Path:
-        key = f"{task.name}-{split}-{lang}-tok{self._fingerprint}-len{self.max_length}-v{FEATURIZE_VERSION}"
+        length = self.max_length_for(task)
+        key = f"{task.name}-{split}-{lang}-tok{self._fingerprint}-len{length}-v{FEATURIZE_VERSION}"
         return self.cache_dir / key
 
+    def train_paths(self, task: TaskSpec) -> list[Path]:
+        """The entries :meth:`load_train` reads (one per training language)."""
+        return [self.path(task, "train", lang) for lang in task.train_languages]
+
     def ensure(
-        self, task: TaskSpec, split: str, lang: str, *, data_dir: Path, tokenizer: Any = None
+        self,
+        task: TaskSpec,
+        split: str,
+        lang: str,
+        *,
+        data_dir: Path | None,
+        tokenizer: Any = None,
     ) -> bool:
         """Featurize into the cache unless present; returns True when it tokenized (a cache miss)."""
         out = self.path(task, split, lang)
@@ -136,26 +335,40 @@ class FeatureStore:
             from transformers import AutoTokenizer
 
             tok = tokenizer or AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
-            cols = featurize(
-                task,
-                read_examples(task, split, lang, data_dir=data_dir),
-                tok,
-                max_length=self.max_length,
-            )
+            examples = read_examples(task, split, lang, data_dir=data_dir)
+            cols = featurize(task, examples, tok, max_length=self.max_length_for(task), split=split)
             tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
+            if task.kind == "qa" and split != "train":  # decoding maps windows to examples
+                with (tmp / EXAMPLES_FILE).open("w", encoding="utf-8") as f:
+                    for ex in examples:
+                        f.write(json.dumps(ex, ensure_ascii=False) + "\n")
             tmp.rename(out)
         return True
 
     def load(self, task: TaskSpec, split: str, lang: str) -> Features:
         """The features as plain lists (``datasets`` 5 columns are lazy: indexing them one row
         at a time in the batch loop cost more than the model's forward pass)."""
-        table = _load_from_disk(self.path(task, split, lang)).data
+        path = self.path(task, split, lang)
+        table = _load_from_disk(path).data
+        cols = {name: table.column(name).to_pylist() for name in table.column_names}
+        examples: list[dict[str, Any]] = []
+        if (path / EXAMPLES_FILE).is_file():
+            with (path / EXAMPLES_FILE).open(encoding="utf-8") as f:
+                examples = [json.loads(line) for line in f if line.strip()]
         return Features(
-            input_ids=table.column("input_ids").to_pylist(),
-            labels=table.column("labels").to_pylist(),
+            input_ids=cols.pop("input_ids"),
+            labels=cols.pop("labels", []),
+            kind=task.kind,
+            columns=cols,
+            examples=examples,
         )
+
+    def load_train(self, task: TaskSpec) -> Features:
+        """The training rows of ``task``: its train split in each of ``task.train_languages``
+        (one cache entry per language, joined here), in that order."""
+        return Features.concat([self.load(task, "train", lang) for lang in task.train_languages])
 
 
 def _load_from_disk(path: Path) -> datasets.Dataset:
@@ -164,28 +377,75 @@ def _load_from_disk(path: Path) -> datasets.Dataset:
     return datasets.load_from_disk(str(path))
 
 
-def collate(feats: Features, idx: Sequence[int], *, pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a batch to its own longest sequence (dynamic padding); tagging labels pad with -100."""
+def mlm_collator(tokenizer_dir: Path, *, seed: int) -> Any:
+    """transformers' ``DataCollatorForLanguageModeling`` (15% of tokens; of those 80% masked,
+    10% random, 10% kept) with its own seeded generator, for :func:`collate` of MLM rows."""
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    collator = DataCollatorForLanguageModeling(
+        tokenizer=tok, mlm_probability=MLM_PROBABILITY, seed=seed
+    )
+    collator.create_rng()  # we call it in this process, outside a DataLoader
+    return collator
+
+
+def _pad(rows: Sequence[Sequence[int]], width: int, value: int) -> torch.Tensor:
     import torch
 
-    width = max(len(feats.input_ids[i]) for i in idx)
-    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    tagging = isinstance(feats.labels[idx[0]], list)
-    labels = (
-        torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
-        if tagging
-        else torch.empty(len(idx), dtype=torch.long)
-    )
-    for row, i in enumerate(idx):
-        seq = feats.input_ids[i]
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        if tagging:
-            labels[row, : len(seq)] = torch.tensor(feats.labels[i])
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for r, seq in enumerate(rows):
+        out[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+def collate(
+    feats: Features, idx: Sequence[int], *, pad_id: int, mlm: Any = None
+) -> dict[str, torch.Tensor]:
+    """Pad a batch to its own longest sequence (dynamic padding): model inputs and, where the
+    rows have them, training targets. Multiple choice pads every choice to the longest choice of
+    the batch: ``(B, C, T)``. MLM rows are masked by ``mlm`` (:func:`mlm_collator`), which also
+    makes their ``labels``; without it they are plain inputs."""
+    import torch
+
+    if feats.kind == "mlm" and mlm is not None:
+        stm = feats.columns.get("special_tokens_mask")
+        rows = [
+            {"input_ids": feats.input_ids[i], **({"special_tokens_mask": stm[i]} if stm else {})}
+            for i in idx
+        ]
+        batch = mlm(rows)
+        return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    width = max(feats.lengths[i] for i in idx)
+    out: dict[str, torch.Tensor] = {}
+    if feats.kind == "multiple_choice":
+        choices = {len(feats.input_ids[i]) for i in idx}
+        if len(choices) != 1:
+            raise ValueError(f"a multiple-choice batch mixes {sorted(choices)} choices per example")
+        flat = [c for i in idx for c in feats.input_ids[i]]
+        shape = (len(idx), choices.pop(), width)  # (B, C, T)
+        out["input_ids"] = _pad(flat, width, pad_id).reshape(shape)
+        out["attention_mask"] = _pad([[1] * len(c) for c in flat], width, 0).reshape(shape)
+        if "token_type_ids" in feats.columns:
+            tt = [c for i in idx for c in feats.columns["token_type_ids"][i]]
+            out["token_type_ids"] = _pad(tt, width, 0).reshape(shape)
+    else:
+        seqs: list[list[int]] = [feats.input_ids[i] for i in idx]
+        out["input_ids"] = _pad(seqs, width, pad_id)  # (B, T)
+        out["attention_mask"] = _pad([[1] * len(r) for r in seqs], width, 0)
+        if "token_type_ids" in feats.columns:
+            out["token_type_ids"] = _pad(
+                [feats.columns["token_type_ids"][i] for i in idx], width, 0
+            )
+    if feats.labels:
+        if feats.kind == "tagging":
+            out["labels"] = _pad([feats.labels[i] for i in idx], width, IGNORE_INDEX)
         else:
-            labels[row] = feats.labels[i]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+            out["labels"] = torch.tensor([feats.labels[i] for i in idx], dtype=torch.long)
+    for name in ("start_positions", "end_positions"):  # QA training windows
+        if name in feats.columns:
+            out[name] = torch.tensor([feats.columns[name][i] for i in idx], dtype=torch.long)
+    return out
 
 
 def batches(

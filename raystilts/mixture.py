@@ -17,9 +17,9 @@ to its size to the power ``1/T`` (temperature sampling flattens the mixture towa
 a small task is not drowned by a large one).
 
 Heads are chosen by task type exactly as a single-task phase chooses them
-(:func:`raystilts.runner.build_model`): each task gets its own Hugging Face
-``AutoModelFor{SequenceClassification,TokenClassification}``, and all of them share one encoder
-module object, so its parameters exist (and are optimised) once.
+(:func:`raystilts.models.build_model`): each task of any trainable type (classification,
+multiple choice, QA, tagging, MLM) gets its own Hugging Face model, and all of them share one
+encoder module object, so its parameters exist (and are optimised) once.
 """
 
 from __future__ import annotations
@@ -181,17 +181,17 @@ class MultiTaskModel(nn.Module):
         for name in models:
             if not name or "." in name:
                 raise ValueError(f"task name must be non-empty without '.', got {name!r}")
-        prefixes: dict[str, str] = {}
+        from raystilts.models import encoder_of, replace_encoder
+
         keys: dict[str, set[str]] = {}
         for name, m in models.items():
-            prefix = str(getattr(m, "base_model_prefix", ""))
-            enc = getattr(m, prefix, None) if prefix else None
-            if not isinstance(enc, nn.Module):
+            enc = encoder_of(m)
+            if enc is m:
                 raise ValueError(
-                    f"task {name!r}: its model has no encoder under base_model_prefix "
-                    f"{prefix!r}; pass Hugging Face task models (raystilts.runner.build_model)"
+                    f"task {name!r}: its model has no encoder under its base_model_prefix; "
+                    "pass task models (raystilts.models.build_model)"
                 )
-            prefixes[name], keys[name] = prefix, set(enc.state_dict())
+            keys[name] = set(enc.state_dict())
         # the first encoder whose weights include every other's: with XLM-R all are equal; with
         # BERT only sequence classification builds the pooler, and its encoder serves both kinds
         owner = next((n for n in models if all(keys[n] >= k for k in keys.values())), None)
@@ -202,10 +202,9 @@ class MultiTaskModel(nn.Module):
                 f"no encoder of tasks {list(models)!r} holds every weight of the others "
                 f"(weights not in all: {differ}); mix tasks whose models share one encoder"
             )
-        self._prefix = prefixes[owner]
-        shared: nn.Module = getattr(models[owner], self._prefix)
-        for name, m in models.items():
-            setattr(m, prefixes[name], shared)
+        shared = encoder_of(models[owner])
+        for m in models.values():
+            replace_encoder(m, shared)
         self.tasks_models = nn.ModuleDict(dict(models))
 
     @classmethod
@@ -216,17 +215,21 @@ class MultiTaskModel(nn.Module):
         *,
         encoder_state: Mapping[str, torch.Tensor] | None = None,
         seed: int,
+        pad_id: int | None = None,
     ) -> MultiTaskModel:
         """A fresh head per task on ``base_model`` (heads by task type, as in a single-task
         phase); the encoder of the last phase if ``encoder_state`` is given. Task ``j``'s head
         is initialised from seed ``seed + j``, so a mixture of one task has that task's head."""
-        from raystilts.runner import build_model
+        from raystilts.models import build_model
 
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"a mixture lists each task once, got {names!r}")
         model = cls(
-            {t.name: build_model(base_model, t, None, seed=seed + j) for j, t in enumerate(tasks)}
+            {
+                t.name: build_model(base_model, t, None, seed=seed + j, pad_id=pad_id)
+                for j, t in enumerate(tasks)
+            }
         )
         if encoder_state is not None:
             model.load_encoder(encoder_state)
@@ -239,8 +242,9 @@ class MultiTaskModel(nn.Module):
     @property
     def encoder(self) -> nn.Module:
         """The shared encoder (the same object inside every task model)."""
-        first = next(iter(self.tasks_models.values()))
-        return getattr(first, self._prefix)  # type: ignore[no-any-return]
+        from raystilts.models import encoder_of
+
+        return encoder_of(next(iter(self.tasks_models.values())))
 
     def task_model(self, task: str) -> nn.Module:
         """The Hugging Face model of ``task`` (shared encoder, own head): what
@@ -258,5 +262,8 @@ class MultiTaskModel(nn.Module):
         return {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
 
     def load_encoder(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load a previous phase's encoder into the shared encoder (strict: same architecture)."""
-        self.encoder.load_state_dict(state)
+        """Load a previous phase's encoder into the shared encoder (same architecture; only a
+        BERT-style pooler may be missing: raystilts.models.load_encoder_state)."""
+        from raystilts.models import load_encoder_state
+
+        load_encoder_state(self.encoder, state)

@@ -5,8 +5,11 @@
 
 Plain PyTorch, rank-aware and Ray-free: under Ray Train the process group already exists and
 the model is wrapped in DDP; alone it runs in one process. The encoder is carried from phase to
-phase; each phase gets a fresh head chosen by its task type (Hugging Face's
-``AutoModelFor{SequenceClassification,TokenClassification}``, so any encoder family works).
+phase; each phase gets a fresh head chosen by its task type (raystilts.models: Hugging Face's
+``AutoModelFor...`` classes, so any family works; decoder-only models for classification and
+multiple choice). Every task type trains and evaluates here (metrics by type: EVALUATORS).
+A target without training data (zero-shot retrieval) is not trained: the chain's
+intermediate phases run, then its encoder is evaluated.
 
 Throughput: length-grouped batches with dynamic padding, no host sync inside the step loop
 (losses and token counts accumulate on the device and are read at evaluation points only),
@@ -26,12 +29,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
-from raystilts.data import FeatureStore, batches, collate, eval_batches
-from raystilts.metrics import score
+from raystilts import metrics as metrics_lib
+from raystilts.data import (
+    IGNORE_INDEX,
+    Features,
+    FeatureStore,
+    batches,
+    collate,
+    dev_language,
+    eval_batches,
+    mlm_collator,
+)
 from raystilts.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
+from raystilts.models import build_model, encoder_state, unwrap
 from raystilts.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
 from raystilts.tasks import TaskSpec
 
@@ -43,6 +57,7 @@ __all__ = [
     "build_model",
     "evaluate",
     "run_chain",
+    "selection_key",
 ]
 
 Report = Callable[[dict[str, float]], None]
@@ -103,6 +118,17 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     grad_accum: int = 1  # micro-batches per optimizer step (keeps the effective batch fixed)
     bf16: bool = True  # used only where the device supports it
+    # hidden layer mean-pooled for retrieval; None: the middle layer, as XTREME (negative: from
+    # the top, -1 = last)
+    retrieval_layer: int | None = None
+
+
+def selection_key(task: TaskSpec) -> str:
+    """The metric a search selects chains for ``task`` on: English dev (strict zero-shot), or
+    for a target without training data (zero-shot retrieval, no English dev set of its own) the
+    dev mean over its languages."""
+    lang = "en" if task.has_train else "avg"
+    return f"dev/{task.name}/{lang}/{task.metric}"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -131,33 +157,7 @@ class Dist:
             torch.distributed.barrier()
 
 
-def build_model(
-    base_model: str, task: TaskSpec, encoder_state: Mapping[str, torch.Tensor] | None, *, seed: int
-) -> nn.Module:
-    """Base model with a fresh head for ``task``; the encoder weights of the last phase if given."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # "some weights newly initialized" is the point of a new head
-    hf_logging.disable_progress_bar()
-    cls = (
-        AutoModelForTokenClassification
-        if task.kind == "tagging"
-        else AutoModelForSequenceClassification
-    )
-    torch.manual_seed(seed)
-    model = cls.from_pretrained(base_model, num_labels=task.num_labels)
-    if model.config.pad_token_id is None:  # decoder-only models classify the last non-pad token
-        model.config.pad_token_id = model.config.eos_token_id
-    if encoder_state is not None:
-        getattr(model, str(model.base_model_prefix)).load_state_dict(encoder_state)
-    return model
-
-
-def _encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    enc = getattr(inner, str(inner.base_model_prefix))
-    return {k: v.detach().clone() for k, v in enc.state_dict().items()}
+_encoder_state = encoder_state  # the name tests and older callers use
 
 
 def _optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -180,6 +180,151 @@ def _autocast(device: torch.device, bf16: bool) -> Any:
     return nullcontext()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Eval:
+    """What every evaluator needs besides the task and its features."""
+
+    model: nn.Module  # unwrapped, in eval mode
+    store: FeatureStore
+    settings: TrainSettings
+    device: torch.device
+    pad_id: int
+
+    def outputs(self, feats: Features, *, batch_size: int | None = None, mlm: Any = None) -> Any:
+        """(row indices, CPU batch, model output) per evaluation batch, shortest rows first."""
+        size = batch_size or self.settings.eval_batch_size
+        for idx in eval_batches(feats.lengths, batch_size=size):
+            batch = collate(feats, idx, pad_id=self.pad_id, mlm=mlm)
+            inputs = {
+                k: v.to(self.device)
+                for k, v in batch.items()
+                if k in ("input_ids", "attention_mask", "token_type_ids")
+            }
+            with _autocast(self.device, self.settings.bf16):
+                yield idx, batch, self.model(**inputs)
+
+
+def _eval_choice(
+    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
+) -> dict[str, float]:
+    """Classification and multiple choice: accuracy of the argmax class (choice)."""
+    gold: list[int] = []
+    pred: list[int] = []
+    for _, batch, out in ev.outputs(feats):
+        gold.extend(batch["labels"].tolist())
+        pred.extend(out.logits.argmax(-1).cpu().tolist())
+    return {"accuracy": metrics_lib.accuracy(gold, pred)}
+
+
+def _eval_tagging(
+    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
+) -> dict[str, float]:
+    """Tags of first subwords as names: NER entity-level F1/precision/recall (IOB2, as
+    seqeval), POS-style tag sets F1 and accuracy as XTREME reports them."""
+    gold: list[list[str]] = []
+    pred: list[list[str]] = []
+    for _, batch, out in ev.outputs(feats):
+        predicted = out.logits.argmax(-1).cpu()  # (B, T)
+        for row, labels in enumerate(batch["labels"]):
+            keep = labels != IGNORE_INDEX  # first subwords
+            gold.append([task.labels[i] for i in labels[keep].tolist()])
+            pred.append([task.labels[i] for i in predicted[row][keep].tolist()])
+    scheme = metrics_lib.tagging_scheme(task.labels)
+    scores = metrics_lib.tagging_scores(gold, pred, scheme=scheme)
+    keys = ("f1", "precision", "recall") if scheme == "iob2" else ("f1", "accuracy")
+    return {k: float(scores[k]) for k in keys}
+
+
+def _eval_qa(
+    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
+) -> dict[str, float]:
+    """Span logits per window, n-best decoding per example, SQuAD EM/F1 (MLQA's
+    normalisation by language)."""
+    from raystilts.qa import decode_answers
+
+    starts: list[np.ndarray] = [np.empty(0)] * len(feats)
+    ends: list[np.ndarray] = [np.empty(0)] * len(feats)
+    for idx, _, out in ev.outputs(feats):
+        s = out.start_logits.float().cpu().numpy()  # (B, T)
+        e = out.end_logits.float().cpu().numpy()
+        for row, i in enumerate(idx):
+            n = len(feats.input_ids[i])
+            starts[i], ends[i] = s[row, :n], e[row, :n]
+    windows = {"input_ids": feats.input_ids, **feats.columns}
+    predictions = decode_answers(
+        feats.examples, windows, starts, ends, allow_unanswerable=task.allow_unanswerable
+    )
+    answers = {str(ex["id"]): list(ex["answers"]["text"]) for ex in feats.examples}
+    style = metrics_lib.qa_style(task.name)
+    scores = metrics_lib.squad_scores(predictions, answers, lang=lang, style=style)
+    return {k: float(v) for k, v in scores.items()}
+
+
+def _eval_retrieval(
+    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
+) -> dict[str, float]:
+    """Embed queries and candidates (mean-pooled layer, :class:`raystilts.models.Embedder`);
+    the task's metric picks the procedure: ``accuracy`` Tatoeba (nearest candidate by cosine),
+    ``f1`` BUCC (ratio margin; the threshold of this language's dev split applied to test,
+    recorded as ``threshold``), ``map@20`` Mewsli-X and LAReQA."""
+    emb = np.empty((len(feats), 0), dtype=np.float32)
+    for idx, _, out in ev.outputs(feats):
+        pooled = out.float().cpu().numpy()  # (B, H)
+        if emb.shape[1] == 0:
+            emb = np.zeros((len(feats), pooled.shape[1]), dtype=np.float32)
+        emb[idx] = pooled
+    role, ids, gold = feats.columns["role"], feats.columns["id"], feats.columns["gold"]
+    queries = [i for i, r in enumerate(role) if r == "query"]
+    cands = [i for i, r in enumerate(role) if r == "candidate"]
+    cand_ids = [ids[i] for i in cands]
+    q_emb, c_emb = emb[queries], emb[cands]
+    if task.metric == "map@20":
+        gold_sets = [gold[i] for i in queries]
+        return {"map@20": metrics_lib.map_at_k(q_emb, c_emb, cand_ids, gold_sets, k=20)}
+    if task.metric == "f1":
+        pairs = {(ids[i], g) for i in queries for g in gold[i]}
+        threshold = dev.get("threshold")
+        scores = metrics_lib.bucc_scores(
+            q_emb, [ids[i] for i in queries], c_emb, cand_ids, pairs, threshold=threshold
+        )
+        return {k: float(v) for k, v in scores.items()}
+    if task.metric == "accuracy":
+        where = {c: j for j, c in enumerate(cand_ids)}
+        scored = [j for j, i in enumerate(queries) if gold[i]]
+        targets = [where[gold[queries[j]][0]] for j in scored]
+        return {"accuracy": metrics_lib.tatoeba_accuracy(q_emb[scored], c_emb, targets)}
+    raise ValueError(
+        f"retrieval task {task.name!r}: metric {task.metric!r} has no procedure; "
+        "use accuracy (Tatoeba), f1 (BUCC) or map@20"
+    )
+
+
+def _eval_mlm(
+    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
+) -> dict[str, float]:
+    """Accuracy on masked tokens, with one fixed masking (seed 0) so phases compare."""
+    collator = mlm_collator(ev.store.tokenizer_dir, seed=0)
+    correct = total = 0
+    # the logits are (B, T, vocabulary): a training-sized batch, not an evaluation-sized one
+    for _, batch, out in ev.outputs(feats, batch_size=ev.settings.batch_size, mlm=collator):
+        labels = batch["labels"]
+        keep = labels != IGNORE_INDEX
+        correct += int((out.logits.argmax(-1).cpu()[keep] == labels[keep]).sum())
+        total += int(keep.sum())
+    return {"accuracy": correct / total if total else math.nan}
+
+
+Evaluator = Callable[[_Eval, TaskSpec, Features, str, Mapping[str, float]], dict[str, float]]
+EVALUATORS: dict[str, Evaluator] = {
+    "classification": _eval_choice,
+    "multiple_choice": _eval_choice,
+    "tagging": _eval_tagging,
+    "qa": _eval_qa,
+    "retrieval": _eval_retrieval,
+    "mlm": _eval_mlm,
+}
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -191,32 +336,18 @@ def evaluate(
     settings: TrainSettings,
     device: torch.device,
     pad_id: int,
+    dev: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``task`` on one (split, language)."""
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """Metrics of ``task`` on one (split, language), by task type (:data:`EVALUATORS`).
+    ``dev``: this language's dev metrics when scoring test (BUCC applies their threshold)."""
+    inner = unwrap(model)
     was_training = inner.training
     inner.eval()
-    feats = store.load(task, split, lang)
-    gold: list[Any] = []
-    pred: list[Any] = []
-    for idx in eval_batches(feats.lengths, batch_size=settings.eval_batch_size):
-        batch = collate(feats, idx, pad_id=pad_id)
-        with _autocast(device, settings.bf16):
-            logits = inner(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-            ).logits
-        p = logits.argmax(-1).cpu()
-        if task.kind == "tagging":
-            for row, labels in enumerate(batch["labels"]):
-                n = int(batch["attention_mask"][row].sum())
-                gold.append(labels[:n].tolist())
-                pred.append(p[row, :n].tolist())
-        else:
-            gold.extend(batch["labels"].tolist())
-            pred.extend(p.tolist())
-    inner.train(was_training)
-    return score(task.kind, gold, pred)
+    ev = _Eval(model=inner, store=store, settings=settings, device=device, pad_id=pad_id)
+    try:
+        return EVALUATORS[task.kind](ev, task, store.load(task, split, lang), lang, dev or {})
+    finally:
+        inner.train(was_training)
 
 
 def _train_phase(
@@ -235,7 +366,13 @@ def _train_phase(
     from transformers import get_linear_schedule_with_warmup
 
     names = [t.name for t in phase.tasks]
-    feats = {t.name: store.load(t, "train", "en") for t in phase.tasks}
+    feats = {t.name: store.load_train(t) for t in phase.tasks}
+    # MLM rows are masked per batch, each rank its own masks, every epoch anew
+    maskers = {
+        t.name: mlm_collator(store.tokenizer_dir, seed=seed * 7919 + dist.rank)
+        for t in phase.tasks
+        if t.kind == "mlm"
+    }
     # a mixture draws each optimizer step's task; every rank draws the same sequence
     sampler = (
         TaskSampler(
@@ -277,7 +414,9 @@ def _train_phase(
                 epoch[name] += 1
             batch = {
                 k: v.to(dist.device, non_blocking=True)
-                for k, v in collate(feats[name], plans[name].pop(), pad_id=pad_id).items()
+                for k, v in collate(
+                    feats[name], plans[name].pop(), pad_id=pad_id, mlm=maskers.get(name)
+                ).items()
             }
             # DDP all-reduces gradients on the last micro-batch of a step only
             last = part == settings.grad_accum - 1
@@ -349,7 +488,9 @@ def _prefix_keys(
                 ),
                 lr=p.lr,
                 steps=p.steps,
-                data_fingerprint="+".join(store.path(t, "train", "en").name for t in p.tasks),
+                data_fingerprint="+".join(
+                    path.name for t in p.tasks for path in store.train_paths(t)
+                ),
             )
             for p in plan.phases
         ],
@@ -385,12 +526,40 @@ def _phase_model(
     encoder: Mapping[str, torch.Tensor] | None,
     *,
     seed: int,
+    pad_id: int,
 ) -> nn.Module:
     if phase.also:
         return MultiTaskModel.from_pretrained(
-            base_model, phase.tasks, encoder_state=encoder, seed=seed
+            base_model, phase.tasks, encoder_state=encoder, seed=seed, pad_id=pad_id
         )
-    return build_model(base_model, phase.task, encoder, seed=seed)
+    return build_model(base_model, phase.task, encoder, seed=seed, pad_id=pad_id)
+
+
+def _evaluate_target(
+    plan: ChainPlan,
+    score: Callable[..., dict[str, float]],
+    model: nn.Module,
+) -> dict[str, float]:
+    """Dev, then test, of every evaluation language the task has the split in (a language's
+    dev metrics go to its test evaluation: BUCC's threshold), plus the mean over languages
+    of each metric (``avg``; not of a BUCC threshold)."""
+    target = plan.target.task
+    out: dict[str, float] = {}
+    dev: dict[str, dict[str, float]] = {}
+    for split in ("dev", "test"):
+        per_lang: dict[str, dict[str, float]] = {}
+        for lang in plan.eval_languages:
+            if split not in target.splits(lang):
+                continue
+            per_lang[lang] = score(model, target, split, lang, dev.get(lang))
+            out.update({f"{split}/{target.name}/{lang}/{m}": v for m, v in per_lang[lang].items()})
+        if split == "dev":
+            dev = per_lang
+        names = sorted({m for d in per_lang.values() for m in d} - {"threshold"})
+        for m in names:
+            values = [d[m] for d in per_lang.values() if m in d]
+            out[f"{split}/{target.name}/avg/{m}"] = sum(values) / len(values)
+    return out
 
 
 def run_chain(
@@ -423,9 +592,23 @@ def run_chain(
     encoder: dict[str, torch.Tensor] | None = None
     info: dict[str, float] = {}
 
-    def score(model: nn.Module, task: TaskSpec, split: str, lang: str) -> dict[str, float]:
+    def score(
+        model: nn.Module,
+        task: TaskSpec,
+        split: str,
+        lang: str,
+        dev: Mapping[str, float] | None = None,
+    ) -> dict[str, float]:
         return evaluate(
-            model, task, store, split, lang, settings=settings, device=dist.device, pad_id=pad_id
+            model,
+            task,
+            store,
+            split,
+            lang,
+            settings=settings,
+            device=dist.device,
+            pad_id=pad_id,
+            dev=dev,
         )
 
     keys: list[str] = []
@@ -446,7 +629,15 @@ def run_chain(
     for i, phase in enumerate(plan.phases):
         if i < depth:
             continue
-        model = _wrap(_phase_model(base_model, phase, encoder, seed=plan.seed * 1000 + i), dist)
+        if not all(t.has_train for t in phase.tasks):
+            raise ValueError(
+                f"phase {phase.name}: a task without training data cannot be an intermediate "
+                "phase (zero-shot retrieval tasks are targets only)"
+            )
+        model = _wrap(
+            _phase_model(base_model, phase, encoder, seed=plan.seed * 1000 + i, pad_id=pad_id),
+            dist,
+        )
         stats = _train_phase(
             model,
             phase,
@@ -458,17 +649,15 @@ def run_chain(
         )
         info.update({f"phase{i}/{k}": v for k, v in stats.items()})
         if dist.rank == 0:  # a mixture: the mean over its tasks
-            inner = (
-                model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-            )
+            inner = unwrap(model)
             devs = []
             for t in phase.tasks:
                 head = inner.task_model(t.name) if phase.also else model  # type: ignore[operator]
-                devs.append(score(head, t, "dev", "en")[t.metric])
+                devs.append(score(head, t, "dev", dev_language(t))[t.metric])
                 if phase.also:
                     info[f"phase{i}/dev_en/{t.name}"] = devs[-1]
             info[f"phase{i}/dev_en"] = sum(devs) / len(devs)
-        encoder = _encoder_state(model)
+        encoder = encoder_state(model)
         if prefix_cache is not None and dist.rank == 0:
             dev = info[f"phase{i}/dev_en"]
             meta = {
@@ -480,7 +669,16 @@ def run_chain(
 
     target = plan.target.task
     key = f"dev/{target.name}/en/{target.metric}"
-    model = _wrap(build_model(base_model, target, encoder, seed=plan.seed * 1000 + 999), dist)
+    model = build_model(
+        base_model,
+        target,
+        encoder,
+        seed=plan.seed * 1000 + 999,
+        pad_id=pad_id,
+        retrieval_layer=settings.retrieval_layer,
+    )
+    # a target without training data is evaluated as the chain left its encoder
+    model = _wrap(model, dist) if target.has_train else model.to(dist.device)
 
     def on_eval(step: int, extra: dict[str, float]) -> None:
         if step == plan.target.steps:
@@ -491,16 +689,20 @@ def run_chain(
         dist.barrier()
         report(metrics)
 
-    stats = _train_phase(
-        model,
-        plan.target,
-        store=store,
-        settings=settings,
-        dist=dist,
-        seed=plan.seed * 1000 + 999,
-        pad_id=pad_id,
-        on_eval=on_eval,
-        eval_every=plan.eval_every,
+    stats = (
+        _train_phase(
+            model,
+            plan.target,
+            store=store,
+            settings=settings,
+            dist=dist,
+            seed=plan.seed * 1000 + 999,
+            pad_id=pad_id,
+            on_eval=on_eval,
+            eval_every=plan.eval_every,
+        )
+        if target.has_train
+        else {}
     )
     final: dict[str, float] = {
         "target_step": float(plan.target.steps),
@@ -510,22 +712,9 @@ def run_chain(
     if dist.rank == 0:
         if prefix_cache is not None:
             final.update(prefix_cache.stats.as_metrics())
-        for split in ("dev", "test"):
-            per_lang: dict[str, dict[str, float]] = {}
-            for lang in plan.eval_languages:
-                per_lang[lang] = score(model, target, split, lang)
-                final.update(
-                    {f"{split}/{target.name}/{lang}/{m}": v for m, v in per_lang[lang].items()}
-                )
-            for m in per_lang[plan.eval_languages[0]]:
-                final[f"{split}/{target.name}/avg/{m}"] = sum(
-                    d[m] for d in per_lang.values()
-                ) / len(per_lang)
+        final.update(_evaluate_target(plan, score, model))
         if final_model_dir is not None:
-            inner = (
-                model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-            )
-            inner.save_pretrained(str(final_model_dir))  # type: ignore[operator]
+            unwrap(model).save_pretrained(str(final_model_dir))  # type: ignore[operator]
     dist.barrier()
     report(final)
     logging.getLogger(__name__).debug("chain %s done", plan.name)

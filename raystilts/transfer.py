@@ -62,12 +62,11 @@ __all__ = [
     "load_encoder",
     "rank_intermediates",
     "sample_indices",
+    "task_inputs",
 ]
 
 METHOD = "textemb-cosine"  # the name logged with a ranking (Vu et al. 2020, TextEmb)
 EMBED_BATCH = 64  # examples per forward pass: small enough for XLM-R large at 128 tokens in fp32
-SPLIT = "train"  # English training inputs of both tasks, as Vu et al.; targets have only these
-LANG = "en"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,9 +141,8 @@ def embed_with(
     if len(feats) == 0:
         raise ValueError("cannot embed an empty feature set: featurize the task's train split")
     idx = sample_indices(len(feats), max_examples=max_examples, seed=seed)
-    sample = Features(
-        input_ids=[feats.input_ids[i] for i in idx], labels=[feats.labels[i] for i in idx]
-    )
+    plain = feats.first_sequences()  # any task type: one token sequence per row
+    sample = Features(input_ids=[plain.input_ids[i] for i in idx], kind="plain")
     device = next(model.parameters()).device
     pieces: list[np.ndarray] = []
     order: list[int] = []  # sample rows in the length-sorted order the batches visit them
@@ -182,6 +180,20 @@ def embed(
     return embed_with(model, feats, max_examples=max_examples, pad_id=pad_id, seed=seed)
 
 
+def task_inputs(store: FeatureStore, task: TaskSpec) -> Features:
+    """The inputs that stand for ``task``: its training rows (as Vu et al.), or for a task
+    without training data (zero-shot retrieval) its first featurized dev (else test) set."""
+    if task.has_train:
+        return store.load_train(task)
+    for split in ("dev", "test"):
+        for lang in task.languages:
+            if (store.path(task, split, lang) / "dataset_info.json").is_file():
+                return store.load(task, split, lang)
+    raise ValueError(
+        f"task {task.name!r} has no training data and no featurized dev or test set to embed"
+    )
+
+
 def rank_intermediates(
     *,
     model_dir: str,
@@ -195,8 +207,10 @@ def rank_intermediates(
 ) -> Ranking:
     """Score each intermediate task by TextEmb cosine with ``target`` (module docstring: why).
 
-    Reads the English ``train`` features of every task from ``store`` (featurize them first, as
-    :func:`raystilts.workspace.prepare_workspace` does) and embeds each task once per call.
+    Reads the ``train`` features of every task from ``store`` (featurize them first, as
+    :func:`raystilts.workspace.prepare_workspace` does) and embeds each task once per call. Any
+    task type works: a multiple-choice row contributes its first (context, choice) sequence, a
+    QA window its question and context, a task of several training languages all of them.
     """
     if not intermediates:
         raise ValueError(f"no intermediate tasks to rank for target '{target.name}'")
@@ -206,7 +220,7 @@ def rank_intermediates(
 
     def vector(task: TaskSpec) -> np.ndarray:
         if task.name not in vectors:
-            feats = store.load(task, SPLIT, LANG)
+            feats = task_inputs(store, task)
             emb = embed_with(model, feats, max_examples=max_examples, pad_id=pad_id, seed=seed)
             vectors[task.name] = centroid(emb)
         return vectors[task.name]

@@ -5,7 +5,8 @@
 
 ``model: embedded`` means the project's own offline assets: the synthetic benchmark is generated
 and the tiny base model pretrained (both cached). Any other value is a Hugging Face hub id or a
-local path, and tasks are read from ``data_dir``. Every (task, split, language) a search needs
+local path; tasks are read from ``data_dir`` when given (files in each task's own schema), else
+from the Hugging Face hub (raystilts.tasks.read_examples), and the embedded tasks need it. Every (task, split, language) a search needs
 is featurized here, on the driver, before any trial starts: trials only read the cache.
 """
 
@@ -34,7 +35,7 @@ def default_cache_dir() -> Path:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Workspace:
     model: str  # what from_pretrained gets: a local directory or a hub id
-    data_dir: Path
+    data_dir: Path | None  # None: tasks come from the hub
     features: FeatureStore
     pad_id: int
     misses: int  # how many (task, split, language) triples were tokenized now
@@ -43,7 +44,7 @@ class Workspace:
         """Plain values to ship to trial workers (paths must be shared by all of them)."""
         return {
             "model": self.model,
-            "data_dir": str(self.data_dir),
+            "data_dir": str(self.data_dir) if self.data_dir is not None else None,
             "feature_dir": str(self.features.cache_dir),
             "tokenizer_dir": str(self.features.tokenizer_dir),
             "max_length": self.features.max_length,
@@ -133,13 +134,16 @@ def prepare_workspace(
     log: bool = True,
 ) -> Workspace:
     """Make sure model, data and features exist; ``needs`` lists (task, split, language)."""
+    needs = list(needs)
     if model == "embedded":
         data_dir = generate(cache_dir / f"embedded-data-v{BENCHMARK_VERSION}-seed0", seed=0)
         model_dir = str(ensure_base_model(cache_dir, log=log))
     else:
-        if data_dir is None:
+        local = sorted({t.name for t, _, _ in needs if t.source == "embedded"})
+        if data_dir is None and local:  # hub tasks need no directory; embedded ones do
             raise UserError(
-                f"model '{model}': pass --data-dir DIR with <task>/<lang>/<split>.jsonl files"
+                f"model '{model}' with embedded task(s) {', '.join(local)}: pass --data-dir DIR "
+                "with <task>/<lang>/<split>.jsonl files (or use model: embedded)"
             )
         # a local path travels to workers whose working directory differs: make it absolute
         model_dir = str(Path(model).resolve()) if Path(model).exists() else model
