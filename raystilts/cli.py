@@ -274,6 +274,21 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fixtures(args: argparse.Namespace) -> int:
+    """Made-up data in every real task's schema, laid out as ``--data-dir`` reads it."""
+    from raystilts.fixtures import write_fixtures
+    from raystilts.sources import SOURCES
+
+    unknown = [t for t in args.task or () if t not in SOURCES]
+    if unknown:
+        raise UserError(
+            f"fixtures: no real task {unknown[0]!r}; run 'raystilts tasks' to list tasks"
+        )
+    out = write_fixtures(Path(args.dir), tasks=args.task or None)
+    print(f"wrote fixtures of {len(args.task or SOURCES)} tasks under {out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raystilts", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -375,6 +390,12 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="a JSON list: name, type, metric, languages, source..."
     )
     t.set_defaults(fn=cmd_tasks)
+    f = sub.add_parser(
+        "fixtures", help="write made-up data of the real tasks as <DIR>/<task>/<lang>/<split>.jsonl"
+    )
+    f.add_argument("dir")
+    f.add_argument("--task", action="append", help="only this task (repeatable)")
+    f.set_defaults(fn=cmd_fixtures)
     return p
 
 

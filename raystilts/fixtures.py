@@ -376,6 +376,8 @@ def write_hub_mirror(
         root = mirror / dataset
         for split, rows in splits.items():
             path = root / (config or "data") / f"{split}-00000-of-00001.parquet"
+            if config and config.endswith("/"):
+                path = root / config / split / "0000.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             datasets.Dataset.from_list(rows).to_parquet(str(path))
     for dataset in {d for d, _ in tables}:
@@ -408,6 +410,8 @@ def _mirror_add(
                 table[split] = fixture_rows(src.schema, key=split, lang=lang, n=n, task=task)
         return
     config = src.config.format(**fmt) if src.config else None
+    if src.data_dir:  # the hub's parquet conversion: <data_dir>/<split>/0000.parquet
+        config = f"{src.data_dir}/"
     table = tables.setdefault((src.dataset, config), {})
     for split, n in _base_splits(src.split):
         rows = fixture_rows(src.schema, key=split, lang=lang, n=n, name=name, task=task)
@@ -423,8 +427,8 @@ def _write_readme(root: Path, configs: Mapping[str | None, Mapping[str, list[Any
     """A dataset card whose ``configs`` YAML maps config names to parquet files (hub layout)."""
     lines = ["---", "configs:"]
     for config, splits in configs.items():
-        if config is not None and "." in config and config.startswith("2023"):
-            continue  # dump shards are read through data_files, not a config
+        if config is not None and (config.startswith("2023") or config.endswith("/")):
+            continue  # dump shards and parquet conversions are read by data_files / data_dir
         lines.append(f"- config_name: {json.dumps(config or 'default')}")
         if config is None:
             lines.append("  default: true")

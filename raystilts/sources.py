@@ -115,7 +115,10 @@ class Source:
     field: str | None = None  # json builder: the top-level list holding the rows
     data_files: str | None = None  # hub dataset: only these files (big dumps: one shard)
     keep: str | None = None  # name in KEEP: a row filter (a shared config holding all languages)
-    keep_value: str = ""
+    # datasets whose main branch still holds a loading script (datasets 5 runs none): read the
+    # hub's own parquet conversion, branch refs/convert/parquet, folder <data_dir>/<split>/
+    revision: str | None = None
+    data_dir: str | None = None
 
     def describe(self, code: str = "{code}", name: str = "{name}") -> str:
         if self.url:
@@ -182,6 +185,7 @@ _MNLI = {
     "test": _hub(_GLUE, "mnli", "validation_mismatched", "nli"),
 }
 _XTREME_TT = "https://storage.googleapis.com/xtreme_translations"
+_CONVERTED = {"revision": "refs/convert/parquet", "data_dir": "default"}
 # Wikipedia dumps as parquet; one shard per language keeps the download small
 _WIKI = "wikimedia/wikipedia"
 _WIKI_FILES = "20231101.{code}/train-00000-of-*.parquet"
@@ -216,14 +220,15 @@ SOURCES: dict[str, TaskSources] = {
     ),
     "hellaswag": TaskSources(
         splits={
-            "train": _hub("Rowan/hellaswag", None, "train", "hellaswag"),
-            **_same("Rowan/hellaswag", None, "validation", "hellaswag"),  # test labels hidden
+            "train": _hub("Rowan/hellaswag", None, "train", "hellaswag", **_CONVERTED),
+            # test labels are hidden: dev doubles as test
+            **_same("Rowan/hellaswag", None, "validation", "hellaswag", **_CONVERTED),
         }
     ),
     "cosmosqa": TaskSources(
         splits={
-            "train": _hub("allenai/cosmos_qa", None, "train", "cosmosqa"),
-            **_same("allenai/cosmos_qa", None, "validation", "cosmosqa"),  # test labels hidden
+            "train": _hub("allenai/cosmos_qa", None, "train", "cosmosqa", **_CONVERTED),
+            **_same("allenai/cosmos_qa", None, "validation", "cosmosqa", **_CONVERTED),
         }
     ),
     "commonsenseqa": TaskSources(
@@ -560,12 +565,18 @@ def _tag_ids(
 def _bitext(rows: Sequence[Mapping[str, Any]], task: TaskSpec) -> list[dict[str, Any]]:
     """Parallel pairs: the non-English side queries, the English side is the candidate pool.
 
+    google/xtreme's bucc18 configs hold BUCC's gold pairs only (its script drops the unpaired
+    sentences, and puts the sentence ids in source_lang/target_lang), so BUCC from the hub is
+    retrieval among translations; the full task needs local rows with the unpaired sentences.
+
     A row with an empty ``source_sentence`` adds an unpaired candidate (BUCC's distractors); an
     empty ``target_sentence`` a query without translation (gold ``[]``)."""
     queries: list[dict[str, Any]] = []
     cands: list[dict[str, Any]] = []
     for i, r in enumerate(rows):
-        src, tgt = r.get("source_sentence") or "", r.get("target_sentence") or ""
+        # google/xtreme's Tatoeba rows keep the files' trailing newlines
+        src = (r.get("source_sentence") or "").strip()
+        tgt = (r.get("target_sentence") or "").strip()
         if tgt:
             cands.append({"role": "candidate", "id": f"c{i}", "text": tgt, "gold": []})
         if src:
@@ -692,7 +703,14 @@ def _load_source(
             path = str(hub_mirror / src.dataset) if hub_mirror is not None else src.dataset
             config = src.config.format(**fmt) if src.config else None
             files = src.data_files.format(**fmt) if src.data_files else None
-            ds = datasets.load_dataset(path, config, split=src.split, data_files=files)
+            ds = datasets.load_dataset(
+                path,
+                config,
+                split=src.split,
+                data_files=files,
+                data_dir=src.data_dir,
+                revision=None if hub_mirror is not None else src.revision,
+            )
     except Exception as exc:  # the hub raises many types (offline, missing, 404, timeout)
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         where = local_path(data_dir or Path("<data-dir>"), task, lang, split)
