@@ -292,6 +292,33 @@ class Features:
         )
 
 
+# model types whose position ids start after the padding index (fairseq's RoBERTa layout)
+_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"})
+
+
+def model_token_limit(model_dir: Path) -> int | None:
+    """The most tokens a sequence may have for the model saved in ``model_dir``: the smaller of
+    the tokenizer's ``model_max_length`` and the model config's position count (RoBERTa-style
+    models lose ``pad_token_id + 1`` positions); None when neither file says."""
+    import json
+
+    limits: list[int] = []
+    tok_cfg = model_dir / "tokenizer_config.json"
+    if tok_cfg.is_file():
+        n = json.loads(tok_cfg.read_text(encoding="utf-8")).get("model_max_length")
+        if isinstance(n, int | float) and 0 < n < 1_000_000:  # HF writes 1e30 for "no limit"
+            limits.append(int(n))
+    cfg_path = model_dir / "config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        n = cfg.get("max_position_embeddings")
+        if isinstance(n, int) and n > 0:
+            if cfg.get("model_type") in _OFFSET_POSITIONS:
+                n -= int(cfg.get("pad_token_id") or 0) + 1
+            limits.append(n)
+    return min(limits) if limits else None
+
+
 class FeatureStore:
     """A content-addressed cache of featurized (task, split, language) triples, safe across processes."""
 
@@ -300,10 +327,13 @@ class FeatureStore:
         self.tokenizer_dir = tokenizer_dir
         self.max_length = max_length
         self._fingerprint = tokenizer_fingerprint(tokenizer_dir)
+        self.model_limit = model_token_limit(tokenizer_dir)
 
     def max_length_for(self, task: TaskSpec) -> int:
-        """The task's own ``max_length`` (QA: 384) where it sets one, else the store's."""
-        return task.max_length or self.max_length
+        """The task's own ``max_length`` (QA: 384) where it sets one, else the store's; never
+        more tokens than the model has positions for (a tiny model may have only 64)."""
+        wanted = task.max_length or self.max_length
+        return min(wanted, self.model_limit) if self.model_limit else wanted
 
     def path(self, task: TaskSpec, split: str, lang: str) -> Path:
         length = self.max_length_for(task)
