@@ -182,7 +182,8 @@ class SearchSpace:
     name: str
     model: str
     targets: tuple[str, ...]
-    languages: tuple[str, ...] | None  # as written; None = every language of each target
+    # as written: one list for every target, {target: list} per target, or None (every language)
+    languages: tuple[str, ...] | tuple[tuple[str, tuple[str, ...]], ...] | None
     eval_languages: tuple[tuple[str, tuple[str, ...]], ...]  # resolved: (target, languages)
     intermediate: IntermediateSpace
     target: TargetSpace
@@ -204,6 +205,8 @@ class SearchSpace:
         """Plain JSON-able dict in the YAML schema; `load_space_dict` reads it back unchanged."""
         skip = ("eval_languages", "source_path")  # derived from the catalog / not a setting
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if self.languages and isinstance(self.languages[0], tuple):  # {target: [langs]}
+            out["languages"] = {t: list(langs) for t, langs in self.languages}  # type: ignore[misc]
         out["intermediate"].update(out["intermediate"].pop("phase"))
         per_task = out["target"].pop("per_task")
         if per_task:  # [[name, settings], ...] -> {name: settings}, as written in YAML
@@ -557,24 +560,55 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
 
 def _languages(
     value: Any, targets: tuple[str, ...], catalog: Mapping[str, TaskInfo]
-) -> tuple[tuple[str, ...] | None, tuple[tuple[str, tuple[str, ...]], ...]]:
+) -> tuple[
+    tuple[str, ...] | tuple[tuple[str, tuple[str, ...]], ...] | None,
+    tuple[tuple[str, tuple[str, ...]], ...],
+]:
+    """``languages``: None (every language of each target), one list for every target, or a
+    mapping ``{target: [langs]}`` (targets it leaves out keep every language)."""
     if value is None:
-        for t in targets:
-            # retrieval targets are not trained; BUCC and Tatoeba pair xx with en (no en set)
-            if "en" not in catalog[t].languages and getattr(catalog[t], "has_train", True):
-                raise UserError(f"targets: {t!r} has no 'en' data to select models on; drop it")
-        return None, tuple((t, tuple(catalog[t].languages)) for t in targets)
-    langs = _str_list(value, "languages", allow_empty=False, what="language codes, e.g. [en, qaa]")
-    if "en" not in langs:
-        raise UserError(f"languages: {list(langs)} lacks 'en' (English dev selects models); add en")
-    for t in targets:
-        for lang in langs:
-            if lang not in catalog[t].languages:
-                have = ", ".join(catalog[t].languages)
+        return None, tuple((t, _target_languages(t, None, catalog)) for t in targets)
+    if isinstance(value, Mapping):
+        for t in value:
+            if t not in targets:
                 raise UserError(
-                    f"languages: {lang!r} is not a language of {t!r} ({have}); remove it"
+                    f"languages: {t!r} is not a target of this space ({', '.join(targets)}); "
+                    "remove it or add it to targets"
                 )
-    return langs, tuple((t, langs) for t in targets)
+        per = tuple(
+            (t, _target_languages(t, value[t], catalog, key=f"languages.{t}"))
+            for t in targets
+            if t in value
+        )
+        given = dict(per)
+        return per, tuple(
+            (t, given[t] if t in given else _target_languages(t, None, catalog)) for t in targets
+        )
+    langs = _str_list(value, "languages", allow_empty=False, what="language codes, e.g. [en, qaa]")
+    return langs, tuple((t, _target_languages(t, langs, catalog)) for t in targets)
+
+
+def _target_languages(
+    target: str, value: Any, catalog: Mapping[str, TaskInfo], *, key: str = "languages"
+) -> tuple[str, ...]:
+    task = catalog[target]
+    trained = getattr(task, "has_train", True)  # retrieval (BUCC, Tatoeba) pairs xx with en
+    if value is None:
+        if "en" not in task.languages and trained:
+            raise UserError(f"targets: {target!r} has no 'en' data to select models on; drop it")
+        return tuple(task.languages)
+    langs = (
+        value
+        if isinstance(value, tuple)
+        else _str_list(value, key, allow_empty=False, what="language codes, e.g. [en, de]")
+    )
+    if "en" not in langs and trained:
+        raise UserError(f"{key}: {list(langs)} lacks 'en' (English dev selects models); add en")
+    for lang in langs:
+        if lang not in task.languages:
+            have = ", ".join(task.languages)
+            raise UserError(f"{key}: {lang!r} is not a language of {target!r} ({have}); remove it")
+    return langs
 
 
 def _intermediate(

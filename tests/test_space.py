@@ -519,3 +519,30 @@ def test_per_target_settings() -> None:
     data["target"]["tasks"] = {"mini_xnli": {"step": 10}}
     with pytest.raises(UserError, match=r"target.tasks.mini_xnli.step: unknown key"):
         load_space_dict(data, catalog=CATALOG)
+
+
+def test_languages_per_target_mapping() -> None:
+    """``languages: {target: [...]}`` evaluates each target on its own subset; a retrieval
+    target (no training, no English set) needs no 'en'; targets left out keep every language."""
+    from raystilts.tasks import CATALOG as REAL
+
+    raw = {
+        "name": "per_target",
+        "model": "embedded",
+        "targets": ["pawsx", "bucc", "xquad"],
+        "languages": {"pawsx": ["en", "de"], "bucc": ["fr"]},
+        "intermediate": {"tasks": ["mnli"], "max_chain_length": 1, "lr": 1e-5, "steps": 10},
+        "target": {"lr": 1e-5, "steps": 10, "eval_every": 5},
+    }
+    space = load_space_dict(raw, catalog=REAL)
+    assert space.languages_for("pawsx") == ("en", "de")
+    assert space.languages_for("bucc") == ("fr",)
+    assert space.languages_for("xquad") == REAL["xquad"].languages
+    assert load_space_dict(space.to_dict(), catalog=REAL).to_dict() == space.to_dict()
+    for bad, message in (
+        ({"pawsx": ["de"]}, r"languages\.pawsx: \['de'\] lacks 'en'"),
+        ({"bucc": ["en"]}, r"languages\.bucc: 'en' is not a language of 'bucc'"),
+        ({"xnli": ["en"]}, r"languages: 'xnli' is not a target of this space"),
+    ):
+        with pytest.raises(UserError, match=message):
+            load_space_dict({**raw, "languages": bad}, catalog=REAL)
