@@ -47,7 +47,7 @@ from raystilts.data import (
 from raystilts.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
 from raystilts.models import build_model, encoder_state, unwrap
 from raystilts.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
-from raystilts.tasks import TaskSpec
+from raystilts.tasks import TaskSpec, selection_key
 
 __all__ = [
     "ChainPlan",
@@ -121,14 +121,6 @@ class TrainSettings:
     # hidden layer mean-pooled for retrieval; None: the middle layer, as XTREME (negative: from
     # the top, -1 = last)
     retrieval_layer: int | None = None
-
-
-def selection_key(task: TaskSpec) -> str:
-    """The metric a search selects chains for ``task`` on: English dev (strict zero-shot), or
-    for a target without training data (zero-shot retrieval, no English dev set of its own) the
-    dev mean over its languages."""
-    lang = "en" if task.has_train else "avg"
-    return f"dev/{task.name}/{lang}/{task.metric}"
 
 
 @dataclass(slots=True, kw_only=True)

@@ -33,7 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
 from raystilts import storage as storage_lib
-from raystilts.data import TOKENIZER_FILES
+from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.errors import UserError
 from raystilts.racing import SeedRace
 from raystilts.space import (
@@ -47,7 +47,7 @@ from raystilts.space import (
     chain_params,
     make_define_by_run,
 )
-from raystilts.tasks import CATALOG, TaskSpec
+from raystilts.tasks import CATALOG, TaskSpec, selection_key, with_labels
 from raystilts.tracking import Tracker
 from raystilts.workspace import open_workspace, prepare_workspace
 
@@ -83,15 +83,20 @@ class SearchRun:
     resume: bool = False  # continue the Tune experiments of an interrupted search
 
 
-def _needs(space: SearchSpace) -> set[tuple[TaskSpec, str, str]]:
+def _task(name: str, data_dir: Path | str | None) -> TaskSpec:
+    """The catalog's task with its data-dependent labels (CCG's tag set comes with its files)."""
+    return with_labels(CATALOG[name], Path(data_dir) if data_dir else None)
+
+
+def _needs(space: SearchSpace, data_dir: Path | None) -> set[tuple[TaskSpec, str, str]]:
+    """Every (task, split, language) feature set the search's chains read: train splits in each
+    training language, English dev of every trained task, dev/test in each evaluated language."""
     needs: set[tuple[TaskSpec, str, str]] = set()
     for name in space.intermediate.tasks:
-        needs.update((CATALOG[name], s, "en") for s in ("train", "dev"))
+        needs |= needs_of(_task(name, data_dir), target=False)
     for target in space.targets:
-        task = CATALOG[target]
-        needs.update((task, s, "en") for s in ("train", "dev"))
-        for lang in space.languages_for(target):
-            needs.update((task, s, lang) for s in ("dev", "test"))
+        task = _task(target, data_dir)
+        needs |= needs_of(task, target=True, languages=space.languages_for(target))
     return needs
 
 
@@ -109,9 +114,13 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     node = ray.get_runtime_context().get_node_id()
     model, store, tok_dir = open_workspace(cfg["workspace"], node=node)
     mix = cfg["mixture"]
+    data_dir = cfg["workspace"].get("data_dir")
+    target_task = _task(cfg["target"]["task"], data_dir)
+    # a target without training data (zero-shot retrieval) is evaluated, not trained
+    target_steps = int(cfg["target"]["steps"]) if target_task.has_train else 0
 
     def phase(spec: dict[str, Any]) -> Phase:
-        first, *also = (CATALOG[t] for t in spec["task"].split(MIX))  # "a+b": a mixture
+        first, *also = (_task(t, data_dir) for t in spec["task"].split(MIX))  # "a+b": a mixture
         return Phase(
             task=first,
             also=tuple(also),
@@ -124,11 +133,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
 
     plan = ChainPlan(
         phases=tuple(phase(p) for p in cfg["phases"]),
-        target=Phase(
-            task=CATALOG[cfg["target"]["task"]],
-            lr=cfg["target"]["lr"],
-            steps=cfg["target"]["steps"],
-        ),
+        target=Phase(task=target_task, lr=cfg["target"]["lr"], steps=target_steps),
         eval_every=cfg["eval_every"],
         eval_languages=tuple(cfg["languages"]),
         seed=cfg["seed"],
@@ -148,7 +153,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         torch.distributed.all_gather_object(gathered, node)
         nodes = gathered
     final_dir = Path(tempfile.mkdtemp(prefix="raystilts-model-")) if cfg["save_model"] else None
-    final_step = float(cfg["target"]["steps"])
+    final_step = float(target_steps)
 
     def report(metrics: dict[str, float]) -> None:
         out: dict[str, Any] = dict(metrics)
@@ -182,7 +187,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     except DivergedError as e:
         # every rank sees the same all-reduced loss, so all of them land here together; the
         # searcher gets the worst score, MLflow records the run as diverged (not the score)
-        key = f"dev/{plan.target.task.name}/en/{plan.target.task.metric}"
+        key = selection_key(plan.target.task)
         train.report({key: 0.0, "diverged": 1.0, "diverged_reason": str(e)})
     finally:
         if final_dir is not None:
@@ -573,11 +578,7 @@ class MlflowCallback(tune.Callback):
             )
         if self.log:  # one progress line per trial (Ray's own logs stay in its session dir)
             last = trial.last_result or {}
-            score = (
-                None
-                if last.get("diverged")
-                else last.get(f"dev/{self.target}/en/{self.task.metric}")
-            )
+            score = None if last.get("diverged") else last.get(selection_key(self.task))
             shown = (
                 f"en dev {self.task.metric} {100 * score:.1f}" if score is not None else "no score"
             )
@@ -740,7 +741,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     )  # fail fast on a bad URI
     if run.resume:
         tracker.close_open_runs()  # the killed driver's RUNNING runs: KILLED, reopened on resume
-    needs = _needs(space)
+    needs = _needs(space, run.data_dir)
     ws = prepare_workspace(
         model=space.model,
         needs=needs,
@@ -983,7 +984,7 @@ def _run_targets(
         storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
     )
     for target in space.targets:
-        metric = f"dev/{target}/en/{CATALOG[target].metric}"
+        metric = selection_key(CATALOG[target])
         if run.log:
             print(
                 f"{target}: {space.search.num_samples} trials, {space.search.max_concurrent} at a time, selected on {metric}",
@@ -1026,13 +1027,14 @@ def _run_targets(
         elif seeds > 1:  # every config once per seed (grid, plain random); Optuna sees the mean
             searcher = Repeater(searcher, repeat=seeds)
         sched: Any = FIFOScheduler()
-        if space.search.scheduler.type == "asha":
+        # a retrieval target is not trained: nothing to stop early
+        if space.search.scheduler.type == "asha" and CATALOG[target].has_train:
             # rungs in target steps, not in reports: a trial whose worker restarted reports
             # its first evaluations again, and a report count would run past max_t
-            every = space.target.eval_every
+            every = space.target_for(target).eval_every
             sched = ASHAScheduler(
                 time_attr="target_step",
-                max_t=space.target.steps,
+                max_t=space.target_for(target).steps,
                 grace_period=space.search.scheduler.grace_period * every,
                 reduction_factor=space.search.scheduler.reduction_factor,
             )

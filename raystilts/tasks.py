@@ -26,6 +26,7 @@ __all__ = [
     "example_text",
     "get_task",
     "read_examples",
+    "selection_key",
     "task_labels",
     "with_labels",
 ]
@@ -466,6 +467,14 @@ def _canonical(task: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
     if task.kind == "tagging":
         return {"tokens": list(row["tokens"]), "tags": list(row[task.label_field])}
     return row
+
+
+def selection_key(task: TaskSpec) -> str:
+    """The metric a search selects chains for ``task`` on: English dev (strict zero-shot), or
+    for a target without training data (zero-shot retrieval, no English dev set of its own) the
+    dev mean over its languages."""
+    lang = "en" if task.has_train else "avg"
+    return f"dev/{task.name}/{lang}/{task.metric}"
 
 
 def example_text(task: TaskSpec, ex: dict[str, Any]) -> str:
