@@ -4,6 +4,9 @@
     python benchmarks/search_efficiency.py --max-chain-length 1 --seeds 0 1 \\
         --phase-steps 150 --target-steps 60 --eval-every 20 --samples 3    # ~30 min on 2 cores
     python benchmarks/search_efficiency.py --fresh                          # rerun all three searches
+    python benchmarks/search_efficiency.py --tasks mini_mnli mini_qqp mini_ccg \
+        --max-chain-length 2 --forms sequence mixture --seeds 0 1 --phase-steps 100 \
+        --target-steps 40 --eval-every 20 --samples 6    # 13 chains x 2 seeds; ~50 min on 2 cores
 
 Runs three searches through the same system (``raystilts.search.run_search``: Ray Tune + Optuna,
 Ray Train trials, the prefix cache, MLflow), each in its own directory under ``--workdir`` so
