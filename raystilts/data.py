@@ -28,14 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
-from raystilts.tasks import TaskSpec, read_examples
+from raystilts.tasks import TaskSpec, data_fingerprint, read_examples
 
 if TYPE_CHECKING:
     import datasets
@@ -322,10 +322,20 @@ def model_token_limit(model_dir: Path) -> int | None:
 class FeatureStore:
     """A content-addressed cache of featurized (task, split, language) triples, safe across processes."""
 
-    def __init__(self, *, cache_dir: Path, tokenizer_dir: Path, max_length: int) -> None:
+    def __init__(
+        self,
+        *,
+        cache_dir: Path,
+        tokenizer_dir: Path,
+        max_length: int,
+        data_keys: Mapping[str, str] | None = None,
+    ) -> None:
         self.cache_dir = cache_dir
         self.tokenizer_dir = tokenizer_dir
         self.max_length = max_length
+        # "task/split/lang" -> raystilts.tasks.data_fingerprint, set by the driver (track_data)
+        # and shipped to workers with the workspace config, so both name entries alike
+        self.data_keys: dict[str, str] = dict(data_keys or {})
         self._fingerprint = tokenizer_fingerprint(tokenizer_dir)
         self.model_limit = model_token_limit(tokenizer_dir)
 
@@ -335,10 +345,19 @@ class FeatureStore:
         wanted = task.max_length or self.max_length
         return min(wanted, self.model_limit) if self.model_limit else wanted
 
+    def track_data(
+        self, needs: Iterable[tuple[TaskSpec, str, str]], *, data_dir: Path | None
+    ) -> None:
+        """Key the entries of ``needs`` on the data they are read from (local file or hub)."""
+        for task, split, lang in needs:
+            fp = data_fingerprint(task, split, lang, data_dir)
+            self.data_keys[f"{task.name}/{split}/{lang}"] = fp
+
     def path(self, task: TaskSpec, split: str, lang: str) -> Path:
         length = self.max_length_for(task)
         key = f"{task.name}-{split}-{lang}-tok{self._fingerprint}-len{length}-v{FEATURIZE_VERSION}"
-        return self.cache_dir / key
+        data = self.data_keys.get(f"{task.name}/{split}/{lang}")
+        return self.cache_dir / (f"{key}-d{data}" if data else key)
 
     def train_paths(self, task: TaskSpec) -> list[Path]:
         """The entries :meth:`load_train` reads (one per training language)."""

@@ -31,6 +31,7 @@ one, so tests run the very code that loads the hub.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -690,6 +691,10 @@ def _load_source(
 
     code, name = spec.code(lang), spec.names.get(lang, lang)
     fmt = {"code": code, "name": name}
+    # an unreachable hub is retried with a warning per try; the one line below says it all
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
     try:
         if src.builder:
             url = (src.url or "").format(**fmt)
@@ -720,6 +725,8 @@ def _load_source(
             f"{reason}); go online once to fill the HF cache, or give --data-dir with {where} "
             f"rows of {SCHEMA_FIELDS.get(src.schema, src.schema)}"
         ) from None
+    finally:
+        hub_log.setLevel(level)
     rows: list[dict[str, Any]] = ds.to_list()
     if src.keep:
         keep = KEEP[src.keep]

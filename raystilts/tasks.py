@@ -23,6 +23,7 @@ from raystilts.languages import BENCHMARK_LANGUAGES
 __all__ = [
     "CATALOG",
     "TaskSpec",
+    "data_fingerprint",
     "example_text",
     "get_task",
     "read_examples",
@@ -441,6 +442,26 @@ def read_examples(
     with path.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [_canonical(task, r) for r in rows]
+
+
+def data_fingerprint(task: TaskSpec, split: str, lang: str, data_dir: Path | None) -> str:
+    """A short key of the data ``read_examples`` would read: the local file's path, size and
+    modification time (plus the task directory's own files: CCG's tags, Mewsli-X's entities),
+    or ``"hub"`` when the data comes from the task's source. Feature caches key on it, so
+    edited files or fixtures swapped for real data are never served stale features."""
+    import hashlib
+
+    if data_dir is None:
+        return "hub"
+    path = sources.local_path(data_dir, task.name, lang, split)
+    if not path.is_file():
+        return "hub"
+    h = hashlib.sha256()
+    shared = sorted(p for p in (data_dir / task.name).iterdir() if p.is_file())
+    for p in (path, *shared):
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
 
 
 def task_labels(task: TaskSpec, data_dir: Path | None) -> tuple[str, ...]:

@@ -48,6 +48,7 @@ class Workspace:
             "feature_dir": str(self.features.cache_dir),
             "tokenizer_dir": str(self.features.tokenizer_dir),
             "max_length": self.features.max_length,
+            "data_keys": dict(self.features.data_keys),
             "pad_id": self.pad_id,
         }
 
@@ -88,6 +89,7 @@ class Workspace:
             cache_dir=Path(str(cfg["feature_dir"])),
             tokenizer_dir=Path(str(cfg["tokenizer_dir"])),
             max_length=int(str(cfg["max_length"])),
+            data_keys=cfg.get("data_keys"),  # type: ignore[arg-type]
         )
 
 
@@ -119,7 +121,10 @@ def open_workspace(cfg: Mapping[str, object], *, node: str) -> tuple[str, Featur
             tmp.symlink_to(copy, target_is_directory=True)
             tmp.replace(link)
     store = FeatureStore(
-        cache_dir=features, tokenizer_dir=tok_dir, max_length=int(str(cfg["max_length"]))
+        cache_dir=features,
+        tokenizer_dir=tok_dir,
+        max_length=int(str(cfg["max_length"])),
+        data_keys=cfg.get("data_keys"),  # type: ignore[arg-type]
     )
     return model, store, tok_dir
 
@@ -135,8 +140,11 @@ def prepare_workspace(
 ) -> Workspace:
     """Make sure model, data and features exist; ``needs`` lists (task, split, language)."""
     needs = list(needs)
+    embedded_dir: Path | None = None
+    user_dir = data_dir
     if model == "embedded":
-        data_dir = generate(cache_dir / f"embedded-data-v{BENCHMARK_VERSION}-seed0", seed=0)
+        embedded_dir = generate(cache_dir / f"embedded-data-v{BENCHMARK_VERSION}-seed0", seed=0)
+        data_dir = data_dir or embedded_dir
         model_dir = str(ensure_base_model(cache_dir, log=log))
     else:
         local = sorted({t.name for t, _, _ in needs if t.source == "embedded"})
@@ -162,8 +170,17 @@ def prepare_workspace(
     store = FeatureStore(
         cache_dir=cache_dir / "features", tokenizer_dir=tok_dir, max_length=max_length
     )
+
+    def source_dir(task: TaskSpec) -> Path | None:
+        # real tasks read --data-dir (or the hub); embedded tasks their generated directory
+        if embedded_dir is not None:
+            return embedded_dir if task.source == "embedded" else user_dir
+        return data_dir
+
+    for task, split, lang in needs:
+        store.track_data([(task, split, lang)], data_dir=source_dir(task))
     misses = sum(
-        store.ensure(task, split, lang, data_dir=data_dir, tokenizer=tok)
+        store.ensure(task, split, lang, data_dir=source_dir(task), tokenizer=tok)
         for task, split, lang in needs
     )
     if log and misses:

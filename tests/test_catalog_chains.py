@@ -108,3 +108,31 @@ def test_a_task_never_gets_more_tokens_than_the_model_has_positions(store: Featu
     assert store.model_limit == 64
     assert store.max_length_for(CATALOG["squad_v1"]) == 64
     assert store.max_length_for(CATALOG["xnli"]) == 32  # the store's own, below the limit
+
+
+def test_features_follow_the_data_they_were_read_from(tiny_model: Path, tmp_path: Path) -> None:
+    """Entries are keyed on the local file (path, size, mtime) or "hub": fixtures swapped for
+    real files, or an edited file, are tokenized again instead of served stale."""
+    import os
+
+    from raystilts.tasks import data_fingerprint
+
+    data = write_fixtures(tmp_path / "data", tasks=["pawsx"])
+    task = CATALOG["pawsx"]
+    store = FeatureStore(cache_dir=tmp_path / "f", tokenizer_dir=tiny_model, max_length=32)
+    need = [(task, "dev", "de")]
+    store.track_data(need, data_dir=data)
+    assert store.ensure(task, "dev", "de", data_dir=data) is True
+    assert store.ensure(task, "dev", "de", data_dir=data) is False  # the same data: cached
+    first = store.path(task, "dev", "de")
+    rows = len(store.load(task, "dev", "de"))
+
+    path = data / "pawsx" / "de" / "dev.jsonl"
+    path.write_text(path.read_text(encoding="utf-8") * 2, encoding="utf-8")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    store.track_data(need, data_dir=data)
+    assert store.path(task, "dev", "de") != first
+    assert store.ensure(task, "dev", "de", data_dir=data) is True
+    assert len(store.load(task, "dev", "de")) == 2 * rows
+    assert data_fingerprint(task, "dev", "de", None) == "hub"
+    assert data_fingerprint(task, "dev", "ja", tmp_path / "nothing-here") == "hub"
