@@ -251,9 +251,7 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
         .agg(
             pl.col("chain", "intermediate", "primary_metric").first(),
             pl.col("n_seeds").max(),
-            dev_en=pl.col("value")
-            .filter(pl.col("split") == "dev", pl.col("lang") == SOURCE_LANG)
-            .first(),
+            dev_en=_selection_score("first"),
         )
         .with_columns(
             phases=pl.col("chain").str.count_matches(">"),
@@ -407,7 +405,8 @@ def _table(r: TargetResult) -> str:
     seeds = "seed" if r.n_seeds == 1 else "seeds"
     configs = "config" if r.n_candidates == 1 else "configs"
     header = (
-        f"{r.target}  best chain: {r.chain_name}  (en dev {r.metric} {_pct(r.dev_en)}, "
+        f"{r.target}  best chain: {r.chain_name}  "
+        f"({'en' if SOURCE_LANG in r.languages else 'avg'} dev {r.metric} {_pct(r.dev_en)}, "
         f"{r.n_candidates} {configs}, {r.n_seeds} {seeds})"
     )
     lines = [header]
@@ -557,15 +556,27 @@ def _config_meta(frame: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _selection_score(how: Literal["first", "mean"]) -> pl.Expr:
+    """The score a configuration is selected on, inside a per-configuration ``agg``: English
+    dev (the ``how`` of those rows: strict zero-shot), or for a target with no English set
+    (zero-shot retrieval: BUCC, Tatoeba) the dev mean over its languages, as the search does
+    (raystilts.tasks.selection_key)."""
+    dev = pl.col("split") == "dev"
+    is_en = dev & (pl.col("lang") == SOURCE_LANG)
+    return (
+        pl.when(is_en.any())
+        .then(getattr(pl.col("value").filter(is_en), how)())
+        .otherwise(pl.col("value").filter(dev).mean())
+    )
+
+
 def _configs(scores: pl.LazyFrame) -> pl.LazyFrame:
     """One row per (target, config_key): its chain, English dev score (mean over seeds)."""
     return (
         scores.group_by("target", "config_key")
         .agg(
             pl.col("chain", "intermediate").first(),
-            dev_en=pl.col("value")
-            .filter(pl.col("split") == "dev", pl.col("lang") == SOURCE_LANG)
-            .mean(),
+            dev_en=_selection_score("mean"),
         )
         .with_columns(
             phases=pl.col("intermediate").list.len(),

@@ -580,7 +580,9 @@ class MlflowCallback(tune.Callback):
             last = trial.last_result or {}
             score = None if last.get("diverged") else last.get(selection_key(self.task))
             shown = (
-                f"en dev {self.task.metric} {100 * score:.1f}" if score is not None else "no score"
+                f"{'en' if self.task.has_train else 'avg'} dev {self.task.metric} {100 * score:.1f}"
+                if score is not None
+                else "no score"
             )
             chain = chain_from_params(dict(trial.config), self.space, self.target).name
             self.done += 1

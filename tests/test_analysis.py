@@ -711,3 +711,37 @@ def test_benchmark_means_need_every_task(long5: pl.DataFrame) -> None:
     [line] = [x for x in table.splitlines() if x.split()[:1] == ["mini_mnli_mt"]]
     assert line.split()[1:5] == ["-", "-", "-", "-"]  # XTREME, XTREME-R, both categories
     assert "-: not every task of that column has a score" in table
+
+
+def test_a_target_without_english_is_selected_on_its_dev_mean() -> None:
+    """BUCC and Tatoeba have no English set: the search selects on the dev mean over their
+    languages (raystilts.tasks.selection_key), and so does the analysis."""
+
+    def bucc(run_id: str, chain: str, dev: dict[str, float], test: dict[str, float]) -> Run:
+        *intermediate, target = chain.split(">")
+        metrics = {f"dev/{target}/{lang}/f1": v for lang, v in dev.items()}
+        metrics.update({f"test/{target}/{lang}/f1": v for lang, v in test.items()})
+        return Run(
+            run_id=run_id,
+            status="FINISHED",
+            params={
+                "target": target,
+                "chain": chain,
+                "intermediate": json.dumps(intermediate),
+                "seed": "0",
+                "metric": "f1",
+                "config_key": chain,
+            },
+            metrics=metrics,
+        )
+
+    runs = [
+        bucc("b", "bucc", {"de": 0.2, "fr": 0.2}, {"de": 0.1, "fr": 0.1}),
+        bucc("s", "squad_v1>bucc", {"de": 0.5, "fr": 0.1}, {"de": 0.4, "fr": 0.2}),  # mean 0.3
+        bucc("m", "mnli>bucc", {"de": 0.05, "fr": 0.45}, {"de": 0.0, "fr": 0.0}),  # mean 0.25
+    ]
+    (result,) = best_chains(runs_to_long(runs))
+    assert result.chain_name == "squad_v1>bucc"
+    assert result.dev_en == pytest.approx(0.3)
+    assert result.gain_avg == pytest.approx(0.2)
+    assert "avg dev f1 30.0" in render([result], "table")
