@@ -160,6 +160,12 @@ class SearchSettings:
     # space once (searched ranges at their centre; num_samples is ignored)
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
     scheduler: SchedulerSettings = SchedulerSettings()
+    # tpe only (raystilts.racing): a config runs its further seeds only when its first seed is
+    # within this many pooled seed-sds of the best mean; null: every config runs every seed
+    race_within_sd: float | None = 1.0
+    # tpe only: share of the new configs, after the baseline and warm start, that are
+    # neighbours of the best chain so far (raystilts.search.neighbours); 0: TPE alone
+    neighbour_share: float = 0.5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -752,7 +758,12 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
             f"search.scheduler.grace_period: {grace} exceeds the {target.num_reports} reports of "
             f"a trial (ceil(target.steps / eval_every)); lower it or lower target.eval_every"
         )
+    race = sec.raw("race_within_sd", 1.0)
+    if race is not None:
+        race = sec.get_float("race_within_sd", 1.0, "a number >= 0 or null", _non_negative)
     return SearchSettings(
+        race_within_sd=race,
+        neighbour_share=sec.get_float("neighbour_share", 0.5, "a number in [0, 1]", _share),
         num_samples=sec.get_int("num_samples", 6, minimum=1),
         max_concurrent=sec.get_int("max_concurrent", 2, minimum=1),
         seeds=seeds,
@@ -782,6 +793,10 @@ def _non_negative(x: float) -> bool:
 
 def _unit(x: float) -> bool:
     return 0 <= x < 1
+
+
+def _share(x: float) -> bool:
+    return 0 <= x <= 1
 
 
 def _above_one(x: float) -> bool:
@@ -866,7 +881,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "search": (
         *("num_samples", "max_concurrent", "seeds"),
         *("baseline_first", "sampler_seed", "scheduler", "warm_start", "warm_start_chains"),
-        "algorithm",
+        *("algorithm", "race_within_sd", "neighbour_share"),
     ),
     "search.scheduler": ("type", "grace_period", "reduction_factor"),
     "resources": (
