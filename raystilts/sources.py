@@ -30,8 +30,12 @@ one, so tests run the very code that loads the hub.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
+import socket
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -677,6 +681,41 @@ def read_rows(
     return src, rows
 
 
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+@functools.cache
+def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host`` opens within ``timeout`` (once per process): an
+    unreachable hub then fails (or serves the HF cache) at once instead of after a minute of
+    retries."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _set_offline(on: bool | None) -> tuple[bool, bool]:
+    """Set Hugging Face's offline switch (``HF_HUB_OFFLINE`` is read once, at import, into these
+    constants) when ``on`` is not None; returns the previous values for :func:`_restore_offline`."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    before = (bool(datasets.config.HF_HUB_OFFLINE), bool(huggingface_hub.constants.HF_HUB_OFFLINE))
+    if on is not None:
+        datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = on
+    return before
+
+
+def _restore_offline(before: tuple[bool, bool]) -> None:
+    import datasets.config
+    import huggingface_hub.constants
+
+    datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = before
+
+
 def _load_source(
     task: str,
     src: Source,
@@ -695,6 +734,12 @@ def _load_source(
     hub_log = logging.getLogger("huggingface_hub")
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)
+    host = urllib.parse.urlsplit(
+        (src.url or "").format(**fmt) if src.builder else _hub_endpoint()
+    ).hostname
+    offline = hub_mirror is None and bool(host) and not _reachable(str(host))
+    # offline: only what the HF cache holds, at once (no retries against a dead host)
+    switch = _set_offline(True if offline else None)
     try:
         if src.builder:
             url = (src.url or "").format(**fmt)
@@ -717,16 +762,20 @@ def _load_source(
                 revision=None if hub_mirror is not None else src.revision,
             )
     except Exception as exc:  # the hub raises many types (offline, missing, 404, timeout)
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        reason = (
+            f"{host} is unreachable and the HF cache has no copy"
+            if offline
+            else " ".join(str(exc).split())[:160] or type(exc).__name__
+        )
         where = local_path(data_dir or Path("<data-dir>"), task, lang, split)
         raise UserError(
             f"task '{task}' ({lang}): cannot load {src.describe(code, name)} "
-            f"({type(exc).__name__}: "
-            f"{reason}); go online once to fill the HF cache, or give --data-dir with {where} "
+            f"({reason if offline else f'{type(exc).__name__}: {reason}'}); go online once to fill the HF cache, or give --data-dir with {where} "
             f"rows of {SCHEMA_FIELDS.get(src.schema, src.schema)}"
         ) from None
     finally:
         hub_log.setLevel(level)
+        _restore_offline(switch)
     rows: list[dict[str, Any]] = ds.to_list()
     if src.keep:
         keep = KEEP[src.keep]

@@ -155,3 +155,30 @@ def test_zero_shot_splits_are_refused() -> None:
         read_examples(CATALOG["xnli"], "train", "de", data_dir=None)
     with pytest.raises(UserError, match=r"no train split"):
         read_examples(CATALOG["tatoeba"], "train", "de", data_dir=None)
+
+
+def test_a_dead_host_is_detected_once_and_loads_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the hub (or a URL's host) unreachable the load runs in HF's offline mode (the cache,
+    or one line at once) instead of a minute of retries; the offline switch is restored."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    before = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    probed: list[str] = []
+
+    def dead(host: str) -> bool:
+        probed.append(host)
+        return False
+
+    monkeypatch.setattr(sources, "_reachable", dead)
+    for task, lang, host in (("xquad", "de", "huggingface.co"), ("squad_tt", "de", None)):
+        split = "dev" if task == "xquad" else "train"
+        start = time.monotonic()
+        with pytest.raises(UserError, match="is unreachable and the HF cache has no copy"):
+            read_examples(CATALOG[task], split, lang, data_dir=None)
+        assert time.monotonic() - start < 10
+        assert host is None or probed[-1] == host
+    assert probed[-1] == "storage.googleapis.com"  # the translate-train files' host
+    after = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
+    assert after == before
