@@ -267,9 +267,14 @@ class Features:
     @property
     def lengths(self) -> list[int]:
         """Tokens per row; a multiple-choice row counts its longest choice (what it pads to)."""
+        return [self.length(i) for i in range(len(self.input_ids))]
+
+    def length(self, i: int) -> int:
+        """Tokens of row ``i`` (O(1): batches must not rebuild :attr:`lengths`)."""
+        row = self.input_ids[i]
         if self.kind == "multiple_choice":
-            return [max((len(c) for c in x), default=0) for x in self.input_ids]
-        return [len(x) for x in self.input_ids]
+            return max((len(c) for c in row), default=0)
+        return len(row)
 
     def first_sequences(self) -> Features:
         """One plain sequence per row (a multiple-choice row's first choice), no labels: what
@@ -465,7 +470,7 @@ def collate(
         ]
         batch = mlm(rows)
         return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
-    width = max(feats.lengths[i] for i in idx)
+    width = max(feats.length(i) for i in idx)
     out: dict[str, torch.Tensor] = {}
     if feats.kind == "multiple_choice":
         choices = {len(feats.input_ids[i]) for i in idx}
