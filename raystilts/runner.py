@@ -283,8 +283,13 @@ def _eval_retrieval(
     if task.metric == "accuracy":
         where = {c: j for j, c in enumerate(cand_ids)}
         scored = [j for j, i in enumerate(queries) if gold[i]]
-        targets = [where[gold[queries[j]][0]] for j in scored]
-        return {"accuracy": metrics_lib.tatoeba_accuracy(q_emb[scored], c_emb, targets)}
+        english = [where[gold[queries[j]][0]] for j in scored]
+        # as XTREME: each English sentence searches the other language's sentences
+        return {
+            "accuracy": metrics_lib.tatoeba_accuracy(
+                c_emb[english], q_emb[scored], list(range(len(scored)))
+            )
+        }
     raise ValueError(
         f"retrieval task {task.name!r}: metric {task.metric!r} has no procedure; "
         "use accuracy (Tatoeba), f1 (BUCC) or map@20"

@@ -90,7 +90,7 @@ _TATOEBA_CODES = {
     "id": "ind", "it": "ita", "jv": "jav", "ja": "jpn", "ka": "kat", "kk": "kaz", "ko": "kor",
     "ml": "mal", "mr": "mar", "nl": "nld", "fa": "pes", "pt": "por", "ru": "rus", "es": "spa",
     "sw": "swh", "ta": "tam", "tl": "tgl", "th": "tha", "tr": "tur", "ur": "urd", "vi": "vie",
-    "az": "aze", "lt": "lit", "pl": "pol", "uk": "ukr", "ro": "ron",
+    "az": "aze", "lt": "lit", "pl": "pol", "uk": "ukr", "ro": "ron", "te": "tel",
 }  # fmt: skip
 # TyDiQA-GoldP ids start with the language's English name ("arabic-2387...-1")
 _TYDI_NAMES = {
@@ -855,7 +855,8 @@ def _read_lareqa(
                 sentences, breaks = _sentences(para)
                 ids = [f"{other}:{a}:{p}:{k}" for k in range(len(sentences))]
                 cands += [
-                    {"role": "candidate", "id": i, "text": t, "gold": []}
+                    # as XTREME-R: a candidate is its sentence followed by its context
+                    {"role": "candidate", "id": i, "text": t + para["context"], "gold": []}
                     for i, t in zip(ids, sentences, strict=True)
                 ]
                 for qa in para["qas"]:
