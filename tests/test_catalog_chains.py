@@ -176,3 +176,17 @@ def test_xcopa_english_selects_models_but_is_not_in_the_test_average() -> None:
     xcopa = CATALOG["xcopa"]
     assert xcopa.splits("en") == ("train", "dev")
     assert xcopa.splits("et") == ("dev", "test")
+
+
+def test_collate_never_rebuilds_every_row_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch reads its own rows only: ``lengths`` walks the whole set (O(N) per call)."""
+    from raystilts.data import Features, collate
+
+    feats = Features(input_ids=[[0, 5, 6, 2]] * 1000 + [[0, 2]], labels=[1] * 1001)
+
+    def whole_set(self: Features) -> list[int]:
+        raise AssertionError("collate read the lengths of every row")
+
+    monkeypatch.setattr(Features, "lengths", property(whole_set))
+    batch = collate(feats, [3, 1000], pad_id=1)
+    assert batch["input_ids"].tolist() == [[0, 5, 6, 2], [0, 2, 1, 1]]
