@@ -75,6 +75,8 @@ TOKENIZER_FILES = (
     "vocab.txt",
     "vocab.json",
     "merges.txt",
+    "tokenizer.model",  # Llama/Gemma-style sentencepiece
+    "added_tokens.json",
 )
 
 
