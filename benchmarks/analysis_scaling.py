@@ -9,7 +9,7 @@ search: a parent run, ``--runs`` trial runs and a summary run, laid out as
 ``search.MlflowCallback`` logs them (params, tags, ``{split}/{task}/{lang}/{metric}`` keys for
 dev and test x accuracy and f1 x every language, ``avg`` keys, ``phase{i}/dev_en``, two reports
 per finished trial, trials stopped early with dev scores only, failures, deleted runs). The
-first ``--api-runs`` trials go through :class:`raystilts.tracking.Tracker`; the rest are
+first ``--api-runs`` trials go through :class:`raystilts.tracking.store.Tracker`; the rest are
 written into MLflow's own tables with ``sqlite3`` in the same shape (through MLflow's API,
 10,000 runs would take about half an hour), and the script checks that both kinds of runs carry
 the same tag and param keys.
@@ -45,8 +45,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raystilts import analysis
-from raystilts.tracking import PARENT_RUN_TAG, Tracker, default_tracking_uri, load_runs
+from raystilts.analysis import tables as analysis
+from raystilts.tracking.store import PARENT_RUN_TAG, Tracker, default_tracking_uri, load_runs
 
 EXPERIMENT = "analysis_scaling"
 GENERATOR_VERSION = 1  # bump when the generated store changes shape
@@ -161,7 +161,7 @@ def main() -> None:
     theirs = timed("obvious", "pandas best chains", _pandas_best_chains, frame)
     obvious_s = sum(s for p, _, s in timings if p == "obvious")
     if args.client_path:
-        from raystilts import tracking
+        from raystilts.tracking import store as tracking
 
         # load_runs' own fallback (http stores, unknown schemas): not part of either total.
         timed("fallback", "load_runs via MlflowClient", tracking._load_runs_client, uri, EXPERIMENT)

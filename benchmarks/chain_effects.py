@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raystilts.runner import ChainPlan, Phase, TrainSettings, run_chain
-from raystilts.tasks import CATALOG
-from raystilts.workspace import default_cache_dir, prepare_workspace
+from raystilts.tasks.catalog import CATALOG
+from raystilts.train.runner import ChainPlan, Phase, TrainSettings, run_chain
+from raystilts.train.workspace import default_cache_dir, prepare_workspace
 
 DEFAULT_CHAINS = [
     "",

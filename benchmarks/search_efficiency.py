@@ -8,7 +8,7 @@
         --max-chain-length 2 --forms sequence mixture --seeds 0 1 --phase-steps 100 \
         --target-steps 40 --eval-every 20 --samples 6    # 13 chains x 2 seeds; ~50 min on 2 cores
 
-Runs three searches through the same system (``raystilts.search.run_search``: Ray Tune + Optuna,
+Runs three searches through the same system (``raystilts.search.driver.run_search``: Ray Tune + Optuna,
 Ray Train trials, the prefix cache, MLflow), each in its own directory under ``--workdir`` so
 that no search reads another's prefix cache or runs:
 
@@ -21,7 +21,7 @@ that no search reads another's prefix cache or runs:
 * ``default``: the shipped defaults: TPE, the baseline and the TextEmb warm start's chains
   first, ASHA when there is one seed (with several, the space refuses early stopping and every
   trial runs to the end); ``--samples`` distinct configs per target. Seeds are raced
-  (``raystilts.racing``): a config runs its further seeds only when its first seed scores
+  (``raystilts.core.racing``): a config runs its further seeds only when its first seed scores
   within one pooled seed-sd of the best mean so far, and a proposal of a chain already run is
   told its score instead of training it again.
 * ``random``: plain random search (Optuna's random sampler, no warm start, no baseline first,
@@ -37,7 +37,7 @@ cache did not serve (``phase{i}/cached``; for a trial ASHA stopped, which logs n
 metrics, a phase counts as cached when an earlier trial of the same search trained the same
 prefix with the same seed) plus the target steps it ran (a stopped trial: the last step it
 reported to MLflow). *Steps until found*: trials in start order (MLflow's); after each, the
-search's selection (``raystilts.analysis.best_chains`` on the trials so far: mean English dev
+search's selection (``raystilts.analysis.tables.best_chains`` on the trials so far: mean English dev
 over the seeds available) is checked against the grid; the cost is the sum of steps up to the
 trial after which the selection is correct and stays correct, or the whole search if it never
 is. The grid's own cost is its total: an exhaustive search cannot know earlier that it is done; it is
@@ -71,12 +71,12 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raystilts import analysis
-from raystilts.search import SearchRun, run_search
-from raystilts.space import SearchSpace, all_chains, load_space_dict
-from raystilts.tasks import CATALOG
-from raystilts.tracking import RunRecord, default_tracking_uri, load_runs
-from raystilts.workspace import default_cache_dir
+from raystilts.analysis import tables as analysis
+from raystilts.core.space import SearchSpace, all_chains, load_space_dict
+from raystilts.search.driver import SearchRun, run_search
+from raystilts.tasks.catalog import CATALOG
+from raystilts.tracking.store import RunRecord, default_tracking_uri, load_runs
+from raystilts.train.workspace import default_cache_dir
 
 SEARCHES = ("grid", "random", "default")  # the references first: the default is iterated on
 BENCH_VERSION = 1  # bump when what a search directory holds changes meaning

@@ -18,11 +18,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raystilts.errors import UserError
+from raystilts.core.errors import UserError
 
 if TYPE_CHECKING:
-    from raystilts.space import SearchSpace
-    from raystilts.tasks import TaskSpec
+    from raystilts.core.space import SearchSpace
+    from raystilts.tasks.catalog import TaskSpec
 
 __all__ = ["main"]
 
@@ -30,19 +30,19 @@ DEFAULT_WORKDIR = Path("raystilts_runs")
 
 
 def _catalog() -> dict[str, TaskSpec]:
-    from raystilts.tasks import CATALOG
+    from raystilts.tasks.catalog import CATALOG
 
     return CATALOG
 
 
 def _load(path: str) -> SearchSpace:
-    from raystilts.space import load_space
+    from raystilts.core.space import load_space
 
     return load_space(path, catalog=_catalog())
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
-    from raystilts.tracking import default_tracking_uri
+    from raystilts.tracking.store import default_tracking_uri
 
     workdir = Path(args.workdir)
     return (
@@ -71,8 +71,8 @@ def _with_resources(space: SearchSpace, args: argparse.Namespace) -> SearchSpace
 
 def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
     space = _with_resources(_load(space_path), args)
-    from raystilts.search import SearchRun, run_search
-    from raystilts.workspace import default_cache_dir
+    from raystilts.search.driver import SearchRun, run_search
+    from raystilts.train.workspace import default_cache_dir
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -110,10 +110,10 @@ def _analyze(
     distance: str = "syntactic",
 ) -> str:
     """The best chains (``full=False``: what a search ends with) or every analysis."""
-    from raystilts.analysis import best_chains, render, render_analysis, runs_to_long
+    from raystilts.analysis.tables import best_chains, render, render_analysis, runs_to_long
 
     if not full:
-        from raystilts.tracking import load_runs
+        from raystilts.tracking.store import load_runs
 
         runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
         return render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
@@ -123,10 +123,10 @@ def _analyze(
 
 def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "syntactic") -> Any:
     """Every analysis of an experiment, with the catalog's tasks and translations and the
-    language table (``raystilts.languages``)."""
-    from raystilts.analysis import analyze, runs_to_long
-    from raystilts.languages import load_languages
-    from raystilts.tracking import load_runs
+    language table (``raystilts.core.languages``)."""
+    from raystilts.analysis.tables import analyze, runs_to_long
+    from raystilts.core.languages import load_languages
+    from raystilts.tracking.store import load_runs
 
     runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
     if not runs:
@@ -213,7 +213,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from raystilts.report import summary_metrics, write_report
+    from raystilts.report.render import summary_metrics, write_report
 
     uri = _tracking_uri(args)
     out = Path(args.out)
@@ -225,7 +225,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for plot in files.plots:
         print(f"        {plot}")
     if not args.no_mlflow:
-        from raystilts.tracking import Tracker
+        from raystilts.tracking.store import Tracker
 
         run_id = Tracker(tracking_uri=uri, experiment=args.experiment).log_summary(
             run_name=f"report {args.experiment}",
@@ -276,8 +276,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def cmd_fixtures(args: argparse.Namespace) -> int:
     """Made-up data in every real task's schema, laid out as ``--data-dir`` reads it."""
-    from raystilts.fixtures import write_fixtures
-    from raystilts.sources import SOURCES
+    from raystilts.tasks.fixtures import write_fixtures
+    from raystilts.tasks.sources import SOURCES
 
     unknown = [t for t in args.task or () if t not in SOURCES]
     if unknown:

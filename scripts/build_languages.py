@@ -6,7 +6,7 @@
     python scripts/build_languages.py --lang2tax lang2tax.txt   # also check Joshi classes
 
 Inputs: scripts/langdata_sources/languages_input.csv (curated rows, sources per row; see the
-README there), raystilts.embedded.generate.LANGUAGES (synthetic languages) and the URIEL+
+README there), raystilts.tasks.embedded.LANGUAGES (synthetic languages) and the URIEL+
 database bundled with the urielplus package (distances to English). Deterministic: the same
 inputs give the same bytes.
 """
@@ -22,8 +22,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from raystilts.embedded.generate import LANGUAGES as SYNTHETIC
-from raystilts.languages import COLUMNS, DISTANCE_KINDS, resource_group
+from raystilts.core.languages import COLUMNS, DISTANCE_KINDS, resource_group
+from raystilts.tasks.embedded import LANGUAGES as SYNTHETIC
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUT = ROOT / "scripts" / "langdata_sources" / "languages_input.csv"

@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def mini_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from raystilts.embedded.generate import generate
+    from raystilts.tasks.embedded import generate
 
     return generate(tmp_path_factory.mktemp("mini"), seed=0)
 
@@ -22,7 +22,7 @@ def mini_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real XLM-R-shaped model and tokenizer, MLM-pretrained for a few steps only (fast)."""
-    from raystilts.embedded.pretrain import PretrainSettings, ensure_base_model
+    from raystilts.train.pretrain import PretrainSettings, ensure_base_model
 
     settings = PretrainSettings(
         steps=5,

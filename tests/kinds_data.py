@@ -1,7 +1,7 @@
-"""Made-up tasks of every type with canonical examples (the schema of raystilts.tasks'
+"""Made-up tasks of every type with canonical examples (the schema of raystilts.tasks.catalog'
 read_examples), for featurization, runner and model-family tests that need no data files.
 
-``use_fixture_examples(monkeypatch)`` makes :meth:`raystilts.data.FeatureStore.ensure` read
+``use_fixture_examples(monkeypatch)`` makes :meth:`raystilts.data.features.FeatureStore.ensure` read
 these instead of a data directory.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from raystilts.tasks import TaskSpec
+from raystilts.tasks.catalog import TaskSpec
 
 WORDS = [
     "the",
@@ -140,8 +140,8 @@ def fixture_examples(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def use_fixture_examples(monkeypatch: pytest.MonkeyPatch) -> None:
-    import raystilts.data as data
-    from raystilts import tasks
+    import raystilts.data.features as data
+    from raystilts.tasks import catalog as tasks
 
     ours = {t.name for t in ALL}
     real = tasks.read_examples
@@ -155,6 +155,6 @@ def use_fixture_examples(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def needs(task: TaskSpec) -> set[tuple[TaskSpec, str, str]]:
-    from raystilts.data import needs_of
+    from raystilts.data.features import needs_of
 
     return needs_of(task, target=task.is_target, languages=task.languages)

@@ -14,7 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy import stats
 
-from raystilts.analysis import (
+from raystilts.analysis.tables import (
     GROUPINGS,
     TargetResult,
     analyze,
@@ -263,7 +263,7 @@ def test_render_table(results: list[TargetResult]) -> None:
 
 
 def test_end_to_end_through_mlflow(tmp_path: Path) -> None:
-    from raystilts.tracking import Tracker, default_tracking_uri, load_runs
+    from raystilts.tracking.store import Tracker, default_tracking_uri, load_runs
 
     tracker = Tracker(tracking_uri=default_tracking_uri(tmp_path), experiment="e2e")
     for run in RUNS[:6]:
@@ -593,7 +593,7 @@ def write_store(path: Path, runs: list[Run], experiment: str = "issue5") -> str:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from raystilts.tracking import default_tracking_uri
+    from raystilts.tracking.store import default_tracking_uri
 
     uri = default_tracking_uri(path)
     client = MlflowClient(tracking_uri=uri)
@@ -613,7 +613,7 @@ def write_store(path: Path, runs: list[Run], experiment: str = "issue5") -> str:
 
 
 def test_every_analysis_through_a_real_mlflow_store(tmp_path: Path, long5: pl.DataFrame) -> None:
-    from raystilts.tracking import load_runs
+    from raystilts.tracking.store import load_runs
 
     uri = write_store(tmp_path, issue5_runs())
     records = load_runs(tracking_uri=uri, experiment="issue5")
@@ -666,7 +666,7 @@ def test_best_chain_selection_and_gains_agree_on_unequal_seeds() -> None:
         assert row["lang_chain"] == MNLI and row["lang_gain"] == pytest.approx(gain)
     assert "over the 1 seed shared with the baseline" in render([best], "table")
 
-    from raystilts.report import summary_metrics
+    from raystilts.report.render import summary_metrics
 
     logged = summary_metrics(analyze(long).to_json())
     assert logged[f"best/{XNLI}/gain_avg"] == pytest.approx(0.02)
@@ -715,7 +715,7 @@ def test_benchmark_means_need_every_task(long5: pl.DataFrame) -> None:
 
 def test_a_target_without_english_is_selected_on_its_dev_mean() -> None:
     """BUCC and Tatoeba have no English set: the search selects on the dev mean over their
-    languages (raystilts.tasks.selection_key), and so does the analysis."""
+    languages (raystilts.tasks.catalog.selection_key), and so does the analysis."""
 
     def bucc(run_id: str, chain: str, dev: dict[str, float], test: dict[str, float]) -> Run:
         *intermediate, target = chain.split(">")

@@ -7,11 +7,10 @@ import json
 
 import pytest
 
-from raystilts import sources
 from raystilts.cli import main
-from raystilts.embedded import generate as mini
-from raystilts.languages import BENCHMARK_LANGUAGES, load_languages
-from raystilts.tasks import CATALOG
+from raystilts.core.languages import BENCHMARK_LANGUAGES, load_languages
+from raystilts.tasks import embedded as mini
+from raystilts.tasks.catalog import CATALOG, sources
 
 KINDS = {"classification", "multiple_choice", "qa", "tagging", "retrieval", "mlm"}
 METRICS = {"accuracy", "exact_match", "f1", "precision", "recall", "map@20"}

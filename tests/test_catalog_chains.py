@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from raystilts.data import FeatureStore, needs_of
-from raystilts.fixtures import write_fixtures
-from raystilts.runner import ChainPlan, Phase, TrainSettings, run_chain, selection_key
-from raystilts.tasks import CATALOG, TaskSpec, with_labels
+from raystilts.data.features import FeatureStore, needs_of
+from raystilts.tasks.catalog import CATALOG, TaskSpec, with_labels
+from raystilts.tasks.fixtures import write_fixtures
+from raystilts.train.runner import ChainPlan, Phase, TrainSettings, run_chain, selection_key
 
 REAL = sorted(name for name, t in CATALOG.items() if t.source != "embedded")
 SETTINGS = TrainSettings(batch_size=4, eval_batch_size=8)
@@ -116,7 +116,7 @@ def test_features_follow_the_data_they_were_read_from(tiny_model: Path, tmp_path
     real files, or an edited file, are tokenized again instead of served stale."""
     import os
 
-    from raystilts.tasks import data_fingerprint
+    from raystilts.tasks.catalog import data_fingerprint
 
     data = write_fixtures(tmp_path / "data", tasks=["pawsx"])
     task = CATALOG["pawsx"]
@@ -146,8 +146,8 @@ def test_tatoeba_searches_from_english_as_xtreme_does() -> None:
     import numpy as np
     import torch
 
-    from raystilts.data import Features
-    from raystilts.runner import _eval_retrieval
+    from raystilts.data.features import Features
+    from raystilts.train.runner import _eval_retrieval
 
     # foreign q0, q1 (queries whose gold is the English c0, c1), English c0, c1
     vectors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.9, 0.44]])
@@ -180,7 +180,7 @@ def test_xcopa_english_selects_models_but_is_not_in_the_test_average() -> None:
 
 def test_collate_never_rebuilds_every_row_length(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch reads its own rows only: ``lengths`` walks the whole set (O(N) per call)."""
-    from raystilts.data import Features, collate
+    from raystilts.data.features import Features, collate
 
     feats = Features(input_ids=[[0, 5, 6, 2]] * 1000 + [[0, 2]], labels=[1] * 1001)
 

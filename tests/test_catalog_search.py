@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raystilts.fixtures import write_fixtures
-from raystilts.tasks import CATALOG
+from raystilts.tasks.catalog import CATALOG
+from raystilts.tasks.fixtures import write_fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ TARGETS = {  # target -> (kind, the languages evaluated)
 def test_search_over_every_task_type_logs_per_language_metrics(
     tmp_path: Path, tiny_model: Path
 ) -> None:
-    from raystilts.tracking import default_tracking_uri, load_runs
+    from raystilts.tracking.store import default_tracking_uri, load_runs
 
     data = write_fixtures(
         tmp_path / "data", tasks=[*TARGETS, "squad_v1", "hellaswag", "wiki_mlm", "xnli"]

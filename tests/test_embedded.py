@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from raystilts.embedded import generate as mini
+from raystilts.tasks import embedded as mini
 
 
 def _digest(root: Path) -> str:

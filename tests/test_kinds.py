@@ -10,10 +10,10 @@ import pytest
 import torch
 from kinds_data import ALL, BUCC, MC, MEWSLI, MLM, NER, PAIR, POS, QA, QA2, TATOEBA, needs
 
-from raystilts.data import FeatureStore, collate, doc_stride, mlm_collator
-from raystilts.mixture import MultiTaskModel
-from raystilts.runner import ChainPlan, Phase, TrainSettings, run_chain, selection_key
-from raystilts.tasks import TaskSpec
+from raystilts.data.features import FeatureStore, collate, doc_stride, mlm_collator
+from raystilts.tasks.catalog import TaskSpec
+from raystilts.train.mixture import MultiTaskModel
+from raystilts.train.runner import ChainPlan, Phase, TrainSettings, run_chain, selection_key
 
 SETTINGS = TrainSettings(batch_size=4, eval_batch_size=8)
 
@@ -113,7 +113,7 @@ def test_mlm_masks_per_batch_with_transformers_collator(kinds_store: FeatureStor
 def test_second_trial_does_no_tokenisation(
     kinds_store: FeatureStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import raystilts.data as data
+    import raystilts.data.features as data
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("tokenized again")
@@ -190,7 +190,7 @@ def test_retrieval_target_is_evaluated_without_training(
 
 
 def test_retrieval_layer_is_configurable(kinds_store: FeatureStore, tiny_model: Path) -> None:
-    from raystilts.models import Embedder, build_model, retrieval_layer
+    from raystilts.train.models import Embedder, build_model, retrieval_layer
 
     middle = build_model(str(tiny_model), TATOEBA, None, seed=0)
     assert isinstance(middle, Embedder) and middle.layer == 1  # 2 layers: the middle is 1
@@ -231,7 +231,7 @@ def test_mixture_of_any_kinds_shares_one_encoder(
 def test_warm_start_ranks_any_kind_for_any_target(
     kinds_store: FeatureStore, tiny_model: Path
 ) -> None:
-    from raystilts.transfer import rank_intermediates
+    from raystilts.train.transfer import rank_intermediates
 
     for target in (TATOEBA, QA):
         ranking = rank_intermediates(
@@ -251,9 +251,9 @@ def test_workspace_needs_no_data_dir_for_hub_tasks(
 ) -> None:
     from kinds_data import use_fixture_examples
 
-    from raystilts.errors import UserError
-    from raystilts.tasks import CATALOG
-    from raystilts.workspace import prepare_workspace
+    from raystilts.core.errors import UserError
+    from raystilts.tasks.catalog import CATALOG
+    from raystilts.train.workspace import prepare_workspace
 
     use_fixture_examples(monkeypatch)  # stands in for the hub
     ws = prepare_workspace(

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raystilts.embedded.generate import LANGUAGES as SYNTHETIC
-from raystilts.languages import (
+from raystilts.core.languages import (
     BENCHMARK_LANGUAGES,
     DISTANCE_KINDS,
     Language,
@@ -19,6 +18,7 @@ from raystilts.languages import (
     resource_group,
     split_known,
 )
+from raystilts.tasks.embedded import LANGUAGES as SYNTHETIC
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from raystilts import metrics
-from raystilts.metrics import (
+from raystilts.metrics import scores as metrics
+from raystilts.metrics.scores import (
     accuracy,
     bucc_candidates,
     bucc_scores,

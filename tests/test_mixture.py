@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from raystilts.data import FeatureStore, collate
-from raystilts.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
-from raystilts.runner import _encoder_state, build_model
-from raystilts.tasks import CATALOG
+from raystilts.data.features import FeatureStore, collate
+from raystilts.tasks.catalog import CATALOG
+from raystilts.train.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
+from raystilts.train.runner import _encoder_state, build_model
 
 MNLI, CCG = CATALOG["mini_mnli"], CATALOG["mini_ccg"]
 

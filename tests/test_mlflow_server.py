@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from raystilts.tracking import KIND_TAG, PARENT_RUN_TAG, Tracker, load_runs
+from raystilts.tracking.store import KIND_TAG, PARENT_RUN_TAG, Tracker, load_runs
 
 pytestmark = pytest.mark.slow
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 from kinds_data import MC, MLM, NER, PAIR, QA, TATOEBA, needs
 
-from raystilts.data import TOKENIZER_FILES, FeatureStore
-from raystilts.models import (
+from raystilts.data.features import TOKENIZER_FILES, FeatureStore
+from raystilts.tasks.catalog import TaskSpec
+from raystilts.train.models import (
     ChoiceScorer,
     build_model,
     encoder_state,
     load_encoder_state,
 )
-from raystilts.runner import ChainPlan, Phase, TrainSettings, run_chain
-from raystilts.tasks import TaskSpec
+from raystilts.train.runner import ChainPlan, Phase, TrainSettings, run_chain
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
 

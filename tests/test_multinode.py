@@ -82,7 +82,7 @@ def test_job_on_two_nodes_trains_on_both_and_records_everything(
 ) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from raystilts.tracking import load_runs
+    from raystilts.tracking.store import load_runs
 
     space = tmp_path / "space.yaml"
     space.write_text(SPACE.format(model=tiny_model))

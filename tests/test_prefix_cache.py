@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from raystilts.prefix_cache import (
+from raystilts.train.prefix_cache import (
     PhaseKey,
     PrefixCache,
     prefix_key,
@@ -218,7 +218,7 @@ def test_corrupted_entry_is_reported_rebuilt_and_nothing_finished_is_lost(
     [weights] = _weights_files(root, keys[1])
     _flip_bytes(weights)
 
-    with caplog.at_level(logging.WARNING, logger="raystilts.prefix_cache"):
+    with caplog.at_level(logging.WARNING, logger="raystilts.train.prefix_cache"):
         depth, state = cache.longest_hit(keys)
     # the damaged deeper entry is a miss, the intact shorter prefix still hits
     assert depth == 1 and _equal(state, _state(1))

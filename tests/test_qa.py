@@ -1,4 +1,4 @@
-"""Extractive QA featurization and span decoding (raystilts/qa.py), on real fast tokenizers.
+"""Extractive QA featurization and span decoding (raystilts/data/qa.py), on real fast tokenizers.
 
 Three tokenizer layouts: the tiny XLM-R (<s> q </s></s> c </s>, Unigram pieces, unknown runs
 fused into one token), a WordPiece BERT (CLS q SEP c SEP, CJK characters split one by one)
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from raystilts.qa import decode_answers, featurize_qa
+from raystilts.data.qa import decode_answers, featurize_qa
 
 
 def qa(ex_id: str, question: str, context: str, *answers: str) -> dict[str, Any]:

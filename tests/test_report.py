@@ -26,7 +26,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def long5_analysis() -> dict[str, Any]:
-    from raystilts.analysis import analyze, runs_to_long
+    from raystilts.analysis.tables import analyze, runs_to_long
 
     return analyze(runs_to_long(issue5_runs()), tasks=TASKS).to_json()
 
@@ -42,7 +42,7 @@ def test_report_files_and_summary_run(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from raystilts.tracking import load_runs
+    from raystilts.tracking.store import load_runs
 
     out = tmp_path / "report"
     code, printed, err = _run(
@@ -159,7 +159,7 @@ def test_analyze_cli_formats(store: str, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_heatmap_stars_p_zero() -> None:
-    from raystilts.report import _close, _heatmap
+    from raystilts.report.render import _close, _heatmap
 
     def row(target: str, p: float | None, unit: str = "seeds") -> dict[str, object]:
         chain = f"mini_mnli>{target}"
@@ -183,7 +183,7 @@ def test_heatmap_stars_p_zero() -> None:
 
 
 def test_benchmark_table_shows_a_partial_mean_as_a_dash(long5_analysis: dict[str, Any]) -> None:
-    from raystilts.report import _benchmark
+    from raystilts.report.render import _benchmark
 
     table = _benchmark(long5_analysis["benchmark"])
     mt = next(r for r in table.rows if r[0] == "mini_mnli_mt")
@@ -199,12 +199,13 @@ def test_report_shares_the_analysis_names_without_polars() -> None:
     import subprocess
     import sys
 
-    from raystilts import analysis, report
+    from raystilts.analysis import tables as analysis
+    from raystilts.report import render as report
 
     assert (report.ALL, report.SOURCE_LANG, report.GROUPINGS) == (
         analysis.ALL,
         analysis.SOURCE_LANG,
         analysis.GROUPINGS,
     )
-    check = "import sys, raystilts.report; sys.exit('polars' in sys.modules)"
+    check = "import sys, raystilts.report.render; sys.exit('polars' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], check=False).returncode == 0

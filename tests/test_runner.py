@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from raystilts.data import FeatureStore, batches, collate
-from raystilts.errors import UserError
-from raystilts.metrics import accuracy, token_accuracy
-from raystilts.runner import ChainPlan, DivergedError, Phase, TrainSettings, run_chain
-from raystilts.tasks import CATALOG, get_task
-from raystilts.workspace import prepare_workspace
+from raystilts.core.errors import UserError
+from raystilts.data.features import FeatureStore, batches, collate
+from raystilts.metrics.scores import accuracy, token_accuracy
+from raystilts.tasks.catalog import CATALOG, get_task
+from raystilts.train.runner import ChainPlan, DivergedError, Phase, TrainSettings, run_chain
+from raystilts.train.workspace import prepare_workspace
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def store(tiny_model: Path, mini_data: Path, feature_dir: Path) -> FeatureStore:
 def test_cache_hit_does_no_tokenization(
     store: FeatureStore, mini_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import raystilts.data as data
+    import raystilts.data.features as data
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("tokenized again")
@@ -174,7 +174,7 @@ def test_gradient_accumulation_matches_one_large_batch(
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
-    import raystilts.runner as runner
+    import raystilts.train.runner as runner
 
     model_dir = tmp_path / "no-dropout"
     shutil.copytree(tiny_model, model_dir)
@@ -231,7 +231,7 @@ def test_prefix_cache_reuses_a_trained_prefix_with_the_same_result(
 ) -> None:
     """Chain B shares its first phase with chain A: B loads it from the cache instead of
     training it, and ends exactly where B trained from scratch ends."""
-    from raystilts.prefix_cache import PrefixCache
+    from raystilts.train.prefix_cache import PrefixCache
 
     def run(plan: ChainPlan, cache: PrefixCache | None) -> dict[str, float]:
         return run_chain(
@@ -272,7 +272,7 @@ def test_mixture_phase_trains_both_tasks_and_carries_the_encoder(
 ) -> None:
     """A mixed phase of a classification and a tagging task, then the target; the mixture is
     cached under its own key (not the single task's)."""
-    from raystilts.prefix_cache import PrefixCache
+    from raystilts.train.prefix_cache import PrefixCache
 
     mixed = Phase(
         task=CATALOG["mini_ccg"], also=(CATALOG["mini_mnli"],), lr=1e-3, steps=6, temperature=2.0
@@ -310,6 +310,6 @@ def test_mixture_phase_trains_both_tasks_and_carries_the_encoder(
 
 
 def runner_keys(plan: ChainPlan, store: FeatureStore) -> list[str]:
-    from raystilts.runner import Dist, _prefix_keys
+    from raystilts.train.runner import Dist, _prefix_keys
 
     return _prefix_keys(plan, store, TrainSettings(batch_size=8), Dist(), "tiny")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from raystilts.space import load_space_dict
-from raystilts.tasks import CATALOG
+from raystilts.core.space import load_space_dict
+from raystilts.tasks.catalog import CATALOG
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +75,9 @@ def test_search_logs_every_trial_and_analysis_reads_it(
 ) -> None:
     """With 2 workers the search also goes through a storage URI (file://, as s3:// would),
     accumulates gradients (micro-batches of 2) and saves each finished trial's model."""
-    from raystilts.analysis import best_chains, render, runs_to_long
-    from raystilts.search import SearchRun, run_search
-    from raystilts.tracking import default_tracking_uri, load_runs
+    from raystilts.analysis.tables import best_chains, render, runs_to_long
+    from raystilts.search.driver import SearchRun, run_search
+    from raystilts.tracking.store import default_tracking_uri, load_runs
 
     raw = _space(tiny_model, workers=workers, seeds=seeds, samples=samples, name=f"e2e{workers}")
     shared = workers > 1
@@ -102,7 +102,7 @@ def test_search_logs_every_trial_and_analysis_reads_it(
             log=False,
         ),
     )
-    # seeds are raced (raystilts.racing): every config runs its first seed, and the others only
+    # seeds are raced (raystilts.core.racing): every config runs its first seed, and the others only
     # when it is within reach of the best; the first config (the baseline) always runs them all
     runs = load_runs(tracking_uri=uri, experiment=f"e2e{workers}")
     n = len(runs)
@@ -189,8 +189,8 @@ def test_diverging_trial_is_recorded_and_the_search_goes_on(
 ) -> None:
     """A learning rate that turns the loss into NaN: the trial ends FAILED with outcome
     ``diverged`` and no fake scores in MLflow; the other trial of the search finishes."""
-    from raystilts.search import SearchRun, run_search
-    from raystilts.tracking import default_tracking_uri, load_runs
+    from raystilts.search.driver import SearchRun, run_search
+    from raystilts.tracking.store import default_tracking_uri, load_runs
 
     raw = _space(tiny_model, workers=1, seeds=[0], samples=2, name="nan")
     raw["targets"] = ["mini_xnli"]
@@ -225,8 +225,8 @@ def test_grid_search_with_a_mixture_runs_every_chain(
 ) -> None:
     """search.algorithm: grid runs every chain of the space once, a mixed phase included,
     through Ray Train; the mixture's runs are named a+b>target and carry per-task dev scores."""
-    from raystilts.search import SearchRun, run_search
-    from raystilts.tracking import default_tracking_uri, load_runs
+    from raystilts.search.driver import SearchRun, run_search
+    from raystilts.tracking.store import default_tracking_uri, load_runs
 
     raw = _space(tiny_model, workers=1, seeds=[0], samples=1, name="grid")
     raw["targets"] = ["mini_xnli"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from raystilts.racing import SeedRace
-from raystilts.space import SearchSpace, chain_params, load_space_dict
+from raystilts.core.racing import SeedRace
+from raystilts.core.space import SearchSpace, chain_params, load_space_dict
 
 LANGS = ("en", "qaa", "qab")
 
@@ -144,7 +144,7 @@ class FakeSearcher:
 
 
 def _racer(space: SearchSpace, proposals: list[dict[str, Any]], samples: int = 10) -> Any:
-    from raystilts.search import RACE_WITHIN_SD, RacingSearcher
+    from raystilts.search.driver import RACE_WITHIN_SD, RacingSearcher
 
     return RacingSearcher(
         FakeSearcher(proposals),  # type: ignore[arg-type]
@@ -158,7 +158,7 @@ def _racer(space: SearchSpace, proposals: list[dict[str, Any]], samples: int = 1
 def test_racing_searcher_runs_promoted_seeds_first_and_skips_duplicates() -> None:
     from ray.tune.search.repeater import TRIAL_INDEX
 
-    from raystilts.search import chain_identity
+    from raystilts.search.driver import chain_identity
 
     space = _space([0, 1])
     base = chain_params(space, "t", [])
@@ -242,9 +242,9 @@ def test_resume_refuses_an_edited_space_in_one_line(
     """No Ray: the check runs before anything starts. The stored fingerprint is the one a
     fresh search writes; a Tune experiment is faked by its tuner.pkl."""
     from raystilts.cli import main
-    from raystilts.search import _check_fingerprint, _write_fingerprint
-    from raystilts.space import load_space
-    from raystilts.tasks import CATALOG as REAL
+    from raystilts.core.space import load_space
+    from raystilts.search.driver import _check_fingerprint, _write_fingerprint
+    from raystilts.tasks.catalog import CATALOG as REAL
 
     text = (
         "name: edited\ntargets: [mini_xnli]\n"
@@ -276,7 +276,7 @@ def test_resume_refuses_an_edited_space_in_one_line(
 
 
 def test_neighbours_add_mix_or_prepend_one_task_inside_the_space() -> None:
-    from raystilts.search import neighbours
+    from raystilts.search.driver import neighbours
 
     space = _space([0])
     assert neighbours((), ("b", "c", "a"), space, "t") == [("b",), ("c",), ("a",)]
@@ -289,8 +289,8 @@ def test_neighbours_add_mix_or_prepend_one_task_inside_the_space() -> None:
 
 
 def test_neighbour_params_keep_the_best_prefix_hyperparameters() -> None:
-    from raystilts.search import chain_identity, neighbour_params
-    from raystilts.space import chain_from_params
+    from raystilts.core.space import chain_from_params
+    from raystilts.search.driver import chain_identity, neighbour_params
 
     raw = _space([0]).to_dict()
     raw["intermediate"]["lr"] = {"low": 1e-4, "high": 1e-2}
@@ -313,8 +313,8 @@ class FakeStudy:
 
 
 def test_racing_searcher_alternates_neighbours_of_the_best_with_the_sampler() -> None:
-    from raystilts.search import RacingSearcher
-    from raystilts.space import chain_from_params
+    from raystilts.core.space import chain_from_params
+    from raystilts.search.driver import RacingSearcher
 
     space = _space([0])
     base = chain_params(space, "t", [])
@@ -348,8 +348,8 @@ def test_racing_searcher_alternates_neighbours_of_the_best_with_the_sampler() ->
 
 
 def test_racing_searcher_puts_the_best_task_last_when_the_other_prefix_is_trained() -> None:
-    from raystilts.search import RacingSearcher
-    from raystilts.space import chain_from_params
+    from raystilts.core.space import chain_from_params
+    from raystilts.search.driver import RacingSearcher
 
     space = _space([0])
     points = [chain_params(space, "t", c) for c in ([], ["a"], ["b"])]

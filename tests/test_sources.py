@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from raystilts import sources
-from raystilts.errors import UserError
-from raystilts.fixtures import write_fixtures, write_hub_mirror
-from raystilts.tasks import CATALOG, TaskSpec, read_examples, task_labels
+from raystilts.core.errors import UserError
+from raystilts.tasks.catalog import CATALOG, TaskSpec, read_examples, sources, task_labels
+from raystilts.tasks.fixtures import write_fixtures, write_hub_mirror
 
 REAL = [name for name in sources.SOURCES]
 

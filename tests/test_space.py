@@ -1,4 +1,4 @@
-"""Tests for raystilts.space: loading, validation messages, and the Optuna define-by-run."""
+"""Tests for raystilts.core.space: loading, validation messages, and the Optuna define-by-run."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 import pytest
 
-from raystilts.errors import UserError
-from raystilts.space import (
+from raystilts.core.errors import UserError
+from raystilts.core.space import (
     ChainPlanSpec,
     Choice,
     FloatRange,
@@ -406,7 +406,7 @@ def test_chain_name() -> None:
 
 
 def test_several_seeds_and_warm_start_chain_params() -> None:
-    from raystilts.space import chain_from_params, chain_params
+    from raystilts.core.space import chain_from_params, chain_params
 
     space = load(with_("search.seeds", [0, 1, 2]))
     assert space.search.seeds == (0, 1, 2) and space.search.warm_start == "textemb"
@@ -420,7 +420,7 @@ def test_several_seeds_and_warm_start_chain_params() -> None:
 
 
 def test_grid_algorithm_enumerates_every_chain() -> None:
-    from raystilts.space import all_chains
+    from raystilts.core.space import all_chains
 
     space = load(with_("search.algorithm", "grid", "intermediate.max_chain_length", 2))
     chains = all_chains(space, "mini_xnli")
@@ -430,7 +430,7 @@ def test_grid_algorithm_enumerates_every_chain() -> None:
 
 
 def test_mixture_and_sequence_forms_are_searched() -> None:
-    from raystilts.space import all_chains, chain_params
+    from raystilts.core.space import all_chains, chain_params
 
     space = load(with_("intermediate.forms", ["sequence", "mixture"]))
     fn = make_define_by_run(space, "mini_xnli")
@@ -471,7 +471,7 @@ def test_early_stopping_is_off_for_seeds_and_grids() -> None:
     with pytest.raises(UserError, match="asha with 2 seeds would mix stopped and finished runs"):
         load(with_("search", {"seeds": [0, 1], "scheduler": {"type": "asha"}}))
     with pytest.raises(ValueError, match="outside the space"):
-        from raystilts.space import chain_params
+        from raystilts.core.space import chain_params
 
         chain_params(load(FULL), "mini_xnli", ["mini_mnli", "mini_mnli"])
 
@@ -480,7 +480,7 @@ def test_early_stopping_is_off_for_seeds_and_grids() -> None:
 
 
 def test_paper_spaces_validate_against_the_real_catalog() -> None:
-    from raystilts.tasks import CATALOG as REAL
+    from raystilts.tasks.catalog import CATALOG as REAL
 
     for name in ("paper_xtreme.yaml", "paper_xtreme_r.yaml"):
         space = load_space(ROOT / "search_spaces" / name, catalog=REAL)
@@ -524,7 +524,7 @@ def test_per_target_settings() -> None:
 def test_languages_per_target_mapping() -> None:
     """``languages: {target: [...]}`` evaluates each target on its own subset; a retrieval
     target (no training, no English set) needs no 'en'; targets left out keep every language."""
-    from raystilts.tasks import CATALOG as REAL
+    from raystilts.tasks.catalog import CATALOG as REAL
 
     raw = {
         "name": "per_target",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from raystilts import storage
-from raystilts.errors import UserError
-from raystilts.tasks import CATALOG
-from raystilts.workspace import open_workspace, prepare_workspace
+from raystilts.core.errors import UserError
+from raystilts.data import storage
+from raystilts.tasks.catalog import CATALOG
+from raystilts.train.workspace import open_workspace, prepare_workspace
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -14,9 +14,9 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from raystilts import tracking
-from raystilts.errors import UserError
-from raystilts.tracking import (
+from raystilts.core.errors import UserError
+from raystilts.tracking import store as tracking
+from raystilts.tracking.store import (
     KIND_TAG,
     PARENT_RUN_TAG,
     SEARCH_ID_TAG,
@@ -364,7 +364,7 @@ def test_sqlite_reader_matches_the_client(
     assert first.metrics["test/mini_xnli/qab/accuracy"] == 0.5
     assert math.isnan(by_trial["t_var2"].metrics["dev/mini_xnli/en/accuracy"])
     assert by_trial["t_var3"].status == "RUNNING"
-    with caplog.at_level(logging.WARNING, logger="raystilts.tracking"):
+    with caplog.at_level(logging.WARNING, logger="raystilts.tracking.store"):
         public = load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     assert caplog.records == []  # the fast path was taken
     assert _comparable(public) == _comparable([r for r in fast if r.tags[KIND_TAG] == "trial"])
@@ -378,7 +378,7 @@ def test_unexpected_schema_falls_back_to_the_client(
         load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     )
     monkeypatch.setitem(tracking._SQLITE_COLUMNS, "runs", ("run_uuid", "status", "renamed"))
-    with caplog.at_level(logging.WARNING, logger="raystilts.tracking"):
+    with caplog.at_level(logging.WARNING, logger="raystilts.tracking.store"):
         records = load_runs(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
     assert _comparable(records) == expected
     [warning] = caplog.messages

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raystilts.data import FeatureStore
-from raystilts.tasks import CATALOG
-from raystilts.transfer import METHOD, centroid, cosine, embed, rank_intermediates
+from raystilts.data.features import FeatureStore
+from raystilts.tasks.catalog import CATALOG
+from raystilts.train.transfer import METHOD, centroid, cosine, embed, rank_intermediates
 
 INTERMEDIATES = ("mini_mnli", "mini_qqp", "mini_ccg", "mini_topic")
 # mini_xnli's dev inputs posing as another task's train split: same distribution as the

@@ -5,7 +5,7 @@
 Per target, one Tune run: ``OptunaSearch`` (define-by-run: chain length, tasks in order,
 per-phase learning rates) proposes trials, ASHA stops weak ones on the English dev metric, and
 each trial is a Tune function that fits a ``TorchTrainer`` (DDP over ``workers_per_trial``
-workers; gloo on CPU, NCCL on GPU) running :func:`raystilts.runner.run_chain`. MLflow logging
+workers; gloo on CPU, NCCL on GPU) running :func:`raystilts.train.runner.run_chain`. MLflow logging
 happens on the driver, in a Tune callback, so a killed or stopped trial never leaves its run
 RUNNING (the workers never talk to MLflow).
 """
@@ -32,11 +32,9 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
-from raystilts import storage as storage_lib
-from raystilts.data import TOKENIZER_FILES, needs_of
-from raystilts.errors import UserError
-from raystilts.racing import SeedRace
-from raystilts.space import (
+from raystilts.core.errors import UserError
+from raystilts.core.racing import SeedRace
+from raystilts.core.space import (
     MIX,
     Choice,
     FloatRange,
@@ -47,14 +45,16 @@ from raystilts.space import (
     chain_params,
     make_define_by_run,
 )
-from raystilts.tasks import CATALOG, TaskSpec, selection_key, with_labels
-from raystilts.tracking import Tracker
-from raystilts.workspace import open_workspace, prepare_workspace
+from raystilts.data import storage as storage_lib
+from raystilts.data.features import TOKENIZER_FILES, needs_of
+from raystilts.tasks.catalog import CATALOG, TaskSpec, selection_key, with_labels
+from raystilts.tracking.store import Tracker
+from raystilts.train.workspace import open_workspace, prepare_workspace
 
 __all__ = ["RacingSearcher", "SearchRun", "chain_identity", "run_search"]
 
 # The default search (algorithm: tpe) races seeds: a config runs its further seeds only when its
-# first seed scores within RACE_WITHIN_SD pooled seed-sds of the best mean (raystilts.racing).
+# first seed scores within RACE_WITHIN_SD pooled seed-sds of the best mean (raystilts.core.racing).
 # One sd is the benchmark's own tolerance for "found" (benchmarks/search_efficiency.py).
 RACE_WITHIN_SD = 1.0
 # Proposals of a config already run (the searcher re-sampling a small discrete space) are told
@@ -107,8 +107,15 @@ def _train_loop(cfg: dict[str, Any]) -> None:
 
     import torch
 
-    from raystilts.prefix_cache import PrefixCache
-    from raystilts.runner import ChainPlan, Dist, DivergedError, Phase, TrainSettings, run_chain
+    from raystilts.train.prefix_cache import PrefixCache
+    from raystilts.train.runner import (
+        ChainPlan,
+        Dist,
+        DivergedError,
+        Phase,
+        TrainSettings,
+        run_chain,
+    )
 
     torch.set_num_threads(int(cfg["threads"]))
     node = ray.get_runtime_context().get_node_id()
@@ -330,7 +337,7 @@ class RacingSearcher(Searcher):
     """Wraps a searcher (Optuna): seeds raced per config, duplicate proposals not trained again.
 
     Runs on the Tune driver, in place of Tune's ``Repeater``. Every new config runs its first
-    seed (``TRIAL_INDEX`` 0); :class:`raystilts.racing.SeedRace` decides from that score whether
+    seed (``TRIAL_INDEX`` 0); :class:`raystilts.core.racing.SeedRace` decides from that score whether
     it runs the others (``within_sd=None``: always, as ``Repeater``). Promoted seeds go before
     new configs, so the best config's mean is known early. The wrapped searcher sees one trial
     per config and is told its mean over the seeds it ran. At most ``num_samples`` distinct
@@ -912,7 +919,7 @@ def _experiment_path(storage: str, name: str, target: str) -> str:
 def _warm_start(
     space: SearchSpace, ws: Any, tracker: Tracker, parent: str, *, use_gpu: bool, log: bool
 ) -> dict[str, tuple[str, ...]]:
-    """Rank each target's intermediate tasks on the base model (TextEmb, raystilts.transfer);
+    """Rank each target's intermediate tasks on the base model (TextEmb, raystilts.train.transfer);
     the best ``warm_start_chains`` single-task chains are tried first. Logged on the search run."""
     settings = space.search
     if settings.warm_start == "none" or settings.warm_start_chains == 0:
@@ -923,7 +930,7 @@ def _warm_start(
         return {}
     import torch
 
-    from raystilts.transfer import rank_intermediates
+    from raystilts.train.transfer import rank_intermediates
 
     chosen: dict[str, tuple[str, ...]] = {}
     for target in space.targets:

@@ -19,11 +19,11 @@ the search actually measures instead of a constant picked for one benchmark.
 
 Why the selection stays sound: a configuration left at one seed scored below ``best - within_sd
 * sd`` when it was judged, so it is below the best mean and cannot be selected over it by the
-mean-over-seeds rule of :func:`raystilts.analysis.best_chains`; every candidate that can be
+mean-over-seeds rule of :func:`raystilts.analysis.tables.best_chains`; every candidate that can be
 selected has all its seeds. Until there is an estimate of the seed sd (no configuration has two
 finite scores yet) every configuration is promoted: the rule never refuses without evidence.
 
-Pure (no Ray): :class:`raystilts.search.RacingSearcher` drives it from Tune.
+Pure (no Ray): :class:`raystilts.search.driver.RacingSearcher` drives it from Tune.
 """
 
 from __future__ import annotations

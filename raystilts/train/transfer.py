@@ -1,6 +1,6 @@
 """Warm start: rank intermediate tasks for a target before training anything.
 
-    from raystilts.transfer import rank_intermediates
+    from raystilts.train.transfer import rank_intermediates
     ranking = rank_intermediates(model_dir=ws.model, store=ws.features, target=CATALOG["mini_xnli"],
                                  intermediates=[CATALOG[n] for n in ("mini_mnli", "mini_topic")],
                                  pad_id=ws.pad_id)
@@ -43,14 +43,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raystilts.data import Features, collate, eval_batches
+from raystilts.data.features import Features, collate, eval_batches
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from raystilts.data import FeatureStore
-    from raystilts.tasks import TaskSpec
+    from raystilts.data.features import FeatureStore
+    from raystilts.tasks.catalog import TaskSpec
 
 __all__ = [
     "METHOD",
@@ -208,7 +208,7 @@ def rank_intermediates(
     """Score each intermediate task by TextEmb cosine with ``target`` (module docstring: why).
 
     Reads the ``train`` features of every task from ``store`` (featurize them first, as
-    :func:`raystilts.workspace.prepare_workspace` does) and embeds each task once per call. Any
+    :func:`raystilts.train.workspace.prepare_workspace` does) and embeds each task once per call. Any
     task type works: a multiple-choice row contributes its first (context, choice) sequence, a
     QA window its question and context, a task of several training languages all of them.
     """

@@ -1,6 +1,6 @@
 """Generate the embedded benchmark: synthetic languages, English intermediate tasks, targets.
 
-    python -m raystilts.embedded.generate /tmp/mini      # writes <dir>/<task>/<lang>/<split>.jsonl
+    python -m raystilts.tasks.embedded /tmp/mini      # writes <dir>/<task>/<lang>/<split>.jsonl
 
 One shared meaning space (propositions: subject, negation, verb, object, adverb) is rendered
 into English and five synthetic languages. Each language differs from English by a

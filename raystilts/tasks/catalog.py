@@ -1,6 +1,6 @@
 """The task catalog: what each task is (type, labels, metric, languages) and where its data lives.
 
-    from raystilts.tasks import CATALOG
+    from raystilts.tasks.catalog import CATALOG
     CATALOG["mini_xnli"].languages   # ('en', 'qaa', 'qab', 'qac', 'qad', 'qae')
 
 A task is plain data. Loading reads JSON lines in the task's schema from a data directory laid
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from raystilts import sources
-from raystilts.embedded import generate as mini
-from raystilts.errors import UserError
-from raystilts.languages import BENCHMARK_LANGUAGES
+from raystilts.core.errors import UserError
+from raystilts.core.languages import BENCHMARK_LANGUAGES
+from raystilts.tasks import embedded as mini
+from raystilts.tasks import sources
 
 __all__ = [
     "CATALOG",
@@ -153,7 +153,7 @@ CATALOG: dict[str, TaskSpec] = {
 
 # --------------------------------------------------------------------------- real tasks
 #
-# Language lists are the benchmarks' own (raystilts.languages.BENCHMARK_LANGUAGES), English
+# Language lists are the benchmarks' own (raystilts.core.languages.BENCHMARK_LANGUAGES), English
 # first. Tasks whose XTREME-R language list differs from XTREME's have their own name with an
 # ``_r`` suffix (udpos_r, panx_r, tatoeba_r): a space names the benchmark it reproduces by its
 # task names, and `languages: null` then means exactly that benchmark's languages. Tasks whose
@@ -427,7 +427,7 @@ def read_examples(
     data_dir: Path | None,
     hub_mirror: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Canonical examples (see the module docstring of raystilts.sources for the order:
+    """Canonical examples (see the module docstring of raystilts.tasks.sources for the order:
     ``<data_dir>/<task>/<lang>/<split>.jsonl``, then the hub, then a one-line UserError)."""
     if task.source != "embedded":
         if split not in task.splits(lang):

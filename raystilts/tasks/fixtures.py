@@ -3,12 +3,12 @@
     raystilts fixtures /tmp/fx                      # <dir>/<task>/<lang>/<split>.jsonl, all tasks
     raystilts search my_space.yaml --data-dir /tmp/fx
 
-    from raystilts.fixtures import write_fixtures, write_hub_mirror
+    from raystilts.tasks.fixtures import write_fixtures, write_hub_mirror
     write_fixtures(tmp, tasks=["xnli"])             # local files, as --data-dir reads them
     write_hub_mirror(tmp / "hub", tasks=["xnli"])   # parquet laid out like the hub repositories
 
 Rows carry the field names, types and label encodings of the source each (task, split,
-language) loads from (``raystilts.sources.SOURCES``): XNLI's English train rows look like GLUE
+language) loads from (``raystilts.tasks.sources.SOURCES``): XNLI's English train rows look like GLUE
 MNLI's, UDPOS tags are the hub's ClassLabel ids, QA answers start where their text is in the
 context, SQuAD v2.0 has unanswerable questions, BUCC and Tatoeba are sentence pairs, Mewsli-X
 is WikiNews articles with mentions plus a candidate entity file. Everything is a pure function
@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from raystilts import sources
-from raystilts.sources import SOURCES, Source
+from raystilts.tasks import sources
+from raystilts.tasks.sources import SOURCES, Source
 
 __all__ = ["EXAMPLES", "fixture_rows", "write_fixtures", "write_hub_mirror"]
 
@@ -140,7 +140,7 @@ def _lareqa_article(lang: str, n: int) -> dict[str, Any]:
 def fixture_rows(
     schema: str, *, key: str, lang: str, n: int = EXAMPLES, name: str = "", task: str = ""
 ) -> list[dict[str, Any]]:
-    """``n`` made-up rows of ``schema`` (a key of raystilts.sources.SCHEMAS) for ``lang``."""
+    """``n`` made-up rows of ``schema`` (a key of raystilts.tasks.sources.SCHEMAS) for ``lang``."""
     rng = _rng(schema, key, lang)
     rows: list[dict[str, Any]] = []
     for i in range(n):
@@ -303,7 +303,7 @@ def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
 def write_fixtures(out_dir: Path, *, tasks: Iterable[str] | None = None, n: int = EXAMPLES) -> Path:
     """Write ``<out_dir>/<task>/<lang>/<split>.jsonl`` for every language and split of each
     task (all real tasks by default), plus CCG's ``tags.txt`` and Mewsli-X's candidates."""
-    from raystilts.tasks import CATALOG
+    from raystilts.tasks.catalog import CATALOG
 
     for name in _tasks(tasks):
         task, spec = CATALOG[name], SOURCES[name]
@@ -347,11 +347,11 @@ def write_hub_mirror(
 ) -> Path:
     """Write fixture rows as parquet in hub-repository layout (``<mirror>/<dataset id>/`` with
     a README listing its configs) and URL files under ``<mirror>/urls/``, so
-    ``raystilts.sources.read(..., hub_mirror=mirror)`` runs the hub code path offline.
+    ``raystilts.tasks.sources.read(..., hub_mirror=mirror)`` runs the hub code path offline.
     ``languages`` limits each task to those of its languages (default: all)."""
     import datasets
 
-    from raystilts.tasks import CATALOG
+    from raystilts.tasks.catalog import CATALOG
 
     wanted = None if languages is None else set(languages)
     # (dataset, config) -> hub split -> rows; URL file -> articles

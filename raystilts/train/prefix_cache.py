@@ -17,12 +17,12 @@ Layout under ``root``:
   temporary sibling and renamed into place, so an entry appears whole or not at all; a file lock
   ``<root>/<key>.lock`` makes a second writer (or a :meth:`PrefixCache.claim`) wait.
 - a URI (``s3://``, ``gs://``, ``file://``): ``<root>/<key>/<attempt>/{encoder.safetensors,
-  manifest.json, .complete}`` published with :func:`raystilts.storage.publish` (marker last).
+  manifest.json, .complete}`` published with :func:`raystilts.data.storage.publish` (marker last).
   Object stores have no atomic rename and no lock every node sees, so each writer uploads its own
   attempt and never touches another's: the first complete attempt wins, and two trials on two
   nodes that miss the same prefix at the same moment may both train it (wasteful, never
   corrupt). Processes of one node still serialise on a lock in ``local_dir``. Reads go through a
-  node-local copy (:func:`raystilts.storage.fetch`).
+  node-local copy (:func:`raystilts.data.storage.fetch`).
 
 Every read checks the weights against the sha256 in the manifest. A damaged entry (flipped
 bytes, truncated file, missing manifest) is logged with its key, removed and treated as a miss,
@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from raystilts import storage
+from raystilts.data import storage
 
 __all__ = [
     "RUNNER_VERSION",
@@ -69,7 +69,7 @@ RUNNER_VERSION = "1"
 
 _WEIGHTS = "encoder.safetensors"
 _MANIFEST = "manifest.json"
-_MARKER = ".complete"  # what raystilts.storage.publish writes last
+_MARKER = ".complete"  # what raystilts.data.storage.publish writes last
 _FORMAT = 1
 _CHUNK = 8 << 20
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import yaml
 
-from raystilts.errors import UserError
+from raystilts.core.errors import UserError
 
 if TYPE_CHECKING:
     import optuna
@@ -70,7 +70,7 @@ class PhaseSpace:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MixtureSettings:
-    """How a mixed phase samples its tasks (raystilts.mixture.mixture_weights)."""
+    """How a mixed phase samples its tasks (raystilts.train.mixture.mixture_weights)."""
 
     sampling: Literal["proportional", "temperature"] = "temperature"
     temperature: float = 2.0
@@ -160,11 +160,11 @@ class SearchSettings:
     # space once (searched ranges at their centre; num_samples is ignored)
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
     scheduler: SchedulerSettings = SchedulerSettings()
-    # tpe only (raystilts.racing): a config runs its further seeds only when its first seed is
+    # tpe only (raystilts.core.racing): a config runs its further seeds only when its first seed is
     # within this many pooled seed-sds of the best mean; null: every config runs every seed
     race_within_sd: float | None = 1.0
     # tpe only: share of the new configs, after the baseline and warm start, that are
-    # neighbours of the best chain so far (raystilts.search.neighbours); 0: TPE alone
+    # neighbours of the best chain so far (raystilts.search.driver.neighbours); 0: TPE alone
     neighbour_share: float = 0.5
 
 

@@ -1,9 +1,9 @@
 """From tracked runs to the paper's tables: best chains, gains with honest statistics, orderings.
 
 This is the only module that imports polars. It works on plain records (anything shaped like
-:class:`raystilts.tracking.RunRecord`), so it never touches MLflow itself::
+:class:`raystilts.tracking.store.RunRecord`), so it never touches MLflow itself::
 
-    records = load_runs(tracking_uri=uri, experiment="demo")      # raystilts.tracking
+    records = load_runs(tracking_uri=uri, experiment="demo")      # raystilts.tracking.store
     results = best_chains(runs_to_long(records))
     print(render(results, "table"))
     full = analyze(runs_to_long(records), tasks=CATALOG, languages=load_languages())
@@ -44,12 +44,12 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from raystilts._names import ALL, BASELINE_SYSTEM, BEST_SYSTEM, GROUPINGS, SOURCE_LANG
-from raystilts._names import ci as _ci
-from raystilts._names import num as _num
-from raystilts._names import p_value as _p
-from raystilts._names import pct as _pct
-from raystilts._names import signed as _gain
+from raystilts.core.formats import ALL, BASELINE_SYSTEM, BEST_SYSTEM, GROUPINGS, SOURCE_LANG
+from raystilts.core.formats import ci as _ci
+from raystilts.core.formats import num as _num
+from raystilts.core.formats import p_value as _p
+from raystilts.core.formats import pct as _pct
+from raystilts.core.formats import signed as _gain
 
 __all__ = [
     "DISTANCE_KINDS",
@@ -98,7 +98,7 @@ _LONG_SCHEMA = pl.Schema(
 
 
 class RunLike(Protocol):
-    """What analysis needs from a run (``raystilts.tracking.RunRecord`` fits)."""
+    """What analysis needs from a run (``raystilts.tracking.store.RunRecord`` fits)."""
 
     @property
     def run_id(self) -> str: ...
@@ -503,7 +503,7 @@ paired t-test over seeds gives p < {ALPHA}."""
 
 
 class LanguageLike(Protocol):
-    """What analysis needs to know of a language (``raystilts.languages.Language`` fits)."""
+    """What analysis needs to know of a language (``raystilts.core.languages.Language`` fits)."""
 
     @property
     def family(self) -> str | None: ...
@@ -515,7 +515,7 @@ class LanguageLike(Protocol):
 
 
 class TaskLike(Protocol):
-    """What the benchmark aggregate needs of a target (``raystilts.tasks.TaskSpec`` fits)."""
+    """What the benchmark aggregate needs of a target (``raystilts.tasks.catalog.TaskSpec`` fits)."""
 
     @property
     def category(self) -> str | None: ...
@@ -560,7 +560,7 @@ def _selection_score(how: Literal["first", "mean"]) -> pl.Expr:
     """The score a configuration is selected on, inside a per-configuration ``agg``: English
     dev (the ``how`` of those rows: strict zero-shot), or for a target with no English set
     (zero-shot retrieval: BUCC, Tatoeba) the dev mean over its languages, as the search does
-    (raystilts.tasks.selection_key)."""
+    (raystilts.tasks.catalog.selection_key)."""
     dev = pl.col("split") == "dev"
     is_en = dev & (pl.col("lang") == SOURCE_LANG)
     return (

@@ -1,6 +1,6 @@
 """Build the embedded base model: a Unigram tokenizer and a tiny XLM-R pretrained with MLM.
 
-    python -m raystilts.embedded.pretrain ~/.cache/raystilts   # prints the model directory
+    python -m raystilts.train.pretrain ~/.cache/raystilts   # prints the model directory
 
 The model is built from ``XLMRobertaConfig`` (random init) and pretrained briefly with masked
 language modelling on the unlabelled text of every synthetic language, so that it has the one
@@ -19,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from raystilts.embedded.generate import CORPUS_VERSION, unlabelled_corpus
+from raystilts.tasks.embedded import CORPUS_VERSION, unlabelled_corpus
 
 __all__ = ["PRETRAIN_VERSION", "PretrainSettings", "build_tokenizer", "ensure_base_model"]
 

@@ -5,7 +5,7 @@
 
 Plain PyTorch, rank-aware and Ray-free: under Ray Train the process group already exists and
 the model is wrapped in DDP; alone it runs in one process. The encoder is carried from phase to
-phase; each phase gets a fresh head chosen by its task type (raystilts.models: Hugging Face's
+phase; each phase gets a fresh head chosen by its task type (raystilts.train.models: Hugging Face's
 ``AutoModelFor...`` classes, so any family works; decoder-only models for classification and
 multiple choice). Every task type trains and evaluates here (metrics by type: EVALUATORS).
 A target without training data (zero-shot retrieval) is not trained: the chain's
@@ -33,8 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raystilts import metrics as metrics_lib
-from raystilts.data import (
+from raystilts.data.features import (
     IGNORE_INDEX,
     Features,
     FeatureStore,
@@ -44,10 +43,11 @@ from raystilts.data import (
     eval_batches,
     mlm_collator,
 )
-from raystilts.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
-from raystilts.models import build_model, encoder_state, unwrap
-from raystilts.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
-from raystilts.tasks import TaskSpec, selection_key
+from raystilts.metrics import scores as metrics_lib
+from raystilts.tasks.catalog import TaskSpec, selection_key
+from raystilts.train.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
+from raystilts.train.models import build_model, encoder_state, unwrap
+from raystilts.train.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
 
 __all__ = [
     "ChainPlan",
@@ -71,7 +71,7 @@ class DivergedError(RuntimeError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Phase:
     """One phase: a task, or a multi-task mixture of ``task`` and ``also`` whose optimizer
-    steps are drawn from the tasks with ``sampling`` weights (raystilts.mixture)."""
+    steps are drawn from the tasks with ``sampling`` weights (raystilts.train.mixture)."""
 
     task: TaskSpec
     lr: float
@@ -232,7 +232,7 @@ def _eval_qa(
 ) -> dict[str, float]:
     """Span logits per window, n-best decoding per example, SQuAD EM/F1 (MLQA's
     normalisation by language)."""
-    from raystilts.qa import decode_answers
+    from raystilts.data.qa import decode_answers
 
     starts: list[np.ndarray] = [np.empty(0)] * len(feats)
     ends: list[np.ndarray] = [np.empty(0)] * len(feats)
@@ -255,7 +255,7 @@ def _eval_qa(
 def _eval_retrieval(
     ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
 ) -> dict[str, float]:
-    """Embed queries and candidates (mean-pooled layer, :class:`raystilts.models.Embedder`);
+    """Embed queries and candidates (mean-pooled layer, :class:`raystilts.train.models.Embedder`);
     the task's metric picks the procedure: ``accuracy`` Tatoeba (nearest candidate by cosine),
     ``f1`` BUCC (ratio margin; the threshold of this language's dev split applied to test,
     recorded as ``threshold``), ``map@20`` Mewsli-X and LAReQA."""

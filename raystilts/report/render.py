@@ -1,4 +1,4 @@
-"""The report of an experiment: the analyses of :mod:`raystilts.analysis` as tables and plots.
+"""The report of an experiment: the analyses of :mod:`raystilts.analysis.tables` as tables and plots.
 
     raystilts report --experiment demo --out report/          # then open report/report.html
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raystilts._names import ALL, BEST_SYSTEM, GROUPINGS, SOURCE_LANG, ci
-from raystilts._names import num as _num
-from raystilts._names import p_value as _p
-from raystilts._names import pct as _pct
-from raystilts._names import signed as _signed
+from raystilts.core.formats import ALL, BEST_SYSTEM, GROUPINGS, SOURCE_LANG, ci
+from raystilts.core.formats import num as _num
+from raystilts.core.formats import p_value as _p
+from raystilts.core.formats import pct as _pct
+from raystilts.core.formats import signed as _signed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,13 +1,13 @@
 """Where every real task's data lives, and how its rows become canonical examples.
 
-    from raystilts.sources import SOURCES, read
+    from raystilts.tasks.sources import SOURCES, read
     SOURCES["xnli"].source_for("train", "de")   # MNLI on the hub: XNLI trains on English MNLI
     read(task, "dev", "de", data_dir=None)        # the hub (or its cache); one-line error if not
 
 One declarative table, ``SOURCES``, says for each task and split which Hugging Face dataset
 (id, config, split) or URL holds the rows, how benchmark language codes map to the hub's
 ('zh' -> 'cmn' for Tatoeba, 'de' -> 'German' for UDPOS), and which schema the rows have.
-Small adapters per schema turn rows into the canonical examples of raystilts.tasks.
+Small adapters per schema turn rows into the canonical examples of raystilts.tasks.catalog.
 
 Loading order for (task, split, lang):
 
@@ -24,7 +24,7 @@ WikiNews dumps) are local files only.
 
 ``hub_mirror`` (tests, air-gapped clusters): a directory laid out like the hub,
 ``<mirror>/<dataset id>/`` with a README whose ``configs`` list the parquet files, and
-``<mirror>/urls/<file name>`` for URL sources. ``raystilts.fixtures.write_hub_mirror`` writes
+``<mirror>/urls/<file name>`` for URL sources. ``raystilts.tasks.fixtures.write_hub_mirror`` writes
 one, so tests run the very code that loads the hub.
 """
 
@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raystilts.errors import UserError
-from raystilts.languages import BENCHMARK_LANGUAGES
+from raystilts.core.errors import UserError
+from raystilts.core.languages import BENCHMARK_LANGUAGES
 
 if TYPE_CHECKING:
-    from raystilts.tasks import TaskSpec
+    from raystilts.tasks.catalog import TaskSpec
 
 __all__ = [
     "LOCAL_ONLY",
@@ -791,7 +791,7 @@ def read(
     data_dir: Path | None,
     hub_mirror: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Canonical examples of a real task (see raystilts.tasks.read_examples)."""
+    """Canonical examples of a real task (see raystilts.tasks.catalog.read_examples)."""
     if task.name == "mewslix":
         return _read_mewslix(task, split, lang, data_dir=data_dir)
     if task.name == "lareqa":

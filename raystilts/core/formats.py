@@ -1,4 +1,4 @@
-"""Names that :mod:`raystilts.analysis` writes and :mod:`raystilts.report` reads, and the
+"""Names that :mod:`raystilts.analysis.tables` writes and :mod:`raystilts.report.render` reads, and the
 number formats both print with (scores are fractions, shown x100; None and NaN print "-").
 
 Standard library only: the report imports these without pulling in polars.

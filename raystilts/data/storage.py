@@ -25,7 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from raystilts.errors import UserError
+from raystilts.core.errors import UserError
 
 __all__ = ["check", "content_key", "fetch", "is_remote", "join", "node_cache_root", "publish"]
 

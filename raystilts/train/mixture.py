@@ -17,7 +17,7 @@ to its size to the power ``1/T`` (temperature sampling flattens the mixture towa
 a small task is not drowned by a large one).
 
 Heads are chosen by task type exactly as a single-task phase chooses them
-(:func:`raystilts.models.build_model`): each task of any trainable type (classification,
+(:func:`raystilts.train.models.build_model`): each task of any trainable type (classification,
 multiple choice, QA, tagging, MLM) gets its own Hugging Face model, and all of them share one
 encoder module object, so its parameters exist (and are optimised) once.
 """
@@ -37,7 +37,7 @@ from torch import nn
 if TYPE_CHECKING:
     import numpy as np
 
-    from raystilts.tasks import TaskSpec
+    from raystilts.tasks.catalog import TaskSpec
 
 __all__ = [
     "MIX_SEPARATOR",
@@ -50,7 +50,7 @@ __all__ = [
 
 Sampling = Literal["proportional", "temperature"]
 SAMPLINGS: tuple[Sampling, ...] = ("proportional", "temperature")
-# joins the tasks of a mixed phase in a chain name (``a+b>target``); raystilts.analysis splits on it
+# joins the tasks of a mixed phase in a chain name (``a+b>target``); raystilts.analysis.tables splits on it
 MIX_SEPARATOR = "+"
 
 
@@ -161,7 +161,7 @@ class MultiTaskModel(nn.Module):
     when ``labels`` are given). The encoder's parameters are one set of tensors, so they appear
     once in :meth:`parameters` and an optimizer updates them once per step, whichever head the
     step used. ``base_model_prefix`` and the ``encoder`` property mirror a Hugging Face model,
-    so :func:`raystilts.runner._encoder_state` works on this model (plain or wrapped in DDP).
+    so :func:`raystilts.train.runner._encoder_state` works on this model (plain or wrapped in DDP).
 
     Under DistributedDataParallel, wrap it with ``find_unused_parameters=True``
     (:attr:`needs_unused_parameter_search`): a step uses one head, and without the search DDP
@@ -181,7 +181,7 @@ class MultiTaskModel(nn.Module):
         for name in models:
             if not name or "." in name:
                 raise ValueError(f"task name must be non-empty without '.', got {name!r}")
-        from raystilts.models import encoder_of, replace_encoder
+        from raystilts.train.models import encoder_of, replace_encoder
 
         keys: dict[str, set[str]] = {}
         for name, m in models.items():
@@ -189,7 +189,7 @@ class MultiTaskModel(nn.Module):
             if enc is m:
                 raise ValueError(
                     f"task {name!r}: its model has no encoder under its base_model_prefix; "
-                    "pass task models (raystilts.models.build_model)"
+                    "pass task models (raystilts.train.models.build_model)"
                 )
             keys[name] = set(enc.state_dict())
         # the first encoder whose weights include every other's: with XLM-R all are equal; with
@@ -220,7 +220,7 @@ class MultiTaskModel(nn.Module):
         """A fresh head per task on ``base_model`` (heads by task type, as in a single-task
         phase); the encoder of the last phase if ``encoder_state`` is given. Task ``j``'s head
         is initialised from seed ``seed + j``, so a mixture of one task has that task's head."""
-        from raystilts.models import build_model
+        from raystilts.train.models import build_model
 
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
@@ -242,13 +242,13 @@ class MultiTaskModel(nn.Module):
     @property
     def encoder(self) -> nn.Module:
         """The shared encoder (the same object inside every task model)."""
-        from raystilts.models import encoder_of
+        from raystilts.train.models import encoder_of
 
         return encoder_of(next(iter(self.tasks_models.values())))
 
     def task_model(self, task: str) -> nn.Module:
         """The Hugging Face model of ``task`` (shared encoder, own head): what
-        :func:`raystilts.runner.evaluate` takes to score one task of the mixture."""
+        :func:`raystilts.train.runner.evaluate` takes to score one task of the mixture."""
         if task not in self.tasks_models:
             raise ValueError(f"unknown task {task!r}; this mixture has {', '.join(self.tasks)}")
         return self.tasks_models[task]
@@ -263,7 +263,7 @@ class MultiTaskModel(nn.Module):
 
     def load_encoder(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load a previous phase's encoder into the shared encoder (same architecture; only a
-        BERT-style pooler may be missing: raystilts.models.load_encoder_state)."""
-        from raystilts.models import load_encoder_state
+        BERT-style pooler may be missing: raystilts.train.models.load_encoder_state)."""
+        from raystilts.train.models import load_encoder_state
 
         load_encoder_state(self.encoder, state)

@@ -10,13 +10,13 @@ version): every trial of a search, in any worker process, reads the same Arrow f
 tokenizes again. ``TaskSpec.max_length`` (e.g. 384 for QA) overrides the store's max length for
 that task. Batches are length-grouped and padded per batch (dynamic padding).
 
-Featurization by task type, from the canonical examples of :func:`raystilts.tasks.read_examples`
+Featurization by task type, from the canonical examples of :func:`raystilts.tasks.catalog.read_examples`
 (one function per type, each a pure function of examples and tokenizer):
 
 - classification: one sequence (or pair) per example, ``labels`` the class index;
 - multiple_choice: one (context, choice) sequence per choice, ``input_ids`` (C, T) per example;
 - tagging: ``labels`` on the first subword of each word, -100 elsewhere;
-- qa: :func:`raystilts.qa.featurize_qa` windows; train features carry start/end positions, the
+- qa: :func:`raystilts.data.qa.featurize_qa` windows; train features carry start/end positions, the
   others ``example_id`` and ``offsets``, and the entry keeps the examples decoding needs;
 - retrieval: one sequence per row with its ``role``, ``id`` and ``gold`` candidate ids;
 - mlm: the text with its special-tokens mask; masking happens per batch (:func:`mlm_collator`,
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
-from raystilts.tasks import TaskSpec, data_fingerprint, read_examples
+from raystilts.tasks.catalog import TaskSpec, data_fingerprint, read_examples
 
 if TYPE_CHECKING:
     import datasets
@@ -187,7 +187,7 @@ def _tagging(
 def _qa(
     task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
 ) -> Columns:
-    from raystilts.qa import featurize_qa
+    from raystilts.data.qa import featurize_qa
 
     stride, question = doc_stride(max_length)
     return featurize_qa(
@@ -280,7 +280,7 @@ class Features:
 
     def first_sequences(self) -> Features:
         """One plain sequence per row (a multiple-choice row's first choice), no labels: what
-        a text embedding of the inputs reads (raystilts.transfer)."""
+        a text embedding of the inputs reads (raystilts.train.transfer)."""
         ids = [x[0] for x in self.input_ids] if self.kind == "multiple_choice" else self.input_ids
         return Features(input_ids=ids, kind="plain")
 
@@ -340,7 +340,7 @@ class FeatureStore:
         self.cache_dir = cache_dir
         self.tokenizer_dir = tokenizer_dir
         self.max_length = max_length
-        # "task/split/lang" -> raystilts.tasks.data_fingerprint, set by the driver (track_data)
+        # "task/split/lang" -> raystilts.tasks.catalog.data_fingerprint, set by the driver (track_data)
         # and shipped to workers with the workspace config, so both name entries alike
         self.data_keys: dict[str, str] = dict(data_keys or {})
         self._fingerprint = tokenizer_fingerprint(tokenizer_dir)

@@ -1,6 +1,6 @@
 """Offline language knowledge: family, script, resource level and distance to English.
 
-    from raystilts.languages import get_language, split_known
+    from raystilts.core.languages import get_language, split_known
     get_language("de").family                     # 'Indo-European'
     known, unknown = split_known(["de", "xx"])    # unknown == ['xx']: report it, never drop it
 
@@ -26,7 +26,7 @@ Columns and their sources:
   by hand. URIEL's syntactic features are sparse for some languages (``kk``, ``ms``, ``qu``
   share only 12-13 with English, so ``ms`` scores 0.0 on agreement over 12 features).
 
-Synthetic languages (``qaa``...``qae``, defined in ``raystilts.embedded.generate``): family and
+Synthetic languages (``qaa``...``qae``, defined in ``raystilts.tasks.embedded``): family and
 genus ``synthetic``, script ``Latn``, no resource level, and all three distances equal to the
 language's built-in ``distance`` (the one knob that makes it differ from English).
 """

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
-from raystilts.errors import UserError
+from raystilts.core.errors import UserError
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -114,7 +114,7 @@ def default_tracking_uri(workdir: Path) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
-    """One MLflow run as plain data, for :mod:`raystilts.analysis`.
+    """One MLflow run as plain data, for :mod:`raystilts.analysis.tables`.
 
     ``metrics`` holds the latest value per key (MLflow's choice: highest step, then newest).
     """

@@ -6,7 +6,7 @@
 ``model: embedded`` means the project's own offline assets: the synthetic benchmark is generated
 and the tiny base model pretrained (both cached). Any other value is a Hugging Face hub id or a
 local path; tasks are read from ``data_dir`` when given (files in each task's own schema), else
-from the Hugging Face hub (raystilts.tasks.read_examples), and the embedded tasks need it. Every (task, split, language) a search needs
+from the Hugging Face hub (raystilts.tasks.catalog.read_examples), and the embedded tasks need it. Every (task, split, language) a search needs
 is featurized here, on the driver, before any trial starts: trials only read the cache.
 """
 
@@ -17,12 +17,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from raystilts import storage as storage_lib
-from raystilts.data import FeatureStore
-from raystilts.embedded.generate import BENCHMARK_VERSION, generate
-from raystilts.embedded.pretrain import ensure_base_model
-from raystilts.errors import UserError
-from raystilts.tasks import TaskSpec
+from raystilts.core.errors import UserError
+from raystilts.data import storage as storage_lib
+from raystilts.data.features import FeatureStore
+from raystilts.tasks.catalog import TaskSpec
+from raystilts.tasks.embedded import BENCHMARK_VERSION, generate
+from raystilts.train.pretrain import ensure_base_model
 
 __all__ = ["Workspace", "default_cache_dir", "open_workspace", "prepare_workspace"]
 

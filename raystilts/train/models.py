@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from raystilts.tasks import TaskSpec
+    from raystilts.tasks.catalog import TaskSpec
 
 __all__ = [
     "ChoiceScorer",
@@ -63,7 +63,7 @@ def _owner(model: nn.Module) -> nn.Module:
 
 def encoder_of(model: nn.Module) -> nn.Module:
     """The encoder (``base_model``) of a task model, an :class:`Embedder`, a
-    :class:`ChoiceScorer` or a :class:`raystilts.mixture.MultiTaskModel`."""
+    :class:`ChoiceScorer` or a :class:`raystilts.train.mixture.MultiTaskModel`."""
     owner = _owner(model)
     prefix = str(getattr(owner, "base_model_prefix", ""))
     found = getattr(owner, prefix, owner) if prefix else owner
