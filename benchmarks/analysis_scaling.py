@@ -19,7 +19,8 @@ Then it times, in this one process:
 (a) raystilts: ``tracking.load_runs`` -> ``analysis.runs_to_long`` -> ``analysis.best_chains``;
 (b) the obvious path: ``mlflow.search_runs`` into pandas, then the same selection in pandas
     (per target, configs averaged over seeds, best English dev score; gains per language over
-    the best baseline config), and checks both find the same best chains and gains.
+    the best baseline config, paired by seed as raystilts documents them: only the seeds both
+    configs were tested with count), and checks both find the same best chains and gains.
 
 Prints a table and, last, ``analysis_scaling: runs=N langs=L metric_values=M raystilts_s=X
 search_runs_s=Y ratio=Y/X`` (M: latest metric values read; Y: search_runs plus pandas).
@@ -505,8 +506,9 @@ def _pandas_best_chains(frame: Any) -> list[PandasResult]:
     )
     best = configs.groupby("params.target", sort=True).head(1)
     baseline = configs[configs["phases"] == 0].groupby("params.target").head(1)
-    tests = per_config[per_config["split"] == "test"].set_index([*cfg, "lang"])["value"]
-    tests = tests.sort_index()
+    # Gains are seed-paired (raystilts.analysis): per language, only the seeds both the chain and
+    # the baseline were tested with count, so a stopped seed of either side drops out of both.
+    tests = per_seed.xs("test", level="split").sort_index()  # (target, config, lang, seed)
     results = []
     for _, row in best.iterrows():
         target, key, chain = row["params.target"], row["params.config_key"], row["params.chain"]
@@ -516,8 +518,9 @@ def _pandas_best_chains(frame: Any) -> list[PandasResult]:
         gains: dict[str, float] = {}
         if base_key is not None:
             theirs = tests.loc[(target, base_key)]
-            diff = pd.concat([ours, theirs], axis=1, keys=["best", "base"]).dropna()
-            gains = {str(k): float(v) for k, v in (diff["best"] - diff["base"]).items()}
+            pairs = pd.concat([ours, theirs], axis=1, keys=["best", "base"], join="inner")
+            diff = (pairs["best"] - pairs["base"]).groupby(level=0).mean()  # over shared seeds
+            gains = {str(k): float(v) for k, v in diff.items()}
         results.append(PandasResult(str(target), str(chain), str(key), base_key, gains))
     return results
 
