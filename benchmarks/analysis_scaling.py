@@ -3,6 +3,7 @@
     python benchmarks/analysis_scaling.py                          # 10,000 runs x 50 languages
     python benchmarks/analysis_scaling.py --runs 1000 --langs 10   # a quick look
     python benchmarks/analysis_scaling.py --store /tmp/bench --client-path  # also time MlflowClient
+    python benchmarks/analysis_scaling.py --smoke                  # CI: 200 runs x 5 languages
 
 Generates (once; reused while the sizes match) a sqlite MLflow store under ``--store`` holding one
 search: a parent run, ``--runs`` trial runs and a summary run, laid out as
@@ -71,6 +72,14 @@ SHARE_STOPPED = 0.3  # ASHA stops about a third of the trials: dev scores only, 
 SHARE_FAILED = 0.02
 SHARE_DELETED = 0.01  # deleted in the UI: both paths must leave them out
 TARGET_STEPS = 200
+# CI's size: seconds, yet every target gets configs with stopped seeds; its own store directory,
+# so that a smoke run never replaces the cached full-size store.
+SMOKE = {
+    "runs": 200,
+    "langs": 5,
+    "api_runs": 5,
+    "store": Path(tempfile.gettempdir()) / "raystilts-bench" / "analysis_scaling_smoke",
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,9 @@ def main() -> None:
         action="store_true",
         help="also time load_runs' MlflowClient fallback (as slow as search_runs)",
     )
+    ap.add_argument("--smoke", action="store_true", help=f"CI's tiny size: {SMOKE}")
+    if ap.parse_known_args()[0].smoke:  # explicit flags still win over the smoke sizes
+        ap.set_defaults(**SMOKE)
     args = ap.parse_args()
     if args.runs < len(TARGETS) * 2 or args.langs < 1:
         ap.error(f"--runs {args.runs} must be >= {len(TARGETS) * 2} and --langs >= 1")
