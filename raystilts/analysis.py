@@ -239,12 +239,23 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
         )
         .filter((pl.col("split") == "test").any().over("run_id"))
     )
-    per_seed = finished.group_by(*keys, "split", "lang", "seed").agg(pl.col("value").mean())
+    # The only passes over the long frame (millions of rows), run once and kept: the plans
+    # below read per_seed several times and are collected twice, and each read of a lazy
+    # per_seed would filter and group the long frame again.
+    per_seed, meta = (
+        frame.lazy()
+        for frame in pl.collect_all(
+            [
+                finished.group_by(*keys, "split", "lang", "seed").agg(pl.col("value").mean()),
+                _config_meta(finished),
+            ]
+        )
+    )
     scores = (
         per_seed.group_by(*keys, "split", "lang")
         .agg(pl.col("value").mean(), pl.col("seed").n_unique().alias("n_seeds"))
         # per-config text joined once: taking it per group is slow on millions of rows
-        .join(_config_meta(finished), on=keys)
+        .join(meta, on=keys)
     )
     configs = (
         scores.group_by(keys)
