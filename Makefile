@@ -36,5 +36,17 @@ bench: $(BIN)/.installed  ## chain effects over seeds; analysis scaling vs mlflo
 	$(BIN)/python benchmarks/analysis_scaling.py
 	$(BIN)/python benchmarks/search_efficiency.py
 
+# Every script in benchmarks/ at its tiny --smoke size (seconds to a minute each), so that a
+# benchmark cannot rot silently; a loop over the folder, so a new script is covered the day it
+# lands. All run; the failures are listed at the end and make the target fail.
+.PHONY: bench-smoke
+bench-smoke: $(BIN)/.installed  ## CI: every benchmarks/*.py --smoke must exit 0
+	@failed=""; for script in benchmarks/*.py; do \
+	  echo "== $$script --smoke"; start=$$(date +%s); \
+	  $(BIN)/python $$script --smoke || failed="$$failed $$script"; \
+	  echo "== $$script: $$(( $$(date +%s) - start )) s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "bench-smoke failed:$$failed"; exit 1; fi
+
 clean:
 	rm -rf $(VENV) raystilts_runs .pytest_cache

@@ -4,6 +4,7 @@
     python benchmarks/search_efficiency.py --max-chain-length 1 --seeds 0 1 \\
         --phase-steps 150 --target-steps 60 --eval-every 20 --samples 3    # ~30 min on 2 cores
     python benchmarks/search_efficiency.py --fresh                          # rerun all three searches
+    python benchmarks/search_efficiency.py --smoke     # CI: 2 chains, 1 seed, a few steps, fresh
     python benchmarks/search_efficiency.py --tasks mini_mnli mini_qqp mini_ccg \
         --max-chain-length 2 --forms sequence mixture --seeds 0 1 --phase-steps 100 \
         --target-steps 40 --eval-every 20 --samples 6    # 13 chains x 2 seeds; ~50 min on 2 cores
@@ -82,6 +83,20 @@ SEARCHES = ("grid", "random", "default")  # the references first: the default is
 BENCH_VERSION = 1  # bump when what a search directory holds changes meaning
 ATTEMPTS = 3  # runs of a search whose trials failed (a shared machine's Ray may be killed)
 MARKER = "benchmark.json"  # written after a search completes: its settings, for reuse
+# CI's size: all three searches through Ray, Tune, Optuna and MLflow end to end, the numbers
+# meaningless; fresh each time in its own directory, never touching a full-size run's.
+SMOKE: dict[str, Any] = {
+    "workdir": Path(tempfile.gettempdir()) / "raystilts-bench" / "search_efficiency_smoke",
+    "targets": ["mini_xnli"],
+    "tasks": ["mini_mnli"],
+    "seeds": [0],
+    "phase_steps": 4,
+    "target_steps": 4,
+    "eval_every": 2,
+    "samples": 2,
+    "max_concurrent": 1,
+    "fresh": True,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +178,9 @@ def main() -> None:
     ap.add_argument("--max-concurrent", type=int, default=2, help="the useful ceiling on 2 cores")
     ap.add_argument("--sampler-seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="rerun every search, reuse none")
+    ap.add_argument("--smoke", action="store_true", help=f"CI's tiny size: {SMOKE}")
+    if ap.parse_known_args()[0].smoke:  # explicit flags still win over the smoke sizes
+        ap.set_defaults(**SMOKE)
     args = ap.parse_args()
     if not 0 < args.max_chain_length <= len(args.tasks):
         ap.error(f"--max-chain-length {args.max_chain_length}: expected 1..{len(args.tasks)}")
