@@ -58,7 +58,9 @@ def featurize_qa(
       the answer is not wholly inside this window or the question is unanswerable;
     - eval: ``input_ids``, ``example_id``, ``offsets`` (per token ``[start, end]`` character
       offsets into the context, ``None`` for question and special tokens) and ``cls_index``
-      (where the null answer is scored; ``decode_answers`` assumes 0 when the column is absent).
+      (where the null answer is scored; ``decode_answers`` assumes 0 when the column is absent);
+    - both: ``token_type_ids`` (question 0, context 1) when the tokenizer produces segment ids
+      (BERT-family models such as mBERT; not XLM-R), so the model sees which part is which.
 
     The question comes first and the context is truncated, unless the tokenizer pads on the left
     (XLNet-style models, trained with the context first): then the order is swapped, as in
@@ -110,6 +112,8 @@ def featurize_qa(
         ]
         cls_index = _cls_index(ids, tokenizer)
         columns["input_ids"].append(list(ids))
+        if "token_type_ids" in enc:  # segment ids, for models whose tokenizer makes them (BERT)
+            columns.setdefault("token_type_ids", []).append(list(enc["token_type_ids"][i]))
         if train:
             start, end = _answer_tokens(ex["answers"], offsets, cls_index)
             columns["start_positions"].append(start)
