@@ -341,7 +341,8 @@ def _reference_decode(
             ctx = [o[0] for o in feats["offsets"][i] if o is not None]
             spans.append((ctx[0], len(ctx)))
 
-        def home(position: int) -> int:  # transformers' _check_is_max_context, plainly
+        def home(position: int, spans: list[tuple[int, int]] = spans) -> int:
+            # transformers' _check_is_max_context, plainly
             best, best_k = None, None
             for k, (first, length) in enumerate(spans):
                 if first <= position <= first + length - 1:
