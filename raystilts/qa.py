@@ -6,10 +6,12 @@ from raystilts.data.qa import (
     MAX_QUESTION_LENGTH,
     decode_answers,
     featurize_qa,
+    max_context_masks,
 )
 
 __all__ = [
     "MAX_QUESTION_LENGTH",
     "decode_answers",
     "featurize_qa",
+    "max_context_masks",
 ]

@@ -431,8 +431,14 @@ def test_bucc_matches_xtreme_loop(seed: int, k: int) -> None:
     gold = {(s, t) for s, t in gold if int(t[1:]) < 45}
     ref = {(src_ids[i], tgt_ids[j]): v for (i, j), v in _xtreme_bucc(src, tgt, k).items()}
     ours = bucc_candidates(src, src_ids, tgt, tgt_ids, k=k)
-    assert list(ours) == list(ref)  # same pairs in the same (score) order
-    assert list(ours.values()) == pytest.approx(list(ref.values()))
+    # same pairs with the same scores; the order of equal scores depends on float rounding
+    # (k=1 margins tie exactly in exact arithmetic), so it is compared as a mapping
+    assert set(ours) == set(ref)
+    assert [ours[pair] for pair in ref] == pytest.approx(list(ref.values()))
+    if k == 1:
+        # with k=1 every mutual nearest-neighbour pair has margin exactly 1: the F1-optimal cut
+        # falls among equal scores, whose order is float rounding, so P/R are not comparable
+        return
     out = bucc_scores(src, src_ids, tgt, tgt_ids, gold, k=k)
     th = metrics._bucc_best_threshold(ref, gold)
     extracted = {p for p, v in ref.items() if v >= th}

@@ -328,13 +328,30 @@ def _reference_decode(
     max_answer_length: int,
     allow_unanswerable: bool,
 ) -> dict[str, str]:
-    """The Hugging Face ``postprocess_qa_predictions`` loop, written out plainly (no fallback)."""
+    """The Hugging Face ``postprocess_qa_predictions`` loop, written out plainly (no fallback),
+    with the max-context check of transformers' ``compute_predictions_logits`` (which XTREME's
+    ``run_squad.py`` uses); here each token is one character, so its document position is its
+    start offset."""
     out = {}
     for ex in examples:
         candidates, null = [], None
-        for i, ex_id in enumerate(feats["example_id"]):
-            if ex_id != ex["id"]:
-                continue
+        mine = [i for i, ex_id in enumerate(feats["example_id"]) if ex_id == ex["id"]]
+        spans = []  # (first document position, context tokens) per window
+        for i in mine:
+            ctx = [o[0] for o in feats["offsets"][i] if o is not None]
+            spans.append((ctx[0], len(ctx)))
+
+        def home(position: int, spans: list[tuple[int, int]] = spans) -> int:
+            # transformers' _check_is_max_context, plainly
+            best, best_k = None, None
+            for k, (first, length) in enumerate(spans):
+                if first <= position <= first + length - 1:
+                    score = min(position - first, first + length - 1 - position) + 0.01 * length
+                    if best is None or score > best:
+                        best, best_k = score, k
+            return best_k  # type: ignore[return-value]
+
+        for k, i in enumerate(mine):
             offs = feats["offsets"][i]
             s_log, e_log = starts[i][: len(offs)], ends[i][: len(offs)]
             if null is None or s_log[0] + e_log[0] < null:
@@ -342,6 +359,8 @@ def _reference_decode(
             for s in np.argsort(s_log)[-1 : -n_best - 1 : -1]:
                 for e in np.argsort(e_log)[-1 : -n_best - 1 : -1]:
                     if offs[s] is None or offs[e] is None:
+                        continue
+                    if home(offs[s][0]) != k:
                         continue
                     if e < s or e - s + 1 > max_answer_length:
                         continue
@@ -361,12 +380,17 @@ def test_decoding_agrees_with_the_reference_loop_on_random_logits(allow_unanswer
     for k in range(40):
         ex_id = f"e{k}"
         examples.append({"id": ex_id, "context": CONTEXT})
+        # consecutive windows over the context, each sharing 0-3 characters with the previous
+        # one, as featurize_qa makes them
+        first = int(rng.integers(0, 8))
         for _ in range(int(rng.integers(1, 4))):
-            n = int(rng.integers(6, 24))
+            n = int(rng.integers(3, 9))
+            if first + n > len(CONTEXT):
+                break
             question = int(rng.integers(1, 4))
-            first = int(rng.integers(0, 26 - (n - question - 1)))
-            offs = [None] * question + [[c, c + 1] for c in range(first, first + n - question - 1)]
+            offs = [None] * question + [[c, c + 1] for c in range(first, first + n)]
             windows.append((ex_id, [*offs, None]))
+            first += n - int(rng.integers(0, min(4, n)))
     feats = _features(*windows)
     # padded like a batch: the tail past each window's length must not count
     starts = [rng.normal(size=len(w[1]) + 3) for w in windows]

@@ -122,6 +122,12 @@ class TrainingSettings:
     # that the effective batch stays ``batch_size`` whatever the worker count (None: no cap)
     max_device_batch_size: int | None = None
     save_model: bool = False  # keep each trial's final model as a Ray Train checkpoint
+    # the target checkpoint a chain is scored with: best_en_dev (its best English dev evaluation
+    # point, jiant's and XTREME's recipe) or last (its final step); logged as target/kept_step
+    checkpoint: Literal["best_en_dev", "last"] = "best_en_dev"
+    # how POS-style tag sets (UDPOS) are scored: pos-seqeval0 (seqeval 0.0.x's reading, which
+    # reproduces XTREME's published numbers) or pos (seqeval >= 1.0's); logged as pos_scheme
+    pos_scheme: Literal["pos-seqeval0", "pos"] = "pos-seqeval0"
 
     def accumulation(self, workers: int) -> tuple[int, int]:
         """(micro-batch per worker, micro-batches per optimizer step) for ``workers`` workers.
@@ -550,6 +556,12 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
                 else train.get_int("max_device_batch_size", 0, minimum=1)
             ),
             save_model=train.get_bool("save_model", False),
+            checkpoint=_one_of(
+                train.raw("checkpoint", "best_en_dev"), "training.checkpoint", CHECKPOINT_CHOICES
+            ),
+            pos_scheme=_one_of(
+                train.raw("pos_scheme", "pos-seqeval0"), "training.pos_scheme", POS_SCHEMES
+            ),
         ),
         search=_search(top.section("search"), intermediate, target),
         resources=Resources(
@@ -876,7 +888,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "target": ("lr", "steps", "eval_every", "tasks"),
     "training": (
         *("batch_size", "max_length", "warmup_ratio", "weight_decay"),
-        *("max_device_batch_size", "save_model"),
+        *("max_device_batch_size", "save_model", "checkpoint", "pos_scheme"),
     ),
     "search": (
         *("num_samples", "max_concurrent", "seeds"),
@@ -891,6 +903,19 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 _PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+POS_SCHEMES = ("pos-seqeval0", "pos")
+CHECKPOINT_CHOICES = ("best_en_dev", "last")  # as raystilts.train.checkpointing (torch-free here)
+
+
+def _one_of(value: Any, path: str, choices: tuple[str, ...]) -> Any:
+    if value not in choices:
+        raise UserError(
+            f"{path}: expected one of {', '.join(choices)}, got {_short(value)}"
+            f"{_did_you_mean(value, choices)}"
+        )
+    return value
 
 
 def _algorithm(value: Any) -> Literal["tpe", "random", "grid"]:

@@ -18,7 +18,7 @@ Featurization by task type, from the canonical examples of :func:`raystilts.task
 - tagging: ``labels`` on the first subword of each word, -100 elsewhere;
 - qa: :func:`raystilts.data.qa.featurize_qa` windows; train features carry start/end positions, the
   others ``example_id`` and ``offsets``, and the entry keeps the examples decoding needs;
-- retrieval: one sequence per row with its ``role``, ``id`` and ``gold`` candidate ids;
+- retrieval: one sequence per row with its ``role``, ``id``, ``gold`` candidate ids and ``text``;
 - mlm: the text with its special-tokens mask; masking happens per batch (:func:`mlm_collator`,
   transformers' ``DataCollatorForLanguageModeling``), so every epoch masks differently.
 """
@@ -58,7 +58,8 @@ __all__ = [
     "tokenizer_fingerprint",
 ]
 
-FEATURIZE_VERSION = "2"  # 2: every task type, token_type_ids, per-task max length
+# 2: every task type, token_type_ids, per-task max length; 3: QA segment ids, retrieval texts
+FEATURIZE_VERSION = "3"
 IGNORE_INDEX = -100  # label of padding and non-first subwords (ignored by the loss)
 MEGA_BATCH = 4  # batches per length-sorted group: see `batches`
 MLM_PROBABILITY = 0.15  # BERT's and XLM-R's masking rate
@@ -209,6 +210,8 @@ def _retrieval(
         "role": [str(ex["role"]) for ex in examples],
         "id": [str(ex["id"]) for ex in examples],
         "gold": [[str(g) for g in ex.get("gold") or ()] for ex in examples],
+        # BUCC mines over unique sentences and drops repeated ones, as XTREME: needs the texts
+        "text": [str(ex["text"]).strip() for ex in examples],
     }
 
 

@@ -13,8 +13,10 @@ one of the Hugging Face ``run_qa.py`` example (which XTREME's baselines follow):
 - a training window whose context does not hold the (first) answer, or whose question has no
   answer (SQuAD v2.0), points both positions at the CLS token: the model learns "no span here";
 - decoding scores the ``n_best`` best starts and ends of every window of an example, keeps the
-  best well-formed span across windows, and for SQuAD v2.0 answers "" when the CLS ("null")
-  score beats that span by more than a threshold.
+  best well-formed span across windows whose start token has its "max context" in that window
+  (as transformers' ``squad_metrics.compute_predictions_logits``, which XTREME's ``run_squad.py``
+  uses), and for SQuAD v2.0 answers "" when the CLS ("null") score beats that span by more than
+  a threshold.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_QUESTION_LENGTH", "decode_answers", "featurize_qa"]
+__all__ = ["MAX_QUESTION_LENGTH", "decode_answers", "featurize_qa", "max_context_masks"]
 
 # XTREME's max_query_length: a longer question is cut to its first 64 tokens so that every
 # window keeps room for context (a question filling the window would leave none to truncate).
@@ -56,7 +58,9 @@ def featurize_qa(
       the answer is not wholly inside this window or the question is unanswerable;
     - eval: ``input_ids``, ``example_id``, ``offsets`` (per token ``[start, end]`` character
       offsets into the context, ``None`` for question and special tokens) and ``cls_index``
-      (where the null answer is scored; ``decode_answers`` assumes 0 when the column is absent).
+      (where the null answer is scored; ``decode_answers`` assumes 0 when the column is absent);
+    - both: ``token_type_ids`` (question 0, context 1) when the tokenizer produces segment ids
+      (BERT-family models such as mBERT; not XLM-R), so the model sees which part is which.
 
     The question comes first and the context is truncated, unless the tokenizer pads on the left
     (XLNet-style models, trained with the context first): then the order is swapped, as in
@@ -108,6 +112,8 @@ def featurize_qa(
         ]
         cls_index = _cls_index(ids, tokenizer)
         columns["input_ids"].append(list(ids))
+        if "token_type_ids" in enc:  # segment ids, for models whose tokenizer makes them (BERT)
+            columns.setdefault("token_type_ids", []).append(list(enc["token_type_ids"][i]))
         if train:
             start, end = _answer_tokens(ex["answers"], offsets, cls_index)
             columns["start_positions"].append(start)
@@ -172,8 +178,9 @@ def decode_answers(
     of which the first ``len(offsets[i])`` count (the rest is batch padding).
 
     In every window the ``n_best`` highest starts and ends are paired; a pair counts when both
-    tokens are context tokens, the end is not before the start and the span has at most
-    ``max_answer_length`` tokens. Its score is start + end logit; the best across the windows
+    tokens are context tokens, the end is not before the start, the span has at most
+    ``max_answer_length`` tokens and the start token has its maximum context in this window
+    (:func:`max_context_masks`; a token shared by overlapping windows starts spans in one). Its score is start + end logit; the best across the windows
     wins. With ``allow_unanswerable`` (SQuAD v2.0) the answer is "" when the null score (CLS
     start + end, the lowest across windows) exceeds the best span's by more than
     ``null_score_diff_threshold``. Without it the answer is never "" while the context has a
@@ -199,25 +206,30 @@ def decode_answers(
         ex_id, context = str(ex["id"]), str(ex["context"])
         best: tuple[float, Span] | None = None
         null_score = np.inf
-        for i in by_example.get(ex_id, []):
+        windows = by_example.get(ex_id, [])
+        max_context = max_context_masks([features["offsets"][i] for i in windows])
+        for i, starts_ok in zip(windows, max_context, strict=True):
             offsets = features["offsets"][i]
             n = len(offsets)
             starts = np.asarray(start_logits[i], dtype=np.float64)[:n]
             ends = np.asarray(end_logits[i], dtype=np.float64)[:n]
             cls = int(cls_indices[i])
             null_score = min(null_score, float(starts[cls] + ends[cls]))
-            span = _best_span(starts, ends, offsets, n_best=n_best, max_len=max_answer_length)
+            span = _best_span(
+                starts, ends, offsets, starts_ok, n_best=n_best, max_len=max_answer_length
+            )
             if span is not None and (best is None or span[0] > best[0]):
                 best = span
         if best is None and not allow_unanswerable:
             # no n-best pair was well-formed: search them all rather than answer nothing
-            for i in by_example.get(ex_id, []):
+            for i, starts_ok in zip(windows, max_context, strict=True):
                 offsets = features["offsets"][i]
                 n = len(offsets)
                 span = _best_span(
                     np.asarray(start_logits[i], dtype=np.float64)[:n],
                     np.asarray(end_logits[i], dtype=np.float64)[:n],
                     offsets,
+                    starts_ok,
                     n_best=n,
                     max_len=max_answer_length,
                 )
@@ -233,10 +245,61 @@ def decode_answers(
     return predictions
 
 
+def max_context_masks(windows: Sequence[Sequence[Sequence[int] | None]]) -> list[np.ndarray]:
+    """Per window of one example (its ``offsets``, in window order): which tokens have their
+    maximum context there, the rule of transformers' ``_check_is_max_context``.
+
+    A context token seen by several overlapping windows belongs to the window where
+    min(tokens left of it, tokens right of it) + 0.01 * (context tokens of the window) is
+    largest, the first such window on ties. Windows are placed in the document by matching the
+    character offsets they share (a window's first context tokens are the previous window's
+    last ones), so no column beyond ``offsets`` is needed. Non-context tokens are False.
+
+    >>> a, b = [None, [0, 1], [2, 3], [4, 5]], [None, [2, 3], [4, 5], [6, 7]]
+    >>> [m.tolist() for m in max_context_masks([a, b])]
+    [[False, True, True, False], [False, False, True, True]]
+    """
+    ctx = [[j for j, o in enumerate(w) if o is not None] for w in windows]
+    masks = [np.array([o is not None for o in w], dtype=bool) for w in windows]
+    if len(windows) < 2:
+        return masks  # one window: every context token is at home there
+    keys = [[tuple(windows[k][j]) for j in c] for k, c in enumerate(ctx)]  # type: ignore[arg-type]
+    starts = [0]
+    for k in range(1, len(windows)):
+        prev, cur = keys[k - 1], keys[k]
+        # the longest suffix of the previous window that is a prefix of this one
+        shift = next(
+            (
+                j
+                for j in range(len(prev))
+                if cur and prev[j] == cur[0] and prev[j:] == cur[: len(prev) - j]
+            ),
+            len(prev),
+        )
+        starts.append(starts[-1] + shift)
+    pos = np.concatenate([s + np.arange(len(c)) for s, c in zip(starts, ctx, strict=True)])
+    score = np.concatenate(
+        [np.minimum(np.arange(n), n - 1 - np.arange(n)) + 0.01 * n for n in map(len, ctx)]
+    )
+    window = np.concatenate([np.full(len(c), k) for k, c in enumerate(ctx)])
+    order = np.lexsort((window, -score, pos))  # per document position: best score, first window
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = pos[order][1:] != pos[order][:-1]
+    home = np.zeros(len(order), dtype=bool)
+    home[order[first]] = True
+    at = 0
+    for k, c in enumerate(ctx):
+        masks[k][:] = False
+        masks[k][c] = home[at : at + len(c)]
+        at += len(c)
+    return masks
+
+
 def _best_span(
     starts: np.ndarray,  # (T,)
     ends: np.ndarray,  # (T,)
     offsets: Sequence[Sequence[int] | None],
+    starts_ok: np.ndarray,  # (T,) bool: context tokens a span may start at (max context)
     *,
     n_best: int,
     max_len: int,
@@ -246,7 +309,7 @@ def _best_span(
     top_s = np.argsort(-starts, kind="stable")[:n_best]  # (S,)
     top_e = np.argsort(-ends, kind="stable")[:n_best]  # (E,)
     length = top_e[None, :] - top_s[:, None] + 1  # (S, E) tokens in each span
-    ok = in_context[top_s][:, None] & in_context[top_e][None, :] & (length >= 1)
+    ok = starts_ok[top_s][:, None] & in_context[top_e][None, :] & (length >= 1)
     ok &= length <= max_len
     if not ok.any():
         return None

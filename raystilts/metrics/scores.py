@@ -44,6 +44,9 @@ __all__ = [
 IGNORE_INDEX = -100
 
 QAStyle = Literal["squad", "mlqa"]
+#: Which SQuAD script's rules score QA: v1.1 (XQuAD, MLQA, TyDiQA-GoldP, SQuAD v1.1, as XTREME
+#: runs them) or v2.0 (SQuAD v2.0, with unanswerable questions).
+SquadVersion = Literal["v1.1", "v2.0"]
 TaggingScheme = Literal["iob2", "pos", "pos-seqeval0"]
 
 
@@ -160,28 +163,45 @@ def _token_f1(pred: list[str], gold: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _token_f1_v11(pred: list[str], gold: list[str]) -> float:
+    # v1.1 and MLQA: nothing in common (also both empty) is F1 0
+    same = sum((Counter(pred) & Counter(gold)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
 def squad_scores(
     predictions: Mapping[str, str],
     answers: Mapping[str, Sequence[str]],
     *,
     lang: str = "en",
     style: QAStyle = "squad",
+    version: SquadVersion = "v2.0",
 ) -> dict[str, float]:
     """Exact match and token F1, each the max over an example's gold answers, averaged.
 
     As SQuAD's official scripts (v1.1 ``evaluate-v1.1.py``, v2.0 ``evaluate-v2.0.py``) and, with
     ``style="mlqa"``, MLQA's ``mlqa_evaluation_v1.py`` keyed by the answer language ``lang``
-    (see :func:`qa_style` for which task uses which). Unanswerable questions follow v2.0: gold
-    answers that normalise to nothing are dropped, and an example left without any (``[]``) is
-    matched only by a prediction that normalises to the empty string. With at least one real gold
-    answer this equals v1.1. ``answers`` decides which examples are scored; a missing prediction
-    is an error (the runner predicts every example), extra predictions are ignored.
+    (see :func:`qa_style` for which task uses which). ``version="v2.0"`` (SQuAD v2.0):
+    gold answers that normalise to nothing are dropped, and an example left without any (``[]``)
+    is matched only by a prediction that normalises to the empty string (F1 1 when both are
+    empty). ``version="v1.1"`` (XQuAD, MLQA, TyDiQA: XTREME scores them with the v1.1 and MLQA
+    scripts): every gold answer counts, also one that normalises to nothing, and F1 is 0 when
+    prediction and gold share no token, also when both are empty; every example needs a gold
+    answer. ``answers`` decides which examples are scored; a missing prediction is an error (the
+    runner predicts every example), extra predictions are ignored.
 
     >>> squad_scores({"a": "", "b": "no"}, {"a": [], "b": []})
     {'exact_match': 0.5, 'f1': 0.5}
     >>> squad_scores({"a": "big red car"}, {"a": ["a red car", "blue"]})["f1"]
     0.8
+    >>> squad_scores({"a": "a"}, {"a": ["the"]}, version="v1.1")
+    {'exact_match': 1.0, 'f1': 0.0}
     """
+    if version not in ("v1.1", "v2.0"):
+        raise ValueError(f"unknown SQuAD version {version!r}: use 'v1.1' or 'v2.0'")
     missing = [qid for qid in answers if qid not in predictions]
     if missing:
         raise ValueError(
@@ -194,6 +214,16 @@ def squad_scores(
         if isinstance(golds, str):
             raise TypeError(f"answers[{qid!r}] is a string, expected a list of answer strings")
         pred = normalize_answer(predictions[qid], lang=lang, style=style)
+        if version == "v1.1":
+            if not golds:
+                raise ValueError(
+                    f"answers[{qid!r}] is empty: SQuAD v1.1 rules need a gold answer per "
+                    "question; score unanswerable questions with version='v2.0'"
+                )
+            all_norm = [normalize_answer(a, lang=lang, style=style) for a in golds]
+            em_sum += max(float(pred == g) for g in all_norm)
+            f1_sum += max(_token_f1_v11(pred.split(), g.split()) for g in all_norm)
+            continue
         gold_norm = [g for g in (normalize_answer(a, lang=lang, style=style) for a in golds) if g]
         gold_norm = gold_norm or [""]
         em_sum += max(float(pred == g) for g in gold_norm)
@@ -423,6 +453,8 @@ def bucc_candidates(
     tgt_ids: Sequence[str],
     *,
     k: int = 4,
+    src_texts: Sequence[str] | None = None,
+    tgt_texts: Sequence[str] | None = None,
 ) -> dict[tuple[str, str], float]:
     """Mined sentence pairs with their ratio-margin scores, best first (LASER/XTREME 'max' mining).
 
@@ -430,8 +462,13 @@ def bucc_candidates(
     sources) / 2). Each source proposes its best-margin target among its k nearest, each target
     its best source; the proposals are taken greedily by score, each sentence used once, and
     kept when the score is > 0 (XTREME's ``mine_bitext(mode='mine', retrieval='max',
-    margin='ratio', neighborhood=4)``). XTREME additionally drops sentences whose text occurs
-    twice in a file; here the caller passes one row per id.
+    margin='ratio', neighborhood=4)``).
+
+    With ``src_texts``/``tgt_texts`` (the sentences, one per row), mining runs over the unique
+    texts of each side, as XTREME's ``utils_retrieve.py`` does (``text_load_unify`` and
+    ``unique_embeddings``: one row per distinct text, the embedding of its last occurrence),
+    and a text that occurs more than once on its side names no id: its pairs are dropped
+    (``read_sent2id``). Texts compare after stripping surrounding whitespace.
     """
     x, y = _unit_rows(src_emb), _unit_rows(tgt_emb)
     if (x.shape[0], y.shape[0]) != (len(src_ids), len(tgt_ids)):
@@ -441,6 +478,35 @@ def bucc_candidates(
         )
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    src_rows, src_names = _unique_texts(src_ids, src_texts)
+    tgt_rows, tgt_names = _unique_texts(tgt_ids, tgt_texts)
+    out: dict[tuple[str, str], float] = {}
+    for (s, t), value in _mine(x[src_rows], y[tgt_rows], k).items():
+        src_id, tgt_id = src_names[s], tgt_names[t]
+        if src_id is not None and tgt_id is not None:
+            out[(src_id, tgt_id)] = max(value, out.get((src_id, tgt_id), -np.inf))
+    return out
+
+
+def _unique_texts(
+    ids: Sequence[str], texts: Sequence[str] | None
+) -> tuple[list[int], list[str | None]]:
+    """Rows to mine over and the id of each (None: the text is repeated, XTREME drops it)."""
+    if texts is None:
+        return list(range(len(ids))), list(ids)
+    if len(texts) != len(ids):
+        raise ValueError(f"{len(texts)} texts for {len(ids)} ids")
+    last: dict[str, int] = {}  # first-occurrence order; the row of the last occurrence
+    count: Counter[str] = Counter()
+    for i, text in enumerate(texts):
+        key = str(text).strip()
+        last[key] = i
+        count[key] += 1
+    return list(last.values()), [ids[i] if count[t] == 1 else None for t, i in last.items()]
+
+
+def _mine(x: np.ndarray, y: np.ndarray, k: int) -> dict[tuple[int, int], float]:
+    """'max' margin mining over unit rows: {(source row, target row): score} of kept pairs."""
     if x.shape[0] == 0 or y.shape[0] == 0:
         return {}
     fwd_sim, fwd_ind = _top_k(x, y, k)  # (S, k)
@@ -456,7 +522,7 @@ def bucc_candidates(
     scores = np.concatenate([fwd_scores.max(axis=1), bwd_scores.max(axis=1)])
     seen_src: set[int] = set()
     seen_tgt: set[int] = set()
-    mined: dict[tuple[str, str], float] = {}
+    mined: dict[tuple[int, int], float] = {}
     for i in np.argsort(-scores, kind="stable"):
         s, t = int(src[i]), int(tgt[i])
         if s in seen_src or t in seen_tgt:
@@ -464,8 +530,7 @@ def bucc_candidates(
         seen_src.add(s)
         seen_tgt.add(t)
         if scores[i] > 0:
-            pair = (src_ids[s], tgt_ids[t])
-            mined[pair] = max(float(scores[i]), mined.get(pair, -np.inf))
+            mined[(s, t)] = float(scores[i])
     return mined
 
 
@@ -497,6 +562,8 @@ def bucc_scores(
     *,
     k: int = 4,
     threshold: float | None = None,
+    src_texts: Sequence[str] | None = None,
+    tgt_texts: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """BUCC 2018 bitext mining: precision, recall and F1 of the mined pairs scoring >= threshold.
 
@@ -504,10 +571,13 @@ def bucc_scores(
     on this data (XTREME's ``bucc_optimize``) and returns it: run it on the dev split and pass
     the returned ``threshold`` to the test split, the benchmark's procedure. Sources without a
     translation simply have no gold pair. With no correct pair everything is 0; an unoptimised
-    threshold stays 0 then, as in XTREME.
+    threshold stays 0 then, as in XTREME. Pass the sentences as ``src_texts``/``tgt_texts``
+    to mine over unique texts and drop repeated ones, as XTREME (see :func:`bucc_candidates`).
     """
     gold = {(s, t) for s, t in gold_pairs}
-    candidates = bucc_candidates(src_emb, src_ids, tgt_emb, tgt_ids, k=k)
+    candidates = bucc_candidates(
+        src_emb, src_ids, tgt_emb, tgt_ids, k=k, src_texts=src_texts, tgt_texts=tgt_texts
+    )
     if threshold is None:
         threshold = _bucc_best_threshold(candidates, gold)
     extracted = {pair for pair, value in candidates.items() if value >= threshold}

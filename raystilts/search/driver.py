@@ -153,6 +153,8 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         grad_accum=accum,
         warmup_ratio=cfg["training"].warmup_ratio,
         weight_decay=cfg["training"].weight_decay,
+        checkpoint=cfg["training"].checkpoint,
+        pos_scheme=cfg["training"].pos_scheme,
     )
     nodes = [node]
     if dist.world_size > 1:  # which nodes ran this trial, for its MLflow run
@@ -533,6 +535,9 @@ class MlflowCallback(tune.Callback):
         for i, p in enumerate(plan.phases):
             params |= {f"phase{i}_task": p.task, f"phase{i}_lr": p.lr, f"phase{i}_steps": p.steps}
         params["config_key"] = config_key({k: v for k, v in params.items()}, self.target)
+        # scoring conventions, after the key (a space edit is refused on resume anyway)
+        params["checkpoint"] = self.space.training.checkpoint
+        params["pos_scheme"] = self.space.training.pos_scheme
         return params
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

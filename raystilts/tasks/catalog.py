@@ -157,7 +157,7 @@ CATALOG: dict[str, TaskSpec] = {
 # first. Tasks whose XTREME-R language list differs from XTREME's have their own name with an
 # ``_r`` suffix (udpos_r, panx_r, tatoeba_r): a space names the benchmark it reproduces by its
 # task names, and `languages: null` then means exactly that benchmark's languages. Tasks whose
-# lists agree (xnli, xquad, mlqa, tydiqa) are shared by both benchmarks.
+# lists agree (xnli, mlqa, tydiqa) are shared by both benchmarks; xquad_r adds XTREME-R's ro.
 
 _X = BENCHMARK_LANGUAGES["xtreme"]
 _XR = BENCHMARK_LANGUAGES["xtreme_r"]
@@ -328,6 +328,14 @@ _REAL: tuple[TaskSpec, ...] = (
         metric="f1",
         languages=_XR["panx"],
         category="structured_prediction",
+    ),
+    _real(
+        "xquad_r",
+        "qa",
+        "XQuAD with XTREME-R's 12 languages (Romanian added); trains on SQuAD v1.1",
+        languages=_XR["xquad"],
+        category="question_answering",
+        **_QA_KW,
     ),
     _real(
         "tatoeba_r",

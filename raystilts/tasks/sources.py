@@ -339,6 +339,12 @@ SOURCES: dict[str, TaskSources] = {
             for s, hub in (("train", "train"), ("dev", "validation"), ("test", "test"))
         }
     ),
+    "xquad_r": TaskSources(
+        # google/xtreme's XQuAD configs stop at XTREME's 11 languages; XQuAD's own dataset has
+        # every XTREME-R language, Romanian included
+        splits=_same("google/xquad", "xquad.{code}", "validation", "squad"),
+        english={"train": _SQUAD_TRAIN, "dev": _SQUAD_DEV},
+    ),
     "tatoeba_r": TaskSources(
         splits=_same("mteb/tatoeba-bitext-mining", "{code}-eng", "test", "mteb_bitext"),
         codes=_TATOEBA_CODES,

@@ -45,6 +45,7 @@ from raystilts.data.features import (
 )
 from raystilts.metrics import scores as metrics_lib
 from raystilts.tasks.catalog import TaskSpec, selection_key
+from raystilts.train.checkpointing import BestCheckpoint, CheckpointChoice
 from raystilts.train.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
 from raystilts.train.models import build_model, encoder_state, unwrap
 from raystilts.train.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
@@ -121,6 +122,11 @@ class TrainSettings:
     # hidden layer mean-pooled for retrieval; None: the middle layer, as XTREME (negative: from
     # the top, -1 = last)
     retrieval_layer: int | None = None
+    # the target weights a chain is scored with: its best English dev evaluation point (jiant's
+    # and XTREME's recipe) or its last step (raystilts.train.checkpointing)
+    checkpoint: CheckpointChoice = "best_en_dev"
+    # POS-style tag sets (UDPOS): seqeval 0.0.x's reading reproduces XTREME's published numbers
+    pos_scheme: metrics_lib.TaggingScheme = "pos-seqeval0"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -222,6 +228,7 @@ def _eval_tagging(
             gold.append([task.labels[i] for i in labels[keep].tolist()])
             pred.append([task.labels[i] for i in predicted[row][keep].tolist()])
     scheme = metrics_lib.tagging_scheme(task.labels)
+    scheme = ev.settings.pos_scheme if scheme != "iob2" else scheme
     scores = metrics_lib.tagging_scores(gold, pred, scheme=scheme)
     keys = ("f1", "precision", "recall") if scheme == "iob2" else ("f1", "accuracy")
     return {k: float(scores[k]) for k in keys}
@@ -248,7 +255,9 @@ def _eval_qa(
     )
     answers = {str(ex["id"]): list(ex["answers"]["text"]) for ex in feats.examples}
     style = metrics_lib.qa_style(task.name)
-    scores = metrics_lib.squad_scores(predictions, answers, lang=lang, style=style)
+    # XTREME scores XQuAD, MLQA and TyDiQA with v1.1 rules; SQuAD v2.0 keeps its own
+    version: metrics_lib.SquadVersion = "v2.0" if task.allow_unanswerable else "v1.1"
+    scores = metrics_lib.squad_scores(predictions, answers, lang=lang, style=style, version=version)
     return {k: float(v) for k, v in scores.items()}
 
 
@@ -276,8 +285,16 @@ def _eval_retrieval(
     if task.metric == "f1":
         pairs = {(ids[i], g) for i in queries for g in gold[i]}
         threshold = dev.get("threshold")
+        texts = feats.columns.get("text")  # repeated sentences are dropped, as XTREME
         scores = metrics_lib.bucc_scores(
-            q_emb, [ids[i] for i in queries], c_emb, cand_ids, pairs, threshold=threshold
+            q_emb,
+            [ids[i] for i in queries],
+            c_emb,
+            cand_ids,
+            pairs,
+            threshold=threshold,
+            src_texts=None if texts is None else [texts[i] for i in queries],
+            tgt_texts=None if texts is None else [texts[i] for i in cands],
         )
         return {k: float(v) for k, v in scores.items()}
     if task.metric == "accuracy":
@@ -676,6 +693,7 @@ def run_chain(
     )
     # a target without training data is evaluated as the chain left its encoder
     model = _wrap(model, dist) if target.has_train else model.to(dist.device)
+    best = BestCheckpoint() if settings.checkpoint == "best_en_dev" else None
 
     def on_eval(step: int, extra: dict[str, float]) -> None:
         if step == plan.target.steps:
@@ -683,6 +701,8 @@ def run_chain(
         metrics = {"target_step": float(step), **extra}
         if dist.rank == 0:
             metrics[key] = score(model, target, "dev", "en")[target.metric]
+            if best is not None:
+                best.consider(step, metrics[key], unwrap(model))
         dist.barrier()
         report(metrics)
 
@@ -707,6 +727,14 @@ def run_chain(
         **{f"target/{k}": v for k, v in stats.items()},
     }
     if dist.rank == 0:
+        # only rank 0 evaluates and saves; with no earlier evaluation point the last step is kept
+        if best is not None and best.step is not None:
+            best.consider(
+                plan.target.steps, score(model, target, "dev", "en")[target.metric], unwrap(model)
+            )
+            best.restore(unwrap(model))
+        kept = best.step if best is not None and best.step is not None else plan.target.steps
+        final["target/kept_step"] = float(kept)
         if prefix_cache is not None:
             final.update(prefix_cache.stats.as_metrics())
         final.update(_evaluate_target(plan, score, model))
