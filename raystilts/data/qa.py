@@ -207,8 +207,9 @@ def decode_answers(
         best: tuple[float, Span] | None = None
         null_score = np.inf
         windows = by_example.get(ex_id, [])
-        max_context = max_context_masks([features["offsets"][i] for i in windows])
-        for i, starts_ok in zip(windows, max_context, strict=True):
+        in_context = [_in_context(features["offsets"][i]) for i in windows]
+        max_context = _max_context([features["offsets"][i] for i in windows], in_context)
+        for i, ok_in, starts_ok in zip(windows, in_context, max_context, strict=True):
             offsets = features["offsets"][i]
             n = len(offsets)
             starts = np.asarray(start_logits[i], dtype=np.float64)[:n]
@@ -216,19 +217,20 @@ def decode_answers(
             cls = int(cls_indices[i])
             null_score = min(null_score, float(starts[cls] + ends[cls]))
             span = _best_span(
-                starts, ends, offsets, starts_ok, n_best=n_best, max_len=max_answer_length
+                starts, ends, offsets, ok_in, starts_ok, n_best=n_best, max_len=max_answer_length
             )
             if span is not None and (best is None or span[0] > best[0]):
                 best = span
         if best is None and not allow_unanswerable:
             # no n-best pair was well-formed: search them all rather than answer nothing
-            for i, starts_ok in zip(windows, max_context, strict=True):
+            for i, ok_in, starts_ok in zip(windows, in_context, max_context, strict=True):
                 offsets = features["offsets"][i]
                 n = len(offsets)
                 span = _best_span(
                     np.asarray(start_logits[i], dtype=np.float64)[:n],
                     np.asarray(end_logits[i], dtype=np.float64)[:n],
                     offsets,
+                    ok_in,
                     starts_ok,
                     n_best=n,
                     max_len=max_answer_length,
@@ -259,24 +261,23 @@ def max_context_masks(windows: Sequence[Sequence[Sequence[int] | None]]) -> list
     >>> [m.tolist() for m in max_context_masks([a, b])]
     [[False, True, True, False], [False, False, True, True]]
     """
-    ctx = [[j for j, o in enumerate(w) if o is not None] for w in windows]
-    masks = [np.array([o is not None for o in w], dtype=bool) for w in windows]
+    return _max_context(windows, [_in_context(w) for w in windows])
+
+
+def _in_context(offsets: Sequence[Sequence[int] | None]) -> np.ndarray:
+    return np.fromiter((o is not None for o in offsets), dtype=bool, count=len(offsets))
+
+
+def _max_context(
+    windows: Sequence[Sequence[Sequence[int] | None]], in_context: Sequence[np.ndarray]
+) -> list[np.ndarray]:
     if len(windows) < 2:
-        return masks  # one window: every context token is at home there
-    keys = [[tuple(windows[k][j]) for j in c] for k, c in enumerate(ctx)]  # type: ignore[arg-type]
+        return [m.copy() for m in in_context]  # one window: every context token is at home
+    ctx = [np.flatnonzero(m) for m in in_context]
     starts = [0]
     for k in range(1, len(windows)):
-        prev, cur = keys[k - 1], keys[k]
-        # the longest suffix of the previous window that is a prefix of this one
-        shift = next(
-            (
-                j
-                for j in range(len(prev))
-                if cur and prev[j] == cur[0] and prev[j:] == cur[: len(prev) - j]
-            ),
-            len(prev),
-        )
-        starts.append(starts[-1] + shift)
+        starts.append(starts[-1] + _shift(windows[k - 1], ctx[k - 1], windows[k], ctx[k]))
+    masks = [np.zeros(len(w), dtype=bool) for w in windows]
     pos = np.concatenate([s + np.arange(len(c)) for s, c in zip(starts, ctx, strict=True)])
     score = np.concatenate(
         [np.minimum(np.arange(n), n - 1 - np.arange(n)) + 0.01 * n for n in map(len, ctx)]
@@ -289,23 +290,37 @@ def max_context_masks(windows: Sequence[Sequence[Sequence[int] | None]]) -> list
     home[order[first]] = True
     at = 0
     for k, c in enumerate(ctx):
-        masks[k][:] = False
         masks[k][c] = home[at : at + len(c)]
         at += len(c)
     return masks
+
+
+def _shift(prev: Any, prev_ctx: np.ndarray, cur: Any, cur_ctx: np.ndarray) -> int:
+    """Context tokens of ``prev`` before ``cur``'s first one: the start of the longest suffix of
+    ``prev`` that is a prefix of ``cur`` (by offsets), or all of them when none is shared."""
+    if not len(cur_ctx):
+        return len(prev_ctx)
+    head = cur[cur_ctx[0]]
+    for j, t in enumerate(prev_ctx):
+        o = prev[t]
+        if o[0] == head[0] and o[1] == head[1]:
+            n = min(len(prev_ctx) - j, len(cur_ctx))
+            if all(list(prev[prev_ctx[j + i]]) == list(cur[cur_ctx[i]]) for i in range(1, n)):
+                return j
+    return len(prev_ctx)
 
 
 def _best_span(
     starts: np.ndarray,  # (T,)
     ends: np.ndarray,  # (T,)
     offsets: Sequence[Sequence[int] | None],
+    in_context: np.ndarray,  # (T,) bool: context tokens
     starts_ok: np.ndarray,  # (T,) bool: context tokens a span may start at (max context)
     *,
     n_best: int,
     max_len: int,
 ) -> tuple[float, Span] | None:
     """The highest-scoring well-formed span among the top ``n_best`` starts x ends of one window."""
-    in_context = np.array([o is not None for o in offsets], dtype=bool)  # (T,)
     top_s = np.argsort(-starts, kind="stable")[:n_best]  # (S,)
     top_e = np.argsort(-ends, kind="stable")[:n_best]  # (E,)
     length = top_e[None, :] - top_s[:, None] + 1  # (S, E) tokens in each span
