@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raystilts.errors import UserError
+from raystilts.stopping import SearchInterrupted, installed
 
 if TYPE_CHECKING:
     from raystilts.space import SearchSpace
@@ -328,6 +330,9 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     d = sub.add_parser("demo", help="run a small real search on the embedded benchmark")
+    d.add_argument(
+        "--resume", action="store_true", help="continue an interrupted demo (same --workdir)"
+    )
     run_opts(d)
     d.set_defaults(fn=cmd_demo)
     s = sub.add_parser("search", help="run the search of a space YAML")
@@ -399,19 +404,48 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _shutdown_ray() -> None:
+    """Stop the local Ray (or leave the cluster) now, not in an atexit hook after our last line."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _stopped(e: SearchInterrupted, argv: list[str]) -> str:
+    """What a stopped search prints: what happened, then (last line) how to continue."""
+    again = [a for a in argv if a != "--resume"]
+    name = "SIGTERM" if e.signum == 15 else "Ctrl-C" if e.signum == 2 else str(e)
+    if not e.tune_started:  # nothing for --resume to find; the caches keep what was prepared
+        return (
+            f"raystilts: stopped by {name} before any trial started\n"
+            f"raystilts: start again with: raystilts {shlex.join(again)}"
+        )
+    return (
+        f"raystilts: stopped by {name}; finished trials are kept, running ones ended KILLED "
+        "(MLflow) and Ray is shut down\n"
+        f"raystilts: continue with: raystilts {shlex.join([*again, '--resume'])}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     try:
+        if args.verb in ("search", "demo"):  # SIGTERM and Ctrl-C stop them cleanly
+            with installed():
+                return int(args.fn(args))
         return int(args.fn(args))
     except UserError as e:
         print(f"raystilts: error: {e}", file=sys.stderr)
         return 2
+    except SearchInterrupted as e:
+        _shutdown_ray()
+        print(_stopped(e, argv), file=sys.stderr, flush=True)
+        return e.exit_code
     except KeyboardInterrupt:
-        print(
-            "raystilts: interrupted; finished trials are in MLflow "
-            "(continue with: raystilts search SPACE.yaml --resume)",
-            file=sys.stderr,
-        )
+        print("raystilts: interrupted", file=sys.stderr)
         return 130
 
 

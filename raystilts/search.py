@@ -32,6 +32,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
+from raystilts import stopping
 from raystilts import storage as storage_lib
 from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.errors import UserError
@@ -768,6 +769,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
             "set use_gpu: auto/false or pass --address of a GPU cluster"
         )
     _init_ray(space, run, use_gpu)
+    stopping.reclaim()  # ray.init's SIGTERM handler aborts the driver; ours stops it cleanly
     if run.address and space.resources.use_gpu == "auto":
         # the driver (a CPU head) says nothing about the cluster: ask the cluster
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
@@ -1065,7 +1067,8 @@ def _run_targets(
                 tuner._local_tuner.get_run_config().callbacks = [callback]
             if run.log:
                 print(f"{target}: resuming {path}", flush=True)
-            grid = tuner.fit()
+            with stopping.tune_run():  # SIGTERM/Ctrl-C: Tune saves and stops, then we raise
+                grid = tuner.fit()
             counts[target] = len(grid)
             failed[target] = grid.num_errors
             continue
@@ -1086,6 +1089,7 @@ def _run_targets(
                 verbose=0,
             ),
         )
-        grid = tuner.fit()
+        with stopping.tune_run():
+            grid = tuner.fit()
         counts[target] = len(grid)
         failed[target] = grid.num_errors
