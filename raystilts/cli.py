@@ -143,12 +143,40 @@ def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "synta
     )
 
 
-def _ui_hint(tracking_uri: str) -> str:
+def _ui_hint(tracking_uri: str, experiment: str) -> str:
+    """How to open the experiment's runs table (model-training mode, not the GenAI overview)."""
+    from raystilts.tracking import Tracker, ui_url
+
+    experiment_id = Tracker(tracking_uri=tracking_uri, experiment=experiment).experiment_id
     if tracking_uri.startswith("sqlite:"):
         mlflow = Path(sys.executable).parent / "mlflow"  # the one installed beside raystilts
         exe = str(mlflow) if mlflow.exists() else "mlflow"
-        return f"{exe} ui --backend-store-uri {tracking_uri} --port 5000   # then open http://127.0.0.1:5000"
-    return f"open {tracking_uri} in a browser"
+        return (
+            f"{exe} ui --backend-store-uri {tracking_uri} --port 5000\n"
+            f"  then open {ui_url('http://127.0.0.1:5000', experiment_id)}"
+        )
+    return f"open {ui_url(tracking_uri, experiment_id)}"
+
+
+def _publish(summary: dict[str, Any]) -> None:
+    """The best chains as the parent run's description, the report as its artifacts."""
+    parent = summary.get("parent_run_id")
+    if not parent:
+        return
+    from raystilts.answer import publish_answer
+
+    try:
+        publish_answer(
+            tracking_uri=str(summary["tracking_uri"]),
+            experiment=str(summary["experiment"]),
+            parent_run_id=str(parent),
+        )
+    except (OSError, ValueError) as e:  # the runs are safe in MLflow; the report can be rerun
+        print(
+            f"raystilts: the report was not attached to the search run ({e}); "
+            f"run: raystilts report --experiment {summary['experiment']} --out DIR",
+            file=sys.stderr,
+        )
 
 
 def _summarize(summary: dict[str, Any]) -> None:
@@ -157,7 +185,11 @@ def _summarize(summary: dict[str, Any]) -> None:
     trials = ", ".join(f"{t}: {n}" for t, n in summary["trials"].items())
     print(f"\n{summary['experiment']}: trials {trials} in {summary['seconds']:.0f}s\n")
     print(_analyze(str(summary["experiment"]), uri, "table"))
-    print(f"\nCompare the trials in the MLflow UI:\n  {_ui_hint(uri)}")
+    _publish(summary)
+    print(
+        "\nThe best chains and the report are on the search's run; compare the trials in the "
+        f"MLflow UI:\n  {_ui_hint(uri, str(summary['experiment']))}"
+    )
 
 
 def _finish(summary: dict[str, Any]) -> int:

@@ -842,6 +842,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         "failed": failed,
         "experiment": space.name,
         "tracking_uri": tracker.tracking_uri,
+        "parent_run_id": parent,  # the CLI puts the answer on it (raystilts.answer)
     }
 
 
