@@ -250,11 +250,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from raystilts.report import summary_metrics, write_report
 
     uri = _tracking_uri(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory (created if missing)")
+    from raystilts.checks import writable_dir
+
+    out = writable_dir(Path(args.out), "--out")  # before minutes of analysis
     numbers = _full_analysis(args.experiment, uri).to_json()
-    files = write_report(numbers, out_dir=out, experiment=args.experiment, source=uri)
+    try:
+        files = write_report(numbers, out_dir=out, experiment=args.experiment, source=uri)
+    except OSError as e:  # a disk that filled up meanwhile
+        raise UserError(f"--out {out}: writing the report failed ({e}); free space or "
+                        "give another directory") from None  # fmt: skip
     print(f"report: {files.html}\n        {files.markdown}\n        {files.numbers}")
     for plot in files.plots:
         print(f"        {plot}")
