@@ -8,6 +8,7 @@ a traceback: the ``model`` of a space, and directories the CLI writes into.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -15,7 +16,26 @@ from pathlib import Path
 
 from raystilts.errors import UserError
 
-__all__ = ["check_model", "writable_dir"]
+__all__ = [
+    "ENVIRONMENT_ERRNOS",
+    "check_model",
+    "environment_error",
+    "readable_dir",
+    "writable_dir",
+]
+
+# OS errors that say the machine, not the program, is in the way: the CLI prints one line
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EMFILE}
+)
+_ENVIRONMENT_FIX = {
+    errno.ENOSPC: "free some space (or point --workdir/--cache-dir elsewhere)",
+    errno.EDQUOT: "free some space within your quota (or point --workdir/--cache-dir elsewhere)",
+    errno.EACCES: "fix its permissions or use another directory",
+    errno.EPERM: "fix its permissions or use another directory",
+    errno.EROFS: "use a directory on a writable disk",
+    errno.EMFILE: "raise the open-file limit (ulimit -n 4096)",
+}
 
 # The Hugging Face hub's repo id form: an optional owner, a name; letters, digits, - _ .; no
 # "--" or ".." and no leading or trailing - or . (huggingface_hub's validate_repo_id rules).
@@ -70,3 +90,24 @@ def writable_dir(path: Path, flag: str) -> Path:
             "write to"
         ) from None
     return path
+
+
+def readable_dir(path: Path, flag: str) -> Path:
+    """``path`` as an existing directory we can list, or one line saying why not."""
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        raise UserError(f"{flag} {path} {what}; give a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise UserError(f"{flag} {path} is not readable; fix its permissions")
+    return path
+
+
+def environment_error(e: OSError) -> str:
+    """One line for an OS error the environment caused (see ``ENVIRONMENT_ERRNOS``).
+
+    >>> environment_error(OSError(errno.ENOSPC, "No space left on device", "/data/x"))
+    '/data/x: No space left on device; free some space (or point --workdir/--cache-dir elsewhere)'
+    """
+    where = f"{e.filename}: " if e.filename else ""
+    fix = _ENVIRONMENT_FIX.get(e.errno or 0, "fix the environment and try again")
+    return f"{where}{e.strerror or e}; {fix}"

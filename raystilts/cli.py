@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raystilts.checks import ENVIRONMENT_ERRNOS, environment_error
 from raystilts.errors import UserError
 from raystilts.stopping import SearchInterrupted, installed
 
@@ -73,14 +74,19 @@ def _with_resources(space: SearchSpace, args: argparse.Namespace) -> SearchSpace
 
 def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
     space = _with_resources(_load(space_path), args)
+    from raystilts.checks import readable_dir, writable_dir
     from raystilts.search import SearchRun, run_search
     from raystilts.workspace import default_cache_dir
 
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = writable_dir(Path(args.workdir).resolve(), "--workdir")
+    cache = Path(args.cache_dir).resolve() if args.cache_dir else default_cache_dir()
+    if args.data_dir:
+        readable_dir(Path(args.data_dir), "--data-dir")
     run = SearchRun(
         workdir=workdir,
-        cache_dir=Path(args.cache_dir).resolve() if args.cache_dir else default_cache_dir(),
+        cache_dir=writable_dir(
+            cache, "--cache-dir" if args.cache_dir else "cache ($RAYSTILTS_CACHE)"
+        ),
         tracking_uri=_tracking_uri(args),
         address=args.address or os.environ.get("RAY_ADDRESS"),
         storage_path=_storage(args.storage_path),
@@ -322,7 +328,9 @@ def cmd_fixtures(args: argparse.Namespace) -> int:
         raise UserError(
             f"fixtures: no real task {unknown[0]!r}; run 'raystilts tasks' to list tasks"
         )
-    out = write_fixtures(Path(args.dir), tasks=args.task or None)
+    from raystilts.checks import writable_dir
+
+    out = write_fixtures(writable_dir(Path(args.dir), "fixtures DIR"), tasks=args.task or None)
     print(f"wrote fixtures of {len(args.task or SOURCES)} tasks under {out}")
     return 0
 
@@ -475,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args))
     except UserError as e:
         print(f"raystilts: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:  # a bug: its traceback is what we need
+            raise
+        print(f"raystilts: error: {environment_error(e)}", file=sys.stderr)
         return 2
     except SearchInterrupted as e:
         _shutdown_ray()

@@ -161,3 +161,46 @@ def test_report_into_an_unwritable_place_is_one_line(
     code = main(["report", "--experiment", "x", "--workdir", str(tmp_path), "--out", str(out)])
     assert code == 2
     assert f"--out {out}: cannot write there" in _err_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [
+        ("--workdir", "{file}/wd", "--workdir {file}/wd: cannot write there"),
+        ("--cache-dir", "{file}/cache", "--cache-dir {file}/cache: cannot write there"),
+        ("--data-dir", "{tmp}/missing", "--data-dir {tmp}/missing does not exist"),
+    ],
+)
+def test_search_with_an_unusable_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, needle: str
+) -> None:
+    (tmp_path / "f").write_text("")
+    fill = {"file": str(tmp_path / "f"), "tmp": str(tmp_path)}
+    args = ["--workdir", str(tmp_path / "ok"), flag, value.format(**fill)]
+    assert main(["search", str(REPO / "search_spaces" / "demo.yaml"), *args]) == 2
+    assert needle.format(**fill) in _err_line(capsys)
+
+
+def test_full_disk_is_one_line_and_a_bug_keeps_its_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from raystilts import cli
+
+    def full(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/features")
+
+    monkeypatch.setattr(cli, "cmd_tasks", full)
+    assert main(["tasks"]) == 2
+    assert _err_line(capsys) == (
+        "raystilts: error: /data/features: No space left on device; free some space "
+        "(or point --workdir/--cache-dir elsewhere)"
+    )
+
+    def bug(args: object) -> int:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/our/own/bug")
+
+    monkeypatch.setattr(cli, "cmd_tasks", bug)
+    with pytest.raises(FileNotFoundError):
+        main(["tasks"])
