@@ -22,6 +22,7 @@ returns is the shell's convention, 128 + the signal number: 143 for SIGTERM, 130
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ from typing import Any
 __all__ = ["SearchInterrupted", "StopSignals", "installed", "reclaim", "tune_run"]
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+_TUNE_LOGGER = "ray.tune.tune"  # the module logger of tune.run(), which Tuner.fit() calls
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -88,6 +90,9 @@ class StopSignals:
                 file=sys.stderr,
                 flush=True,
             )
+            # Tune's own lines ("Stop signal received", "Resume with Tuner.restore(...)") would
+            # contradict ours: the way to continue is `raystilts search --resume`
+            logging.getLogger(_TUNE_LOGGER).setLevel(logging.ERROR)
             tune_stop(signal.SIGUSR1, frame)  # Tune's documented stop signal; fit() returns
             return
         raise self.interrupted()
@@ -100,12 +105,14 @@ class StopSignals:
         saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         saved_usr1 = signal.signal(signal.SIGUSR1, _no_tune_yet)
+        saved_level = logging.getLogger(_TUNE_LOGGER).level
         self.in_tune, self.tune_started = True, True
         try:
             yield
         finally:
             self.in_tune = False
             signal.signal(signal.SIGUSR1, saved_usr1)
+            logging.getLogger(_TUNE_LOGGER).setLevel(saved_level)
             if saved_env is None:
                 os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
             else:
