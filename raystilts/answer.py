@@ -13,9 +13,9 @@ run is the row that the trials nest under.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from raystilts._names import SOURCE_LANG
 
@@ -71,29 +71,22 @@ def best_chains_markdown(
     return "\n".join(lines)
 
 
-def publish_answer(
-    *,
-    tracking_uri: str,
-    experiment: str,
-    parent_run_id: str,
-    notes: Callable[[Any], list[str]] | None = None,
-) -> list[str]:
+def publish_answer(*, tracking_uri: str, experiment: str, parent_run_id: str) -> list[str]:
     """Describe the parent run with the best chains and attach the report; returns the artifact
-    file names. ``notes`` turns the long frame of runs into extra lines (e.g. selection ties).
-    """
+    file names. A selection that is not significant (:mod:`raystilts.selection`) is noted in
+    both."""
     from raystilts.analysis import analyze, best_chains, runs_to_long
     from raystilts.languages import load_languages
     from raystilts.report import write_report
+    from raystilts.selection import selection_checks, selection_notes
     from raystilts.tasks import CATALOG
     from raystilts.tracking import Tracker, load_runs
 
     tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment)
     long = runs_to_long(load_runs(tracking_uri=tracking_uri, experiment=experiment))
+    notes = selection_notes(selection_checks(long))
     tracker.describe(
-        parent_run_id,
-        best_chains_markdown(
-            best_chains(long), experiment=experiment, notes=notes(long) if notes else ()
-        ),
+        parent_run_id, best_chains_markdown(best_chains(long), experiment=experiment, notes=notes)
     )
     analysis = analyze(
         long,
@@ -101,9 +94,9 @@ def publish_answer(
         languages=load_languages(),
         translations={n: t.translation_of for n, t in CATALOG.items() if t.translation_of},
     )
+    numbers = analysis.to_json()
+    numbers["notes"] = [*numbers.get("notes", []), *notes]  # the report's header shows them
     with tempfile.TemporaryDirectory(prefix="raystilts-report-") as tmp:
-        write_report(
-            analysis.to_json(), out_dir=Path(tmp), experiment=experiment, source=tracking_uri
-        )
+        write_report(numbers, out_dir=Path(tmp), experiment=experiment, source=tracking_uri)
         tracker.log_artifacts(parent_run_id, Path(tmp))
         return sorted(p.name for p in Path(tmp).rglob("*") if p.is_file())

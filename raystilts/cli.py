@@ -124,9 +124,25 @@ def _analyze(
         from raystilts.tracking import load_runs
 
         runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
-        return render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
+        shown = render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
+        return shown + _selection_text(experiment, tracking_uri) if fmt == "table" else shown
     analysis = _full_analysis(experiment, tracking_uri, distance=distance)
-    return render_analysis(analysis, fmt, by=by, select=select)  # type: ignore[arg-type]
+    shown = render_analysis(analysis, fmt, by=by, select=select)  # type: ignore[arg-type]
+    return shown + _selection_text(experiment, tracking_uri) if fmt == "table" else shown
+
+
+def _selection_notes(experiment: str, tracking_uri: str) -> list[str]:
+    """Targets whose best chain is within one seed sd of others (raystilts.selection)."""
+    from raystilts.analysis import runs_to_long
+    from raystilts.selection import selection_checks, selection_notes
+    from raystilts.tracking import load_runs
+
+    runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
+    return selection_notes(selection_checks(runs_to_long(runs)))
+
+
+def _selection_text(experiment: str, tracking_uri: str) -> str:
+    return "".join(f"\nnote: {n}" for n in _selection_notes(experiment, tracking_uri))
 
 
 def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "syntactic") -> Any:
@@ -260,6 +276,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = writable_dir(Path(args.out), "--out")  # before minutes of analysis
     numbers = _full_analysis(args.experiment, uri).to_json()
+    # the report's header shows them: a selection that is a coin toss among tied chains
+    numbers["notes"] = [*numbers.get("notes", []), *_selection_notes(args.experiment, uri)]
     try:
         files = write_report(numbers, out_dir=out, experiment=args.experiment, source=uri)
     except OSError as e:  # a disk that filled up meanwhile
