@@ -36,6 +36,7 @@ from raystilts import stopping
 from raystilts import storage as storage_lib
 from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.errors import UserError
+from raystilts.progress import TrialProgress
 from raystilts.racing import SeedRace
 from raystilts.space import (
     MIX,
@@ -507,6 +508,9 @@ class MlflowCallback(tune.Callback):
         self.task = CATALOG[target]
         self.runs: dict[str, str] = {}
         self.steps: dict[str, int] = {}
+        self.progress = TrialProgress(
+            target=target, metric=selection_key(self.task), total=space.target_for(target).steps
+        )
 
     def _params(self, trial: Any) -> dict[str, Any]:
         config = dict(trial.config)
@@ -566,10 +570,17 @@ class MlflowCallback(tune.Callback):
         self.tracker.log_metrics(
             run, metrics, step=int(result.get("target_step", result.get("training_iteration", 0)))
         )
+        if self.log:  # a live line per running trial (its end line comes from _end)
+            chain = chain_from_params(dict(trial.config), self.space, self.target).name
+            name = f"{chain}#{seed_of(trial.config, self.space)}"
+            line = self.progress.line(trial.trial_id, name, result)
+            if line:
+                print(line, flush=True)
 
     def _end(
         self, trial: Any, status: str, outcome: str, tags: Mapping[str, str] | None = None
     ) -> None:
+        self.progress.forget(trial.trial_id)
         run = self.runs.pop(trial.trial_id, None)
         if run is not None:
             self.tracker.end_trial(

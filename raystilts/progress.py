@@ -1,0 +1,48 @@
+"""One live line per running trial, on the driver, each time the trial reports.
+
+    tracker = TrialProgress(target="mini_xnli", metric="dev/mini_xnli/en/accuracy", total=100)
+    print(tracker.line("t1", "mini_mnli>mini_xnli#0", {"target_step": 25, ...}))
+    # [mini_xnli] mini_mnli>mini_xnli#0   target 25/100  en dev 61.2  ~40s left
+
+A trial reports during its target phase (every ``eval_every`` steps); the time left is the
+target phase's rate since the trial's first report, so the intermediate phases (which report
+nothing until the chain ends) do not inflate it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["TrialProgress"]
+
+
+@dataclass
+class TrialProgress:
+    """Progress of the running trials of one target (driver side, no Ray)."""
+
+    target: str
+    metric: str  # the selection key, e.g. dev/mini_xnli/en/accuracy
+    total: int  # target steps of a trial
+    clock: Callable[[], float] = time.monotonic
+    first: dict[str, tuple[float, float]] = field(default_factory=dict)  # trial -> (t, step)
+
+    def line(self, trial_id: str, name: str, result: Mapping[str, object]) -> str | None:
+        """The line for one report of ``trial_id``; None for a report without a step."""
+        step = result.get("target_step")
+        if not isinstance(step, (int, float)) or step >= self.total:
+            return None  # the final report: the callback prints the trial's end line
+        now = self.clock()
+        t0, s0 = self.first.setdefault(trial_id, (now, float(step)))
+        left = "time left ?"
+        if step > s0 and now > t0:
+            left = f"~{(now - t0) / (step - s0) * (self.total - step):.0f}s left"
+        score = result.get(self.metric)
+        shown = (
+            f"{self.metric.split('/')[2]} dev {100 * score:.1f}" if isinstance(score, float) else ""
+        )
+        return f"  [{self.target}] {name:38s} target {step:.0f}/{self.total}  {shown:14s} {left}"
+
+    def forget(self, trial_id: str) -> None:
+        self.first.pop(trial_id, None)
