@@ -11,11 +11,13 @@ nothing until the chain ends) do not inflate it.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TextIO
 
-__all__ = ["TrialProgress"]
+__all__ = ["Bar", "TrialProgress"]
 
 
 @dataclass
@@ -46,3 +48,48 @@ class TrialProgress:
 
     def forget(self, trial_id: str) -> None:
         self.first.pop(trial_id, None)
+
+
+@dataclass
+class Bar:
+    """A one-line progress bar for long first-run work (pretraining, tokenization).
+
+    On a terminal it redraws one line in place; in a log (not a TTY) it prints a line at each
+    tenth, so a CI log shows progress without pages of redraws.
+
+        bar = Bar("tokenizing", total=60)
+        for _ in range(60): bar.advance()
+        bar.close()
+    """
+
+    label: str
+    total: int
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    done: int = 0
+    suffix: str = ""
+    _shown_tenth: int = -1
+    _t0: float = field(default_factory=time.monotonic)
+
+    def advance(self, n: int = 1, *, suffix: str = "") -> None:
+        self.done = min(self.total, self.done + n)
+        self.suffix = suffix or self.suffix
+        tenth = self.done * 10 // max(1, self.total)
+        if self.stream.isatty():
+            self.stream.write("\r" + self._text())
+            self.stream.flush()
+        elif tenth != self._shown_tenth:
+            self._shown_tenth = tenth
+            print(self._text(), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.stream.isatty():
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _text(self) -> str:
+        width = 24
+        filled = width * self.done // max(1, self.total)
+        bar = "#" * filled + "." * (width - filled)
+        took = time.monotonic() - self._t0
+        tail = f" {self.suffix}" if self.suffix else ""
+        return f"  {self.label} [{bar}] {self.done}/{self.total} ({took:.0f}s){tail}"

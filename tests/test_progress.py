@@ -20,3 +20,19 @@ def test_line_shows_step_score_and_time_left_from_the_target_phase_rate() -> Non
     assert progress.line("t1", "x", {"training_iteration": 1}) is None
     progress.forget("t1")
     assert progress.first == {}
+
+
+def test_bar_in_a_log_prints_a_line_per_tenth_not_per_step() -> None:
+    import io
+
+    from raystilts.progress import Bar
+
+    out = io.StringIO()  # not a TTY: lines, no carriage returns
+    bar = Bar("tokenizing", total=40, stream=out)
+    for _ in range(40):
+        bar.advance(suffix="mini_xnli en dev")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 11 and "\r" not in out.getvalue()  # the first step, then each tenth
+    assert lines[-1].startswith("  tokenizing [########################] 40/40")
+    assert lines[-1].endswith("mini_xnli en dev")
