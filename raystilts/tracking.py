@@ -156,6 +156,8 @@ class Tracker:
         db_path = _sqlite_path(self.tracking_uri)
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
+            # "Creating initial MLflow database tables..." on a new store: not the user's concern
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id: str = self._get_or_create_experiment(artifact_root, db_path)
 
