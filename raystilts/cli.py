@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raystilts.core.checks import ENVIRONMENT_ERRNOS, environment_error
 from raystilts.core.errors import UserError
+from raystilts.core.stopping import SearchInterrupted, installed
 
 if TYPE_CHECKING:
     from raystilts.core.space import SearchSpace
@@ -71,14 +74,19 @@ def _with_resources(space: SearchSpace, args: argparse.Namespace) -> SearchSpace
 
 def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
     space = _with_resources(_load(space_path), args)
-    from raystilts.search.driver import SearchRun, run_search
+    from raystilts.core.checks import readable_dir, writable_dir
+    from raystilts.search import SearchRun, run_search
     from raystilts.train.workspace import default_cache_dir
 
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = writable_dir(Path(args.workdir).resolve(), "--workdir")
+    cache = Path(args.cache_dir).resolve() if args.cache_dir else default_cache_dir()
+    if args.data_dir:
+        readable_dir(Path(args.data_dir), "--data-dir")
     run = SearchRun(
         workdir=workdir,
-        cache_dir=Path(args.cache_dir).resolve() if args.cache_dir else default_cache_dir(),
+        cache_dir=writable_dir(
+            cache, "--cache-dir" if args.cache_dir else "cache ($RAYSTILTS_CACHE)"
+        ),
         tracking_uri=_tracking_uri(args),
         address=args.address or os.environ.get("RAY_ADDRESS"),
         storage_path=_storage(args.storage_path),
@@ -116,9 +124,25 @@ def _analyze(
         from raystilts.tracking.store import load_runs
 
         runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
-        return render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
+        shown = render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
+        return shown + _selection_text(experiment, tracking_uri) if fmt == "table" else shown
     analysis = _full_analysis(experiment, tracking_uri, distance=distance)
-    return render_analysis(analysis, fmt, by=by, select=select)  # type: ignore[arg-type]
+    shown = render_analysis(analysis, fmt, by=by, select=select)  # type: ignore[arg-type]
+    return shown + _selection_text(experiment, tracking_uri) if fmt == "table" else shown
+
+
+def _selection_notes(experiment: str, tracking_uri: str) -> list[str]:
+    """Targets whose best chain is within one seed sd of others (raystilts.analysis.selection)."""
+    from raystilts.analysis import runs_to_long
+    from raystilts.analysis.selection import selection_checks, selection_notes
+    from raystilts.tracking import load_runs
+
+    runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
+    return selection_notes(selection_checks(runs_to_long(runs)))
+
+
+def _selection_text(experiment: str, tracking_uri: str) -> str:
+    return "".join(f"\nnote: {n}" for n in _selection_notes(experiment, tracking_uri))
 
 
 def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "syntactic") -> Any:
@@ -141,12 +165,40 @@ def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "synta
     )
 
 
-def _ui_hint(tracking_uri: str) -> str:
+def _ui_hint(tracking_uri: str, experiment: str) -> str:
+    """How to open the experiment's runs table (model-training mode, not the GenAI overview)."""
+    from raystilts.tracking import Tracker, ui_url
+
+    experiment_id = Tracker(tracking_uri=tracking_uri, experiment=experiment).experiment_id
     if tracking_uri.startswith("sqlite:"):
         mlflow = Path(sys.executable).parent / "mlflow"  # the one installed beside raystilts
         exe = str(mlflow) if mlflow.exists() else "mlflow"
-        return f"{exe} ui --backend-store-uri {tracking_uri} --port 5000   # then open http://127.0.0.1:5000"
-    return f"open {tracking_uri} in a browser"
+        return (
+            f"{exe} ui --backend-store-uri {tracking_uri} --port 5000\n"
+            f"  then open {ui_url('http://127.0.0.1:5000', experiment_id)}"
+        )
+    return f"open {ui_url(tracking_uri, experiment_id)}"
+
+
+def _publish(summary: dict[str, Any]) -> None:
+    """The best chains as the parent run's description, the report as its artifacts."""
+    parent = summary.get("parent_run_id")
+    if not parent:
+        return
+    from raystilts.report.answer import publish_answer
+
+    try:
+        publish_answer(
+            tracking_uri=str(summary["tracking_uri"]),
+            experiment=str(summary["experiment"]),
+            parent_run_id=str(parent),
+        )
+    except (OSError, ValueError) as e:  # the runs are safe in MLflow; the report can be rerun
+        print(
+            f"raystilts: the report was not attached to the search run ({e}); "
+            f"run: raystilts report --experiment {summary['experiment']} --out DIR",
+            file=sys.stderr,
+        )
 
 
 def _summarize(summary: dict[str, Any]) -> None:
@@ -155,7 +207,11 @@ def _summarize(summary: dict[str, Any]) -> None:
     trials = ", ".join(f"{t}: {n}" for t, n in summary["trials"].items())
     print(f"\n{summary['experiment']}: trials {trials} in {summary['seconds']:.0f}s\n")
     print(_analyze(str(summary["experiment"]), uri, "table"))
-    print(f"\nCompare the trials in the MLflow UI:\n  {_ui_hint(uri)}")
+    _publish(summary)
+    print(
+        "\nThe best chains and the report are on the search's run; compare the trials in the "
+        f"MLflow UI:\n  {_ui_hint(uri, str(summary['experiment']))}"
+    )
 
 
 def _finish(summary: dict[str, Any]) -> int:
@@ -216,11 +272,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     from raystilts.report.render import summary_metrics, write_report
 
     uri = _tracking_uri(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory (created if missing)")
+    from raystilts.core.checks import writable_dir
+
+    out = writable_dir(Path(args.out), "--out")  # before minutes of analysis
     numbers = _full_analysis(args.experiment, uri).to_json()
-    files = write_report(numbers, out_dir=out, experiment=args.experiment, source=uri)
+    # the report's header shows them: a selection that is a coin toss among tied chains
+    numbers["notes"] = [*numbers.get("notes", []), *_selection_notes(args.experiment, uri)]
+    try:
+        files = write_report(numbers, out_dir=out, experiment=args.experiment, source=uri)
+    except OSError as e:  # a disk that filled up meanwhile
+        raise UserError(f"--out {out}: writing the report failed ({e}); free space or "
+                        "give another directory") from None  # fmt: skip
     print(f"report: {files.html}\n        {files.markdown}\n        {files.numbers}")
     for plot in files.plots:
         print(f"        {plot}")
@@ -284,7 +346,9 @@ def cmd_fixtures(args: argparse.Namespace) -> int:
         raise UserError(
             f"fixtures: no real task {unknown[0]!r}; run 'raystilts tasks' to list tasks"
         )
-    out = write_fixtures(Path(args.dir), tasks=args.task or None)
+    from raystilts.core.checks import writable_dir
+
+    out = write_fixtures(writable_dir(Path(args.dir), "fixtures DIR"), tasks=args.task or None)
     print(f"wrote fixtures of {len(args.task or SOURCES)} tasks under {out}")
     return 0
 
@@ -328,6 +392,9 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     d = sub.add_parser("demo", help="run a small real search on the embedded benchmark")
+    d.add_argument(
+        "--resume", action="store_true", help="continue an interrupted demo (same --workdir)"
+    )
     run_opts(d)
     d.set_defaults(fn=cmd_demo)
     s = sub.add_parser("search", help="run the search of a space YAML")
@@ -399,19 +466,52 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _shutdown_ray() -> None:
+    """Stop the local Ray (or leave the cluster) now, not in an atexit hook after our last line."""
+    if "ray" in sys.modules:  # only a search started Ray; importing the search layer is then free
+        from raystilts.search.driver import shutdown_ray
+
+        shutdown_ray()
+
+
+def _stopped(e: SearchInterrupted, argv: list[str]) -> str:
+    """What a stopped search prints: what happened, then (last line) how to continue."""
+    again = [a for a in argv if a != "--resume"]
+    name = "SIGTERM" if e.signum == 15 else "Ctrl-C" if e.signum == 2 else str(e)
+    if not e.tune_started:  # nothing for --resume to find; the caches keep what was prepared
+        return (
+            f"raystilts: stopped by {name} before any trial started\n"
+            f"raystilts: start again with: raystilts {shlex.join(again)}"
+        )
+    return (
+        f"raystilts: stopped by {name}; finished trials are kept, running ones ended KILLED "
+        "(MLflow) and Ray is shut down\n"
+        f"raystilts: continue with: raystilts {shlex.join([*again, '--resume'])}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     try:
+        if args.verb in ("search", "demo"):  # SIGTERM and Ctrl-C stop them cleanly
+            with installed():
+                return int(args.fn(args))
         return int(args.fn(args))
     except UserError as e:
         print(f"raystilts: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:  # a bug: its traceback is what we need
+            raise
+        print(f"raystilts: error: {environment_error(e)}", file=sys.stderr)
+        return 2
+    except SearchInterrupted as e:
+        _shutdown_ray()
+        print(_stopped(e, argv), file=sys.stderr, flush=True)
+        return e.exit_code
     except KeyboardInterrupt:
-        print(
-            "raystilts: interrupted; finished trials are in MLflow "
-            "(continue with: raystilts search SPACE.yaml --resume)",
-            file=sys.stderr,
-        )
+        print("raystilts: interrupted", file=sys.stderr)
         return 130
 
 

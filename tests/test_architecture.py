@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"core", "tasks", "metrics", "data"},
     "tracking": {"core"},
     "analysis": {"core", "tasks", "metrics"},
-    "report": {"core", "analysis"},
+    "report": {"core", "tasks", "metrics", "tracking", "analysis"},
     "search": {"core", "tasks", "metrics", "data", "train", "tracking"},
     "cli": {"core", "tasks", "metrics", "data", "train", "tracking", "analysis", "report", "search"},
     "qa": {"data"},  # compatibility alias of raystilts.data.qa

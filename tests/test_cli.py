@@ -120,3 +120,87 @@ def test_validate_prints_the_batch_layout(
     )
     assert main(["validate", str(space)]) == 0
     assert "2 workers (SPREAD), batch 32 = 2 x 8 x 2 accumulated" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [
+        ("/nonexistent/model", "model: /nonexistent/model does not exist"),
+        ("{tmp}", "has no config.json"),
+        ("{tmp}/config.json", "is a file, not a model directory"),
+        ("not a/hub--id", "neither a local directory nor a hub id"),
+    ],
+)
+def test_validate_rejects_a_model_that_cannot_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, needle: str
+) -> None:
+    if model != "{tmp}":  # a directory without config.json is the case "{tmp}" checks
+        (tmp_path / "config.json").write_text("{}")
+    path = tmp_path / "space.yaml"
+    path.write_text(f"name: x\nmodel: '{model.format(tmp=tmp_path)}'\ntargets: [mini_xnli]\n")
+    assert main(["validate", str(path)]) == 2
+    assert needle in _err_line(capsys)
+
+
+def test_validate_accepts_a_model_directory_and_hub_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    for model in (str(tmp_path), "FacebookAI/xlm-roberta-large", "xlm-roberta-base"):
+        path = tmp_path / "space.yaml"
+        path.write_text(f"name: x\nmodel: '{model}'\ntargets: [mini_xnli]\n")
+        assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "/proc/raystilts-report"])
+def test_report_into_an_unwritable_place_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "report" if where == "under_a_file" else Path(where)
+    code = main(["report", "--experiment", "x", "--workdir", str(tmp_path), "--out", str(out)])
+    assert code == 2
+    assert f"--out {out}: cannot write there" in _err_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [
+        ("--workdir", "{file}/wd", "--workdir {file}/wd: cannot write there"),
+        ("--cache-dir", "{file}/cache", "--cache-dir {file}/cache: cannot write there"),
+        ("--data-dir", "{tmp}/missing", "--data-dir {tmp}/missing does not exist"),
+    ],
+)
+def test_search_with_an_unusable_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, needle: str
+) -> None:
+    (tmp_path / "f").write_text("")
+    fill = {"file": str(tmp_path / "f"), "tmp": str(tmp_path)}
+    args = ["--workdir", str(tmp_path / "ok"), flag, value.format(**fill)]
+    assert main(["search", str(REPO / "search_spaces" / "demo.yaml"), *args]) == 2
+    assert needle.format(**fill) in _err_line(capsys)
+
+
+def test_full_disk_is_one_line_and_a_bug_keeps_its_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from raystilts import cli
+
+    def full(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/features")
+
+    monkeypatch.setattr(cli, "cmd_tasks", full)
+    assert main(["tasks"]) == 2
+    assert _err_line(capsys) == (
+        "raystilts: error: /data/features: No space left on device; free some space "
+        "(or point --workdir/--cache-dir elsewhere)"
+    )
+
+    def bug(args: object) -> int:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/our/own/bug")
+
+    monkeypatch.setattr(cli, "cmd_tasks", bug)
+    with pytest.raises(FileNotFoundError):
+        main(["tasks"])

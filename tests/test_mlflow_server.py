@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from raystilts.tracking.store import KIND_TAG, PARENT_RUN_TAG, Tracker, load_runs
+from raystilts.tracking import KIND_TAG, PARENT_RUN_TAG, Tracker, load_runs, ui_url
 
 pytestmark = pytest.mark.slow
 
@@ -336,3 +336,23 @@ def test_resumed_search_over_http_reuses_its_parent(server: str) -> None:
     [run] = _runs_by_rest(server, "server_resume")
     assert run["status"] == "KILLED"
     assert run["tags"]["raystilts.outcome"] == "interrupted"
+
+
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="no headless chromium (Debian: apt-get install chromium-headless-shell)",
+)
+def test_printed_link_opens_the_trials_not_the_genai_overview(
+    server: str, search: LoggedSearch, tmp_path: Path
+) -> None:
+    """The link a search prints (tracking.ui_url) lands on the runs table with the search's
+    parent row; the experiment's plain address opens MLflow 3's GenAI overview instead, which
+    does not list runs (so this test would fail on the plain address)."""
+    tracker = Tracker(tracking_uri=server, experiment=search.experiment)
+    link = ui_url(server, tracker.experiment_id)
+    page = _render(link, tmp_path / "link.png")
+    (tmp_path / "link.html").write_text(page)
+    assert "search server_search" in page  # the parent row the trials nest under
+    plain = _render(f"{server}/#/experiments/{tracker.experiment_id}", tmp_path / "plain.png")
+    (tmp_path / "plain.html").write_text(plain)
+    assert "search server_search" not in plain

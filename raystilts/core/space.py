@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import yaml
 
+from raystilts.core.checks import check_model
 from raystilts.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -524,6 +525,7 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
         raise UserError(
             f"model: expected 'embedded', a hub id or a local path, got {_short(model)}"
         )
+    check_model(model)  # a missing local path would reach the hub, or blame the tasks
     targets = _task_list(top.raw("targets"), "targets", catalog, allow_empty=False)
     for t in targets:
         if not catalog[t].is_target:

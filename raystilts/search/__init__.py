@@ -8,6 +8,7 @@ from raystilts.search.driver import (
     SearchRun,
     chain_identity,
     run_search,
+    shutdown_ray,
 )
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "SearchRun",
     "chain_identity",
     "run_search",
+    "shutdown_ray",
 ]

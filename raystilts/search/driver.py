@@ -32,7 +32,9 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
+from raystilts.core import stopping
 from raystilts.core.errors import UserError
+from raystilts.core.progress import TrialProgress
 from raystilts.core.racing import SeedRace
 from raystilts.core.space import (
     MIX,
@@ -51,7 +53,7 @@ from raystilts.tasks.catalog import CATALOG, TaskSpec, selection_key, with_label
 from raystilts.tracking.store import Tracker
 from raystilts.train.workspace import open_workspace, prepare_workspace
 
-__all__ = ["RacingSearcher", "SearchRun", "chain_identity", "run_search"]
+__all__ = ["RacingSearcher", "SearchRun", "chain_identity", "run_search", "shutdown_ray"]
 
 # The default search (algorithm: tpe) races seeds: a config runs its further seeds only when its
 # first seed scores within RACE_WITHIN_SD pooled seed-sds of the best mean (raystilts.core.racing).
@@ -515,6 +517,9 @@ class MlflowCallback(tune.Callback):
         self.task = CATALOG[target]
         self.runs: dict[str, str] = {}
         self.steps: dict[str, int] = {}
+        self.progress = TrialProgress(
+            target=target, metric=selection_key(self.task), total=space.target_for(target).steps
+        )
 
     def _params(self, trial: Any) -> dict[str, Any]:
         config = dict(trial.config)
@@ -577,10 +582,17 @@ class MlflowCallback(tune.Callback):
         self.tracker.log_metrics(
             run, metrics, step=int(result.get("target_step", result.get("training_iteration", 0)))
         )
+        if self.log:  # a live line per running trial (its end line comes from _end)
+            chain = chain_from_params(dict(trial.config), self.space, self.target).name
+            name = f"{chain}#{seed_of(trial.config, self.space)}"
+            line = self.progress.line(trial.trial_id, name, result)
+            if line:
+                print(line, flush=True)
 
     def _end(
         self, trial: Any, status: str, outcome: str, tags: Mapping[str, str] | None = None
     ) -> None:
+        self.progress.forget(trial.trial_id)
         run = self.runs.pop(trial.trial_id, None)
         if run is not None:
             self.tracker.end_trial(
@@ -689,6 +701,9 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
     # address is pinned (inherited by the raylet and every worker): otherwise the State API
     # looks for "the" Ray on the machine, and with a second Ray running (another search) it
     # fails with "Found multiple active Ray instances" and trials hang.
+    # Ray's default for a new local cluster is token auth, announced by a warning on every
+    # start; saying so explicitly keeps the same security without the warning
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     import socket
 
     with socket.socket() as probe:
@@ -780,6 +795,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
             "set use_gpu: auto/false or pass --address of a GPU cluster"
         )
     _init_ray(space, run, use_gpu)
+    stopping.reclaim()  # ray.init's SIGTERM handler aborts the driver; ours stops it cleanly
     if run.address and space.resources.use_gpu == "auto":
         # the driver (a CPU head) says nothing about the cluster: ask the cluster
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
@@ -852,6 +868,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         "failed": failed,
         "experiment": space.name,
         "tracking_uri": tracker.tracking_uri,
+        "parent_run_id": parent,  # the CLI puts the answer on it (raystilts.report.answer)
     }
 
 
@@ -1077,7 +1094,8 @@ def _run_targets(
                 tuner._local_tuner.get_run_config().callbacks = [callback]
             if run.log:
                 print(f"{target}: resuming {path}", flush=True)
-            grid = tuner.fit()
+            with stopping.tune_run():  # SIGTERM/Ctrl-C: Tune saves and stops, then we raise
+                grid = tuner.fit()
             counts[target] = len(grid)
             failed[target] = grid.num_errors
             continue
@@ -1098,6 +1116,13 @@ def _run_targets(
                 verbose=0,
             ),
         )
-        grid = tuner.fit()
+        with stopping.tune_run():
+            grid = tuner.fit()
         counts[target] = len(grid)
         failed[target] = grid.num_errors
+
+
+def shutdown_ray() -> None:
+    """Stop the local Ray (or leave the cluster) if this process started it."""
+    if ray.is_initialized():
+        ray.shutdown()

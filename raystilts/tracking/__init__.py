@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 from raystilts.tracking.store import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     KIND_TAG,
+    NOTE_TAG,
     OUTCOME_TAG,
     PARENT_RUN_TAG,
     SEARCH_ID_TAG,
@@ -14,10 +17,14 @@ from raystilts.tracking.store import (
     TrialStatus,
     default_tracking_uri,
     load_runs,
+    ui_url,
 )
 
 __all__ = [
+    "EXPERIMENT_KIND",
+    "EXPERIMENT_KIND_TAG",
     "KIND_TAG",
+    "NOTE_TAG",
     "OUTCOME_TAG",
     "PARENT_RUN_TAG",
     "SEARCH_ID_TAG",
@@ -27,4 +34,5 @@ __all__ = [
     "TrialStatus",
     "default_tracking_uri",
     "load_runs",
+    "ui_url",
 ]

@@ -60,7 +60,10 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 __all__ = [
+    "EXPERIMENT_KIND",
+    "EXPERIMENT_KIND_TAG",
     "KIND_TAG",
+    "NOTE_TAG",
     "OUTCOME_TAG",
     "PARENT_RUN_TAG",
     "SEARCH_ID_TAG",
@@ -70,6 +73,7 @@ __all__ = [
     "TrialStatus",
     "default_tracking_uri",
     "load_runs",
+    "ui_url",
 ]
 
 TRIAL_ID_TAG = "raystilts.trial_id"
@@ -77,6 +81,11 @@ SEARCH_ID_TAG = "raystilts.search_id"
 OUTCOME_TAG = "raystilts.outcome"
 KIND_TAG = "raystilts.kind"  # search | trial | summary
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under this run id
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description (markdown) in the UI
+# MLflow 3 opens an experiment of unknown kind as a GenAI one (an empty "Traces" page); ours
+# are model training. The tag alone does not change the landing page in 3.17: ui_url() does.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 RunKind = Literal["search", "trial", "summary"]
 
@@ -147,6 +156,8 @@ class Tracker:
         db_path = _sqlite_path(self.tracking_uri)
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
+            # "Creating initial MLflow database tables..." on a new store: not the user's concern
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id: str = self._get_or_create_experiment(artifact_root, db_path)
 
@@ -159,13 +170,23 @@ class Tracker:
                     f"restore it (mlflow experiments restore --experiment-id "
                     f"{found.experiment_id}) or choose another experiment name"
                 )
+            if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older version
+                self._client.set_experiment_tag(
+                    found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
             return str(found.experiment_id)
         if artifact_root is None and db_path is not None:
             artifact_root = db_path.parent / "mlartifacts"
         location = None
         if artifact_root is not None:
             location = (artifact_root.resolve() / _safe_dirname(self.experiment)).as_uri()
-        return str(self._client.create_experiment(self.experiment, artifact_location=location))
+        return str(
+            self._client.create_experiment(
+                self.experiment,
+                artifact_location=location,
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
+        )
 
     def start_search(
         self,
@@ -278,6 +299,10 @@ class Tracker:
         """Set tags on a run (e.g. the warm start's ranking on the search run)."""
         self._log_tags(run_id, tags)
 
+    def describe(self, run_id: str, markdown: str) -> None:
+        """Set the run's description, the markdown the UI shows on the run's page."""
+        self._log_tags(run_id, {NOTE_TAG: markdown})
+
     def end_trial(
         self, run_id: str, *, status: TrialStatus, tags: Mapping[str, str] | None = None
     ) -> None:
@@ -373,6 +398,18 @@ class Tracker:
 
     def _search(self, filter_string: str) -> Iterator[Run]:
         return _search_all(self._client, self.experiment_id, filter_string)
+
+
+def ui_url(server: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs table, in model-training mode.
+
+    MLflow 3.17 opens an experiment on its GenAI overview (an empty "Traces" page) whatever
+    the experiment's kind tag says; the ``workflowType`` query lands on the runs table.
+
+    >>> ui_url("http://127.0.0.1:5000/", "3")
+    'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning'
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def load_runs(*, tracking_uri: str, experiment: str) -> list[RunRecord]:

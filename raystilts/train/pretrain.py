@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from raystilts.core.progress import Bar
 from raystilts.tasks.embedded import CORPUS_VERSION, unlabelled_corpus
 
 __all__ = ["PRETRAIN_VERSION", "PretrainSettings", "build_tokenizer", "ensure_base_model"]
@@ -130,7 +130,7 @@ def _pretrain(out: Path, settings: PretrainSettings, *, log: bool) -> None:
     sched = get_cosine_schedule_with_warmup(opt, max(1, settings.steps // 10), settings.steps)
     gen = torch.Generator().manual_seed(settings.seed)
     model.train()
-    t0 = time.perf_counter()
+    bar = Bar("pretraining (MLM)", total=settings.steps) if log else None
     for step in range(settings.steps):
         idx = torch.randint(len(enc), (settings.batch_size,), generator=gen).tolist()
         batch = collate([{"input_ids": enc[i]} for i in idx])
@@ -140,11 +140,12 @@ def _pretrain(out: Path, settings: PretrainSettings, *, log: bool) -> None:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if log and (step + 1) % 250 == 0:
-            print(
-                f"  mlm step {step + 1}/{settings.steps} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f}s)",
-                flush=True,
+        if bar is not None and (step % 10 == 9 or step + 1 == settings.steps):
+            bar.advance(
+                10 if step % 10 == 9 else settings.steps % 10, suffix=f"loss {loss.item():.3f}"
             )
+    if bar is not None:
+        bar.close()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "raystilts_pretrain.json").write_text(json.dumps(asdict(settings), indent=1) + "\n")

@@ -13,14 +13,15 @@ is featurized here, on the driver, before any trial starts: trials only read the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from raystilts.core.errors import UserError
+from raystilts.core.progress import Bar
+from raystilts.data import FeatureStore
 from raystilts.data import storage as storage_lib
-from raystilts.data.features import FeatureStore
-from raystilts.tasks.catalog import TaskSpec
+from raystilts.tasks import TaskSpec
 from raystilts.tasks.embedded import BENCHMARK_VERSION, generate
 from raystilts.train.pretrain import ensure_base_model
 
@@ -179,16 +180,43 @@ def prepare_workspace(
 
     for task, split, lang in needs:
         store.track_data([(task, split, lang)], data_dir=source_dir(task))
-    misses = sum(
-        store.ensure(task, split, lang, data_dir=source_dir(task), tokenizer=tok)
-        for task, split, lang in needs
-    )
+    misses = _tokenize(store, needs, source_dir, tok, log=log)
     if log and misses:
         print(f"tokenized {misses} (task, split, language) sets into {store.cache_dir}", flush=True)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     return Workspace(
         model=model_dir, data_dir=data_dir, features=store, pad_id=int(pad), misses=misses
     )
+
+
+def _tokenize(
+    store: FeatureStore,
+    needs: list[tuple[TaskSpec, str, str]],
+    source_dir: Callable[[TaskSpec], Path | None],
+    tok: object,
+    *,
+    log: bool,
+) -> int:
+    """Featurize what the cache lacks, with one progress bar (datasets' own bars, one per set
+    saved, filled pages on a first run); returns how many sets were tokenized."""
+    import datasets
+
+    todo = {n for n in needs if not (store.path(*n) / "dataset_info.json").is_file()}
+    bar = Bar("tokenizing", total=len(todo)) if log and todo else None
+    bars_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    misses = 0
+    try:
+        for task, split, lang in needs:
+            misses += store.ensure(task, split, lang, data_dir=source_dir(task), tokenizer=tok)
+            if bar is not None and (task, split, lang) in todo:
+                bar.advance(suffix=f"{task} {lang} {split}")
+    finally:
+        if bars_on:
+            datasets.enable_progress_bars()
+        if bar is not None:
+            bar.close()
+    return misses
 
 
 def _save_tokenizer(tok: object, cache_dir: Path, model: str) -> Path:

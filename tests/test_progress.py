@@ -1,0 +1,38 @@
+"""The live line of a running trial (raystilts.core.progress), with a clock we control."""
+
+from __future__ import annotations
+
+from raystilts.core.progress import TrialProgress
+
+KEY = "dev/mini_xnli/en/accuracy"
+
+
+def test_line_shows_step_score_and_time_left_from_the_target_phase_rate() -> None:
+    now = [100.0]
+    progress = TrialProgress(target="mini_xnli", metric=KEY, total=100, clock=lambda: now[0])
+    first = progress.line("t1", "mini_mnli>mini_xnli#0", {"target_step": 25.0, KEY: 0.612})
+    assert first is not None
+    assert "target 25/100" in first and "en dev 61.2" in first and "time left ?" in first
+    now[0] = 110.0  # 25 steps in 10 s: 50 steps left take 20 s
+    second = progress.line("t1", "mini_mnli>mini_xnli#0", {"target_step": 50.0, KEY: 0.70})
+    assert second is not None and "target 50/100" in second and "~20s left" in second
+    assert progress.line("t1", "x", {"target_step": 100.0}) is None  # the end line is _end's
+    assert progress.line("t1", "x", {"training_iteration": 1}) is None
+    progress.forget("t1")
+    assert progress.first == {}
+
+
+def test_bar_in_a_log_prints_a_line_per_tenth_not_per_step() -> None:
+    import io
+
+    from raystilts.core.progress import Bar
+
+    out = io.StringIO()  # not a TTY: lines, no carriage returns
+    bar = Bar("tokenizing", total=40, stream=out)
+    for _ in range(40):
+        bar.advance(suffix="mini_xnli en dev")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 11 and "\r" not in out.getvalue()  # the first step, then each tenth
+    assert lines[-1].startswith("  tokenizing [########################] 40/40")
+    assert lines[-1].endswith("mini_xnli en dev")
