@@ -76,6 +76,10 @@ class SeedRace:
             raise ValueError(f"configuration {key!r} was already started")
         self.configs[key] = _Config()
 
+    def promote(self, key: str) -> None:
+        """Schedule every seed of ``key`` now, without a race (a search that runs every seed)."""
+        self.configs[key].scheduled = self.n_seeds
+
     def record(self, key: str, index: int, score: float) -> tuple[int, ...]:
         """Record seed ``index``'s score (nan for a failed run); returns the seed indices to
         run now: the remaining seeds when a first score earns promotion, else none."""
@@ -83,7 +87,7 @@ class SeedRace:
         if not 0 <= index < config.scheduled or index in config.scores:
             raise ValueError(f"seed index {index} of {key!r} was not scheduled or is reported")
         config.scores[index] = float(score)
-        if index != 0 or self.n_seeds == 1 or not self.promotes(key, float(score)):
+        if index != 0 or config.scheduled == self.n_seeds or not self.promotes(key, float(score)):
             return ()
         config.scheduled = self.n_seeds
         return tuple(range(1, self.n_seeds))
