@@ -31,9 +31,20 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["Evidence", "Prior", "build_prior", "evidence_from_runs", "scaled_ranks"]
+if TYPE_CHECKING:
+    from raystilts.searcher import ChainSearch
+
+__all__ = [
+    "Evidence",
+    "Prior",
+    "build_prior",
+    "evidence_from_runs",
+    "evidence_from_search",
+    "rank_tasks",
+    "scaled_ranks",
+]
 
 NEUTRAL = 0.5  # the prior of a task no other target ran: neither end of the ranking
 
@@ -64,7 +75,9 @@ class Prior:
     def ranking(self, tasks: Sequence[str], warm: Sequence[str] | None = None) -> tuple[str, ...]:
         """``tasks`` best first by :meth:`score` (with the warm start's ranking ``warm``);
         ties keep the warm start's order, then the order of ``tasks``."""
-        order = [t for t in (warm or ()) if t in tasks] + [t for t in tasks if t not in (warm or ())]
+        order = [t for t in (warm or ()) if t in tasks] + [
+            t for t in tasks if t not in (warm or ())
+        ]
         warm_rank = scaled_ranks({t: -i for i, t in enumerate(warm)}) if warm else {}
         scores = {t: self.score(t, warm_rank.get(t)) for t in order}
         return tuple(sorted(order, key=lambda t: -scores[t]))  # stable: ties keep ``order``
@@ -149,3 +162,24 @@ def evidence_from_runs(runs: Iterable[_Run]) -> list[Evidence]:
         if value is not None and math.isfinite(value):
             out.append(Evidence(target=target, chain=chain, score=float(value)))
     return out
+
+
+def evidence_from_search(search: ChainSearch) -> list[Evidence]:
+    """A finished (or running) search's configs as evidence: each config's mean over the
+    seeds it ran (:meth:`raystilts.searcher.ChainSearch.selection`'s numbers)."""
+    out = []
+    for key in search.configs:
+        mean = search.race.mean(key)
+        if math.isfinite(mean):
+            out.append(Evidence(target=search.target, chain=search.chain(key), score=mean))
+    return out
+
+
+def rank_tasks(
+    prior: Prior | None, tasks: Sequence[str], warm: Sequence[str] | None
+) -> tuple[str, ...] | None:
+    """The ranking a target's search starts from (:func:`raystilts.searcher.build_search`):
+    the prior combined with the warm start; None when there is neither."""
+    if prior is None or not prior.sources:
+        return tuple(warm) if warm else None
+    return prior.ranking(tasks, warm)

@@ -33,6 +33,13 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from raystilts import storage as storage_lib
 from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.errors import UserError
+from raystilts.prior import (
+    Evidence,
+    build_prior,
+    evidence_from_runs,
+    evidence_from_search,
+    rank_tasks,
+)
 from raystilts.searcher import (
     DONE,
     LOCAL_SHARE,
@@ -49,7 +56,7 @@ from raystilts.searcher import (
 )
 from raystilts.space import MIX, SearchSpace, all_chains, chain_from_params
 from raystilts.tasks import CATALOG, TaskSpec, selection_key, with_labels
-from raystilts.tracking import Tracker
+from raystilts.tracking import Tracker, load_runs
 from raystilts.workspace import open_workspace, prepare_workspace
 
 # the search's logic lives in raystilts.searcher (no Ray); re-exported under its old names
@@ -820,6 +827,7 @@ def _run_targets(
     model_fingerprint = (
         storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
     )
+    evidence = _earlier_evidence(space, tracker)  # for the prior (raystilts.prior)
     for target in space.targets:
         metric = selection_key(CATALOG[target])
         if run.log:
@@ -827,8 +835,11 @@ def _run_targets(
                 f"{target}: {space.search.num_samples} trials, {space.search.max_concurrent} at a time, selected on {metric}",
                 flush=True,
             )
+        ranking = _target_ranking(
+            space, target, warm.get(target), evidence, tracker, parent, run.log
+        )
         # the same objects the tabular replay drives (benchmarks/transfer_tables.py)
-        search = build_search(space, target, ranking=warm.get(target))
+        search = build_search(space, target, ranking=ranking)
         searcher = RacingSearcher(search, metric=metric)
         seeds = len(space.search.seeds)
         samples = search.num_samples
@@ -891,3 +902,40 @@ def _run_targets(
         grid = tuner.fit()
         counts[target] = len(grid)
         failed[target] = grid.num_errors
+        if space.search.prior.other_targets:  # this target's trials inform the next targets'
+            evidence += evidence_from_search(search)
+
+
+def _earlier_evidence(space: SearchSpace, tracker: Tracker) -> list[Evidence]:
+    """Finished trials of ``search.prior.experiments`` in this search's tracking store."""
+    evidence: list[Evidence] = []
+    for name in space.search.prior.experiments:
+        runs = load_runs(tracking_uri=tracker.tracking_uri, experiment=name)
+        evidence += evidence_from_runs(runs)
+    return evidence
+
+
+def _target_ranking(
+    space: SearchSpace,
+    target: str,
+    warm: Sequence[str] | None,
+    evidence: Sequence[Evidence],
+    tracker: Tracker,
+    parent: str,
+    log: bool,
+) -> tuple[str, ...] | None:
+    """The warm start combined with the prior from other targets; logged on the search run."""
+    pool = space.intermediate.pool_for(target)
+    prior = build_prior(evidence, tasks=pool, target=target)
+    ranking = rank_tasks(prior, pool, warm)
+    if prior.sources:
+        line = prior.describe(pool, warm)
+        tracker.set_tags(parent, {f"raystilts.prior.{target}": line[:5000]})
+        tracker.log_metrics(
+            parent,
+            {f"prior/{target}/{t}/score": prior.score(t) for t in pool},
+            step=0,
+        )
+        if log:
+            print(f"{target}: {line}", flush=True)
+    return ranking

@@ -116,7 +116,9 @@ def read_table(path: str | Path) -> TransferTable:
     if not rows:
         raise UserError(f"{path}: no rows with a seed other than 'mean'; nothing to replay")
     languages = tuple(sorted({r.language for r in rows}))
-    return TransferTable(path=str(path), rows=tuple(rows), skipped=dict(skipped), languages=languages)
+    return TransferTable(
+        path=str(path), rows=tuple(rows), skipped=dict(skipped), languages=languages
+    )
 
 
 def _row(path: Path, line: int, raw: dict[str, str | None]) -> Row | None:
