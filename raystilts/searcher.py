@@ -135,9 +135,11 @@ def neighbours(
         elif mixed:
             candidates.append((MIX.join(sorted([*tasks, b])),))
         for c in candidates:
+            if len(tasks) + 1 > space.intermediate.max_chain_length:
+                break  # too long: every candidate adds one task (checked first: it is cheap)
             try:
                 chain_params(space, target, c)
-            except ValueError:  # outside the space: too long, or a form it does not search
+            except ValueError:  # outside the space: a form it does not search
                 continue
             if c not in out:
                 out.append(c)
@@ -292,20 +294,27 @@ class ChainSearch:
             return
         candidates = self._untried_neighbours(best)
         if not candidates and self.ranked:
-            singles = [(t,) for t in self.order if _in_space(self.space, self.target, (t,))]
-            candidates = [
-                p
-                for p in (chain_params(self.space, self.target, c) for c in singles)
-                if chain_identity(p, self.space, self.target) not in self.configs
-            ]
+            candidates = self._next_ranked()
         if candidates:
             self.study.enqueue_trial(candidates[0])
             self.local += 1
+
+    def _next_ranked(self) -> list[dict[str, Any]]:
+        """Params of the ranking's first single-task chain not tried yet (none: [])."""
+        for t in self.order:
+            if _in_space(self.space, self.target, (t,)):
+                params = chain_params(self.space, self.target, (t,))
+                if chain_identity(params, self.space, self.target) not in self.configs:
+                    return [params]
+        return []
 
     def _untried_neighbours(self, best: str) -> list[dict[str, Any]]:
         """Params of the best chain's untried neighbours, cheapest first (stable): one whose
         phases but the last are trained already costs one phase."""
         config = self.configs[best]
+        chains = neighbours(self.chain(best), self.order, self.space, self.target)
+        if not chains:  # skips reading every config's chain (400 candidates: seconds)
+            return []
         plans = [chain_from_params(c, self.space, self.target) for c in self.configs.values()]
         # task prefixes some config trained already (its first seed at least)
         trained = {p.tasks[:i] for p in plans for i in range(1, len(p.tasks) + 1)}
@@ -314,10 +323,7 @@ class ChainSearch:
             tasks = chain_from_params(params, self.space, self.target).tasks
             return len(tasks) > 1 and tasks[:-1] not in trained
 
-        candidates = [
-            neighbour_params(self.space, self.target, config, c)
-            for c in neighbours(self.chain(best), self.order, self.space, self.target)
-        ]
+        candidates = [neighbour_params(self.space, self.target, config, c) for c in chains]
         untried = [
             p for p in candidates if chain_identity(p, self.space, self.target) not in self.configs
         ]

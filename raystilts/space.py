@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -93,7 +94,8 @@ class IntermediateSpace:
         return _pool(self.tasks, target)
 
 
-def _pool(tasks: Sequence[str], target: str) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=256)  # a search asks per proposal; sorting 400 tasks each time showed
+def _pool(tasks: tuple[str, ...], target: str) -> tuple[str, ...]:
     return tuple(sorted(t for t in tasks if t != target))
 
 
