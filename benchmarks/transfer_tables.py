@@ -126,7 +126,9 @@ def _seed_order(seed: str) -> tuple[int, float, str]:
         return (1, 0.0, seed)
 
 
-def space_for(target: str, candidates: Sequence[str], n_seeds: int, **search: object) -> SearchSpace:
+def space_for(
+    target: str, candidates: Sequence[str], n_seeds: int, **search: object
+) -> SearchSpace:
     """The search space ``raystilts search`` would get for this table target: single-task
     chains over the candidates, the table's seeds, fixed learning rates and steps."""
     catalog = {t: TableTask(name=t) for t in (*candidates, target)}
