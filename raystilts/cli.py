@@ -116,9 +116,19 @@ def _analyze(
         from raystilts.tracking import load_runs
 
         runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
+        _say_unused(runs)
         return render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
     analysis = _full_analysis(experiment, tracking_uri, distance=distance)
     return render_analysis(analysis, fmt, by=by, select=select)  # type: ignore[arg-type]
+
+
+def _say_unused(runs: Any) -> None:
+    """Runs the analyses cannot use are never dropped silently: one line on stderr."""
+    from raystilts.analysis import describe_unused
+
+    line = describe_unused(runs)
+    if line:
+        print(line, file=sys.stderr)
 
 
 def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "syntactic") -> Any:
@@ -131,6 +141,7 @@ def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "synta
     runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
     if not runs:
         raise UserError(f"experiment {experiment!r} has no trial runs yet; run a search first")
+    _say_unused(runs)
     catalog = _catalog()
     return analyze(
         runs_to_long(runs),
@@ -234,6 +245,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             metrics=summary_metrics(numbers),
         )
         print(f"logged to MLflow: summary run {run_id} of experiment {args.experiment!r}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from raystilts.table_import import import_table
+
+    print(import_table(args.table, experiment=args.experiment, tracking_uri=_tracking_uri(args)))
     return 0
 
 
@@ -385,6 +403,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-mlflow", action="store_true", help="do not log the report as a summary run"
     )
     r.set_defaults(fn=cmd_report)
+    i = sub.add_parser("import", help="a published transfer table CSV as MLflow runs")
+    i.add_argument("table", help="CSV in the format of shared/data/transfer/README.md")
+    i.add_argument("--experiment", required=True)
+    i.add_argument("--tracking-uri")
+    i.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
+    i.set_defaults(fn=cmd_import)
     t = sub.add_parser("tasks", help="list the task catalog")
     t.add_argument(
         "--json", action="store_true", help="a JSON list: name, type, metric, languages, source..."

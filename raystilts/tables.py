@@ -16,6 +16,7 @@ target (self-transfer) is not a candidate for that target. Bad input is one
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,7 +24,15 @@ from pathlib import Path
 
 from raystilts.errors import UserError
 
-__all__ = ["BASELINE", "COLUMNS", "Row", "TransferTable", "read_table"]
+__all__ = [
+    "BASELINE",
+    "COLUMNS",
+    "ImportedRun",
+    "Row",
+    "TransferTable",
+    "imported_runs",
+    "read_table",
+]
 
 BASELINE = "NONE"  # the intermediate of a baseline run (no intermediate task)
 COLUMNS = ("intermediate", "target", "language", "seed", "score", "baseline_score", "metric")
@@ -160,3 +169,68 @@ def _number(path: Path, line: int, key: str, text: str) -> float:
     if math.isinf(value):
         raise UserError(f"{path}:{line}: {key} {text!r} is infinite; write a finite number")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedRun:
+    """One published run as an MLflow run in the layout of a searched trial."""
+
+    name: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    status: str  # FINISHED, or FAILED when the study reports no defined score
+
+
+def imported_runs(table: TransferTable, *, source: str) -> tuple[list[ImportedRun], int]:
+    """The table's runs, one per (intermediate, target, seed) with a score per language, and
+    how many self-transfer rows were left out (not a chain). A study reports one score per
+    run: it is logged as ``dev/{target}/{lang}/score`` (what selection reads) and as
+    ``test/...`` (what gains read), tagged so; ``NONE`` rows are the empty chain."""
+    from raystilts.searcher import config_key
+
+    groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
+    left_out = 0
+    for r in table.rows:
+        if r.intermediate == r.target:
+            left_out += 1
+            continue
+        groups[(r.intermediate, r.target, r.seed)].append(r)
+    labels: dict[str, list[str]] = defaultdict(list)  # target -> its seed labels, in order
+    for _, target, seed in groups:
+        if seed not in labels[target]:
+            labels[target].append(seed)
+    runs = []
+    for (inter, target, seed), rows in groups.items():
+        tasks = [] if inter == BASELINE else [inter]
+        chain = ">".join([*tasks, target])
+        scores = {r.language: r.score for r in rows if math.isfinite(r.score)}
+        lang = "en" if "en" in scores else min(scores, default="en")
+        number = seed if seed.isdigit() else str(labels[target].index(seed))
+        params = {
+            "target": target,
+            "chain": chain,
+            "intermediate": json.dumps(tasks),
+            "chain_length": str(len(tasks)),
+            "seed": number,
+            "table_seed": seed,
+            "metric": "score",
+            "metric_description": rows[0].metric[:400],
+            "selection_metric": f"dev/{target}/{lang}/score",
+            "config_key": config_key({"chain": chain}, target),
+        }
+        metrics = {
+            f"{split}/{target}/{lg}/score": v
+            for lg, v in scores.items()
+            for split in ("dev", "test")
+        }
+        tags = {
+            "raystilts.target": target,
+            "raystilts.chain": chain,
+            "raystilts.kind": "trial",
+            "raystilts.imported_from": source,
+            "raystilts.imported_note": "the study's one score per run, logged as dev and test",
+        }
+        status = "FINISHED" if scores else "FAILED"
+        runs.append(ImportedRun(f"{chain}#{seed}", params, metrics, tags, status))
+    return runs, left_out
