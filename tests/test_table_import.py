@@ -7,10 +7,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_transfer_tables import HEADER, TABLE
 
 from raystilts.analysis import derived_config_key, describe_unused, runs_to_long
 from raystilts.cli import main
-from test_transfer_tables import HEADER, TABLE
 
 
 def test_import_then_analyze_reads_the_table_like_a_search(
