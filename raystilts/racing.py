@@ -1,10 +1,10 @@
 """Seed racing: a sampled chain earns its further seeds only while it can still be the best.
 
-    race = SeedRace(n_seeds=3, within_sd=1.0)
+    race = SeedRace(n_seeds=4, within_sd=1.0)
     race.start("cfg-a")
-    race.record("cfg-a", 0, 0.61)     # -> (1, 2): no rival yet, every seed runs
-    race.record("cfg-a", 1, 0.59)     # -> (): further seeds are never promoted again
-    race.record("cfg-a", 2, 0.60)
+    race.record("cfg-a", 0, 0.61)     # -> (1,): no rival yet, its seeds double
+    race.record("cfg-a", 1, 0.59)     # -> (2, 3)
+    race.record("cfg-a", 2, 0.60); race.record("cfg-a", 3, 0.60)
     race.start("cfg-b")
     race.record("cfg-b", 0, 0.40)     # -> (): far below cfg-a's mean: seed 0 only
 
@@ -12,16 +12,20 @@ Running every sampled chain with every seed spends most of a search's compute on
 one seed already shows to be hopeless. This is successive halving over seeds (the idea behind
 racing algorithms such as F-race and irace, Birattari et al. 2002, López-Ibáñez et al. 2016,
 and behind Hyperband's rungs, with seeds as the resource): every configuration runs its first
-seed; it runs the others only when that first score is within ``within_sd`` seed standard
-deviations of the best mean seen so far. The seed standard deviation is pooled over the
-configurations that ran several seeds (sample sd, ddof 1), so the rule scales with the noise
-the search actually measures instead of a constant picked for one benchmark.
+seed; once all its scheduled seeds are in, it earns as many more (1, 2, 4, ... up to every
+seed) only when its mean is within ``within_sd`` standard errors (``sd / sqrt(seeds run)``) of
+the best other mean seen so far. After one seed that is ``within_sd`` seed standard
+deviations; each further rung judges a better-measured mean more tightly, as a race eliminates
+a candidate as soon as the evidence against it suffices, instead of running all remaining
+seeds on one score. The seed standard deviation is pooled over the configurations that ran
+several seeds (sample sd, ddof 1), so the rule scales with the noise the search actually
+measures instead of a constant picked for one benchmark.
 
-Why the selection stays sound: a configuration left at one seed scored below ``best - within_sd
-* sd`` when it was judged, so it is below the best mean and cannot be selected over it by the
-mean-over-seeds rule of :func:`raystilts.analysis.best_chains`; every candidate that can be
-selected has all its seeds. Until there is an estimate of the seed sd (no configuration has two
-finite scores yet) every configuration is promoted: the rule never refuses without evidence.
+Why the selection stays sound: a configuration left at fewer seeds had a mean below ``best -
+within_sd * sd / sqrt(n)`` when it was judged, so it is below the best mean and cannot be
+selected over it by the mean-over-seeds rule of :func:`raystilts.analysis.best_chains`. Until
+there is an estimate of the seed sd (no configuration has two finite scores yet) or a rival,
+a configuration is promoted: the rule never refuses without evidence.
 
 Pure (no Ray): :class:`raystilts.search.RacingSearcher` drives it from Tune.
 """
@@ -82,25 +86,31 @@ class SeedRace:
 
     def record(self, key: str, index: int, score: float) -> tuple[int, ...]:
         """Record seed ``index``'s score (nan for a failed run); returns the seed indices to
-        run now: the remaining seeds when a first score earns promotion, else none."""
+        run now: the next rung (as many seeds again) when the scheduled ones are all in and
+        their mean earns promotion, else none."""
         config = self.configs[key]
         if not 0 <= index < config.scheduled or index in config.scores:
             raise ValueError(f"seed index {index} of {key!r} was not scheduled or is reported")
         config.scores[index] = float(score)
-        if index != 0 or config.scheduled == self.n_seeds or not self.promotes(key, float(score)):
+        run = len(config.scores)
+        if run < config.scheduled or config.scheduled == self.n_seeds:
             return ()
-        config.scheduled = self.n_seeds
-        return tuple(range(1, self.n_seeds))
+        finite = [s for s in config.scores.values() if math.isfinite(s)]
+        if len(finite) < run or not self.promotes(key, statistics.fmean(finite), seeds=run):
+            return ()  # a failed seed never earns more
+        old, config.scheduled = config.scheduled, min(self.n_seeds, 2 * config.scheduled)
+        return tuple(range(old, config.scheduled))
 
-    def promotes(self, key: str, score: float) -> bool:
-        """Whether a first-seed ``score`` of ``key`` is within reach of the best other mean."""
+    def promotes(self, key: str, score: float, *, seeds: int = 1) -> bool:
+        """Whether ``score``, the mean of ``seeds`` seeds of ``key``, is within reach of the
+        best other mean: ``within_sd`` standard errors of it."""
         if not math.isfinite(score):
             return False
         rival = self.best_mean(exclude=key)
         sd = self.seed_sd()
         if rival is None or sd is None:
             return True  # no evidence to refuse on
-        return self.sign * score >= self.sign * rival - self.within_sd * sd
+        return self.sign * score >= self.sign * rival - self.within_sd * sd / math.sqrt(seeds)
 
     def done(self, key: str) -> bool:
         """Every seed the configuration will run has reported."""
