@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna
 
-from raystilts.prior import Evidence, build_prior
+from raystilts.prior import Evidence, Prior, Reranker, build_prior
 from raystilts.searcher import Launch, build_search
 from raystilts.space import SearchSpace, load_space_dict
 from raystilts.tables import BASELINE, TransferTable, read_table
@@ -163,11 +163,12 @@ def replay(
     truth: Truth,
     cells: Mapping[str, Mapping[str, float]],
     ranking: Sequence[str] | None,
+    rerank: Reranker | None = None,
 ) -> list[str]:
     """Run one search on looked-up scores; returns the selection after each trial (its
     candidate), computed incrementally with the search's own rule (best running mean, ties to
     the first started), at most the grid's size of trials."""
-    search = build_search(space, target, ranking=ranking)
+    search = build_search(space, target, ranking=ranking, rerank=rerank)
     sums: dict[str, list[float]] = {}  # candidate -> [sum, count] of finite scores
     started: dict[str, int] = {}
     best: str | None = None
@@ -222,7 +223,7 @@ def outcome(trace: Sequence[str], truth: Truth) -> Outcome:
     return Outcome(until, found, tuple(regret))
 
 
-def prior_ranking(table: TransferTable, target: str, candidates: Sequence[str]) -> tuple[str, ...]:
+def leave_one_out(table: TransferTable, target: str, candidates: Sequence[str]) -> Prior:
     """Leave-one-target-out: every other target task's rows are finished trials of earlier
     searches (the target task's other languages are left out too)."""
     task = target.split("@")[0]
@@ -231,8 +232,12 @@ def prior_ranking(table: TransferTable, target: str, candidates: Sequence[str]) 
         for r in table.rows
         if r.target != task and r.intermediate != BASELINE
     ]
-    prior = build_prior(evidence, tasks=candidates, target=task)
-    return prior.ranking(candidates)
+    return build_prior(evidence, tasks=candidates, target=task)
+
+
+def prior_ranking(table: TransferTable, target: str, candidates: Sequence[str]) -> tuple[str, ...]:
+    """The ranking the default search starts from (no warm start: a table has no texts)."""
+    return leave_one_out(table, target, candidates).ranking(candidates)
 
 
 def run_table(table: TransferTable, repeats: int, log: Callable[[str], None]) -> dict[str, object]:
@@ -246,7 +251,9 @@ def run_table(table: TransferTable, repeats: int, log: Callable[[str], None]) ->
             continue
         truths[target] = truth
         candidates = list(cells)
-        ranking = prior_ranking(table, target, candidates)
+        prior = leave_one_out(table, target, candidates)
+        ranking = prior.ranking(candidates)
+        rerank = Reranker(prior, tuple(candidates))
         per: dict[str, list[Outcome]] = {s: [] for s in SEARCHES}
         for r in range(repeats):
             for name in SEARCHES:
@@ -254,8 +261,18 @@ def run_table(table: TransferTable, repeats: int, log: Callable[[str], None]) ->
                 space = space_for(
                     target, candidates, len(truth.seeds), sampler_seed=r, algorithm=algorithm
                 )
-                rank = ranking if name == "default" else None
-                out = outcome(replay(space, target, truth, cells, rank), truth)
+                default = name == "default"
+                out = outcome(
+                    replay(
+                        space,
+                        target,
+                        truth,
+                        cells,
+                        ranking if default else None,
+                        rerank if default else None,
+                    ),
+                    truth,
+                )
                 if name == "grid":  # exhaustive: done only once every cell has run
                     out = Outcome(truth.grid, True, out.regret)
                 per[name].append(out)

@@ -19,6 +19,12 @@ evidence about a new target before it trains anything. The rule, and why each pa
   place of the pseudo-target: a zero-cost similarity estimate counts as much as one observed
   target, so with one or two targets seen it still matters and with many it yields.
 
+* once the searched target has scored a few single-task chains (``MIN_SHARED``), each other
+  target is weighted by how well its ranking agrees with them (Spearman's correlation on the
+  tasks both ran; negative or none: weight 0): which tasks help is partly specific to the
+  target (TaskWeb, Kim et al. 2023), and a target that ranks the same tasks alike is the better
+  guide to the rest (:meth:`Prior.reweighted`, the search's :class:`Reranker`).
+
 Only single-task chains are evidence: a longer chain's score belongs to its order and partners.
 Pure (no Ray, no MLflow): :func:`evidence_from_runs` reads plain run records.
 """
@@ -30,7 +36,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Evidence",
     "Prior",
+    "Reranker",
     "build_prior",
     "evidence_from_runs",
     "evidence_from_search",
@@ -47,6 +54,9 @@ __all__ = [
 ]
 
 NEUTRAL = 0.5  # the prior of a task no other target ran: neither end of the ranking
+# observed tasks a target must share with another before their agreement weights it: a rank
+# correlation over fewer is +1 or -1 by chance half the time
+MIN_SHARED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +73,31 @@ class Prior:
     """Per task: the shrunk mean scaled rank over other targets, and those targets' sums."""
 
     target: str
-    rank_sums: dict[str, float]  # task -> sum of its scaled ranks over other targets
-    support: dict[str, int]  # task -> other targets that ran it
+    rank_sums: dict[str, float]  # task -> (weighted) sum of its scaled ranks over other targets
+    support: dict[str, float]  # task -> (weighted) number of other targets that ran it
     sources: tuple[str, ...]  # the other targets the evidence came from
+    means: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> task -> mean
+
+    def reweighted(self, observed: Mapping[str, float]) -> Prior:
+        """The prior with each other target weighted by the Spearman correlation of its task
+        means with ``observed`` (this target's task means so far), clipped at 0; unchanged
+        until a target shares ``MIN_SHARED`` observed tasks, or when no weight is positive."""
+        weights = {}
+        for other, means in self.means.items():
+            shared = [t for t in observed if t in means]
+            if len(shared) >= MIN_SHARED:
+                weights[other] = max(
+                    0.0, _spearman([observed[t] for t in shared], [means[t] for t in shared])
+                )
+        if not weights or not any(weights.values()):
+            return self
+        sums: dict[str, float] = defaultdict(float)
+        support: dict[str, float] = defaultdict(float)
+        for other, w in weights.items():
+            for t, r in scaled_ranks(self.means[other]).items():
+                sums[t] += w * r
+                support[t] += w
+        return Prior(self.target, dict(sums), dict(support), self.sources, self.means)
 
     def score(self, task: str, warm: float | None = None) -> float:
         """The task's prior; ``warm`` (its scaled warm-start rank) replaces the pseudo-target."""
@@ -118,17 +150,44 @@ def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: s
         if e.chain[0] in wanted and e.chain[0] != e.target:  # self-transfer is no evidence
             cells[e.target][e.chain[0]].append(e.score)
     sums: dict[str, float] = defaultdict(float)
-    support: dict[str, int] = defaultdict(int)
+    support: dict[str, float] = defaultdict(float)
     sources = []
+    all_means = {}
     for other in sorted(cells):
         means = {t: statistics.fmean(v) for t, v in cells[other].items()}
         if len(means) < 2:  # one task alone ranks against nothing
             continue
         sources.append(other)
+        all_means[other] = means
         for t, r in scaled_ranks(means).items():
             sums[t] += r
             support[t] += 1
-    return Prior(target=target, rank_sums=dict(sums), support=dict(support), sources=tuple(sources))
+    return Prior(target, dict(sums), dict(support), tuple(sources), all_means)
+
+
+def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson's on tied-average ranks); 0 when one is constant."""
+    ra = scaled_ranks(dict(enumerate(a)))
+    rb = scaled_ranks(dict(enumerate(b)))
+    xs, ys = [ra[i] for i in range(len(a))], [rb[i] for i in range(len(b))]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx and syy else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reranker:
+    """The ranking of ``tasks`` given this target's task means so far (picklable, for Tune's
+    searcher checkpoints): :meth:`Prior.reweighted`, then :meth:`Prior.ranking`."""
+
+    prior: Prior
+    tasks: tuple[str, ...]
+    warm: tuple[str, ...] | None = None
+
+    def __call__(self, observed: Mapping[str, float]) -> tuple[str, ...]:
+        return self.prior.reweighted(observed).ranking(self.tasks, self.warm)
 
 
 class _Run(Protocol):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -205,6 +205,7 @@ class ChainSearch:
         order: Sequence[str] = (),
         local_share: float = 0.0,
         ranked: bool = False,
+        rerank: Callable[[Mapping[str, float]], Sequence[str]] | None = None,
     ) -> None:
         self.space = space
         self.target = target
@@ -226,6 +227,7 @@ class ChainSearch:
         self.order = tuple(order)
         self.local_share = local_share
         self.ranked = ranked
+        self.rerank = rerank  # the ranking again, given this target's task means so far
         self.local = 0  # configs proposed by the local rule
 
     def _launch(self, key: str, index: int) -> Launch:
@@ -301,7 +303,13 @@ class ChainSearch:
 
     def _next_ranked(self) -> list[dict[str, Any]]:
         """Params of the ranking's first single-task chain not tried yet (none: [])."""
-        for t in self.order:
+        order = self.order
+        if self.rerank is not None:  # the prior, reweighted by what this target scored
+            singles = ((self.chain(k), self.race.mean(k)) for k in self.configs)
+            order = tuple(
+                self.rerank({c[0]: m for c, m in singles if len(c) == 1 and math.isfinite(m)})
+            )
+        for t in order:
             if _in_space(self.space, self.target, (t,)):
                 params = chain_params(self.space, self.target, (t,))
                 if chain_identity(params, self.space, self.target) not in self.configs:
@@ -340,7 +348,11 @@ def _in_space(space: SearchSpace, target: str, chain: Sequence[str]) -> bool:
 
 
 def build_search(
-    space: SearchSpace, target: str, *, ranking: Sequence[str] | None = None
+    space: SearchSpace,
+    target: str,
+    *,
+    ranking: Sequence[str] | None = None,
+    rerank: Callable[[Mapping[str, float]], Sequence[str]] | None = None,
 ) -> ChainSearch:
     """The search of ``target`` as ``raystilts search`` runs it, per ``search.algorithm``.
 
@@ -349,7 +361,8 @@ def build_search(
     seeds raced and the local rule. For random and tpe the baseline goes first
     (``baseline_first``), then the first ``warm_start_chains`` tasks of ``ranking`` (the warm
     start and the prior, :mod:`raystilts.prior`; None: no ranking), whose order also
-    orders the neighbours of the best chain.
+    orders the neighbours of the best chain; ``rerank`` (:class:`raystilts.prior.Reranker`)
+    ranks again on local turns from this target's task means so far.
     """
     settings = space.search
     pool = space.intermediate.pool_for(target)
@@ -390,4 +403,5 @@ def build_search(
         order=(*ranked, *(t for t in pool if t not in ranked)),
         local_share=settings.neighbour_share,
         ranked=bool(ranked),
+        rerank=rerank if ranked else None,
     )
