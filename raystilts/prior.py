@@ -130,13 +130,17 @@ def scaled_ranks(scores: Mapping[str, float]) -> dict[str, float]:
     """
     if len(scores) == 1:
         return dict.fromkeys(scores, NEUTRAL)
-    ordered = sorted(scores.values())
+    ordered = sorted(scores, key=lambda k: scores[k])
     out: dict[str, float] = {}
-    for key, value in scores.items():
-        first = ordered.index(value)  # 0-based rank of the lowest tie
-        last = len(ordered) - 1 - ordered[::-1].index(value)
-        out[key] = (first + last) / 2 / (len(ordered) - 1)
-    return out
+    start = 0
+    while start < len(ordered):  # a run of ties shares the mean of its 0-based ranks
+        end = start
+        while end + 1 < len(ordered) and scores[ordered[end + 1]] == scores[ordered[start]]:
+            end += 1
+        for key in ordered[start : end + 1]:
+            out[key] = (start + end) / 2 / (len(ordered) - 1)
+        start = end + 1
+    return {k: out[k] for k in scores}
 
 
 def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: str) -> Prior:
@@ -167,9 +171,9 @@ def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: s
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman's rank correlation (Pearson's on tied-average ranks); 0 when one is constant."""
-    ra = scaled_ranks(dict(enumerate(a)))
-    rb = scaled_ranks(dict(enumerate(b)))
-    xs, ys = [ra[i] for i in range(len(a))], [rb[i] for i in range(len(b))]
+    ra = scaled_ranks({str(i): v for i, v in enumerate(a)})
+    rb = scaled_ranks({str(i): v for i, v in enumerate(b)})
+    xs, ys = [ra[str(i)] for i in range(len(a))], [rb[str(i)] for i in range(len(b))]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     sxx = sum((x - mx) ** 2 for x in xs)

@@ -35,6 +35,7 @@ from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.errors import UserError
 from raystilts.prior import (
     Evidence,
+    Reranker,
     build_prior,
     evidence_from_runs,
     evidence_from_search,
@@ -835,11 +836,11 @@ def _run_targets(
                 f"{target}: {space.search.num_samples} trials, {space.search.max_concurrent} at a time, selected on {metric}",
                 flush=True,
             )
-        ranking = _target_ranking(
+        ranking, rerank = _target_ranking(
             space, target, warm.get(target), evidence, tracker, parent, run.log
         )
         # the same objects the tabular replay drives (benchmarks/transfer_tables.py)
-        search = build_search(space, target, ranking=ranking)
+        search = build_search(space, target, ranking=ranking, rerank=rerank)
         searcher = RacingSearcher(search, metric=metric)
         seeds = len(space.search.seeds)
         samples = search.num_samples
@@ -923,8 +924,9 @@ def _target_ranking(
     tracker: Tracker,
     parent: str,
     log: bool,
-) -> tuple[str, ...] | None:
-    """The warm start combined with the prior from other targets; logged on the search run."""
+) -> tuple[tuple[str, ...] | None, Reranker | None]:
+    """The warm start combined with the prior from other targets, and the prior's reranker
+    (None without other targets' evidence); logged on the search run."""
     pool = space.intermediate.pool_for(target)
     prior = build_prior(evidence, tasks=pool, target=target)
     ranking = rank_tasks(prior, pool, warm)
@@ -938,4 +940,5 @@ def _target_ranking(
         )
         if log:
             print(f"{target}: {line}", flush=True)
-    return ranking
+    rerank = Reranker(prior, pool, tuple(warm) if warm else None) if prior.sources else None
+    return ranking, rerank

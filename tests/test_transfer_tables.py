@@ -162,3 +162,38 @@ def test_benchmark_smoke_prints_its_last_line(capsys: pytest.CaptureFixture[str]
     assert tt.main(["--smoke"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("transfer_tables: default/grid=") and "found=" in last
+
+
+def test_prior_reweights_other_targets_by_agreement_with_this_targets_scores() -> None:
+    from raystilts.prior import Reranker
+
+    # u ranks a > b > c > d; v ranks the reverse; averaged they cancel out
+    evidence = [
+        *(Evidence("u", (t,), s) for t, s in zip("abcd", (4, 3, 2, 1), strict=True)),
+        *(Evidence("v", (t,), s) for t, s in zip("abcd", (1, 2, 3, 4), strict=True)),
+    ]
+    prior = build_prior(evidence, tasks="abcd", target="t")
+    assert prior.score("a") == prior.score("d") == pytest.approx(0.5)
+    # this target scored b > c > d so far: it agrees with u (+1), disagrees with v (weight 0)
+    observed = {"b": 0.9, "c": 0.5, "d": 0.1}
+    assert prior.reweighted(observed).ranking("abcd")[0] == "a"
+    assert Reranker(prior, ("a", "b", "c", "d"))(observed)[0] == "a"
+    # fewer than three shared tasks: no weighting yet
+    assert prior.reweighted({"d": 0.9, "c": 0.1}) is prior
+
+
+def test_space_reads_search_prior_and_round_trips() -> None:
+    from raystilts.space import load_space_dict
+    from raystilts.tasks import CATALOG as REAL
+
+    raw = {
+        "name": "p",
+        "targets": ["mini_xnli"],
+        "search": {"prior": {"experiments": ["pub", "older"], "other_targets": False}},
+    }
+    space = load_space_dict(raw, catalog=REAL)
+    assert space.search.prior.experiments == ("pub", "older")
+    assert not space.search.prior.other_targets
+    assert load_space_dict(space.to_dict(), catalog=REAL) == space
+    with pytest.raises(UserError, match="search.prior.experiments"):
+        load_space_dict({**raw, "search": {"prior": {"experiments": "pub"}}}, catalog=REAL)
