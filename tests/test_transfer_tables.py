@@ -195,5 +195,5 @@ def test_space_reads_search_prior_and_round_trips() -> None:
     assert space.search.prior.experiments == ("pub", "older")
     assert not space.search.prior.other_targets
     assert load_space_dict(space.to_dict(), catalog=REAL) == space
-    with pytest.raises(UserError, match="search.prior.experiments"):
+    with pytest.raises(UserError, match=r"search\.prior\.experiments"):
         load_space_dict({**raw, "search": {"prior": {"experiments": "pub"}}}, catalog=REAL)
