@@ -2,11 +2,13 @@
 
     race = SeedRace(n_seeds=4, within_sd=1.0)
     race.start("cfg-a")
-    race.record("cfg-a", 0, 0.61)     # -> (1,): no rival yet, its seeds double
-    race.record("cfg-a", 1, 0.59)     # -> (2, 3)
-    race.record("cfg-a", 2, 0.60); race.record("cfg-a", 3, 0.60)
+    race.record("cfg-a", 0, 0.61)     # -> (1,): the noise is unknown yet, its seeds double
+    race.record("cfg-a", 1, 0.59)     # -> (): no rival: two seeds estimate the noise
     race.start("cfg-b")
     race.record("cfg-b", 0, 0.40)     # -> (): far below cfg-a's mean: seed 0 only
+    race.start("cfg-c")
+    race.record_all("cfg-c", 0, 0.62) # -> [("cfg-c", 1)]: within reach
+    race.record_all("cfg-c", 1, 0.61) # -> [("cfg-c", 2), ("cfg-c", 3), ("cfg-a", 2), ("cfg-a", 3)]
 
 Running every sampled chain with every seed spends most of a search's compute on chains that
 one seed already shows to be hopeless. This is successive halving over seeds (the idea behind
@@ -24,8 +26,11 @@ measures instead of a constant picked for one benchmark.
 Why the selection stays sound: a configuration left at fewer seeds had a mean below ``best -
 within_sd * sd / sqrt(n)`` when it was judged, so it is below the best mean and cannot be
 selected over it by the mean-over-seeds rule of :func:`raystilts.analysis.best_chains`. Until
-there is an estimate of the seed sd (no configuration has two finite scores yet) or a rival,
-a configuration is promoted: the rule never refuses without evidence.
+there is an estimate of the seed sd (no configuration has two finite scores yet) a
+configuration is promoted: the rule never refuses without evidence. Without a rival (the
+first configuration), it stops once the sd can be estimated: more seeds would decide nothing;
+when a challenger later earns more seeds than the best, the best runs as many
+(:meth:`SeedRace.record_all`), so the race compares means of equal evidence.
 
 Pure (no Ray): :class:`raystilts.search.RacingSearcher` drives it from Tune.
 """
@@ -101,6 +106,26 @@ class SeedRace:
         old, config.scheduled = config.scheduled, min(self.n_seeds, 2 * config.scheduled)
         return tuple(range(old, config.scheduled))
 
+    def record_all(self, key: str, index: int, score: float) -> list[tuple[str, int]]:
+        """:meth:`record`, and when ``key`` earns a rung beyond the seeds of the best other
+        configuration (whose seeds are all in), that one's seeds up to the same count: a
+        race compares means of equal evidence, and the selection should not rest on fewer
+        seeds than its challenger. Returns (configuration, seed index) pairs to run now."""
+        runs = [(key, i) for i in self.record(key, index, score)]
+        if not runs:
+            return runs
+        target = self.configs[key].scheduled
+        best = self._best_other(key)
+        if best is not None and self.done(best) and self.configs[best].scheduled < target:
+            old = self.configs[best].scheduled
+            self.configs[best].scheduled = target
+            runs += [(best, i) for i in range(old, target)]
+        return runs
+
+    def _best_other(self, key: str) -> str | None:
+        scored = [k for k in self.configs if k != key and math.isfinite(self.mean(k))]
+        return max(scored, key=lambda k: self.sign * self.mean(k)) if scored else None
+
     def promotes(self, key: str, score: float, *, seeds: int = 1) -> bool:
         """Whether ``score``, the mean of ``seeds`` seeds of ``key``, is within reach of the
         best other mean: ``within_sd`` standard errors of it."""
@@ -108,8 +133,10 @@ class SeedRace:
             return False
         rival = self.best_mean(exclude=key)
         sd = self.seed_sd()
-        if rival is None or sd is None:
-            return True  # no evidence to refuse on
+        if sd is None:
+            return True  # no evidence to refuse on: the noise is unknown
+        if rival is None:
+            return False  # nothing to race against: more seeds would decide nothing
         return self.sign * score >= self.sign * rival - self.within_sd * sd / math.sqrt(seeds)
 
     def done(self, key: str) -> bool:

@@ -264,7 +264,7 @@ class ChainSearch:
 
     def report(self, key: str, index: int, score: float) -> None:
         """Seed ``index`` of ``key`` scored ``score`` (nan: the run failed)."""
-        self.queue += [(key, i) for i in self.race.record(key, index, score)]
+        self.queue += self.race.record_all(key, index, score)
         self._tell(key)
 
     def selection(self) -> str | None:

@@ -60,19 +60,22 @@ def _space(seeds: list[int]) -> SearchSpace:
 def test_race_promotes_without_evidence_then_only_within_one_sd() -> None:
     race = SeedRace(n_seeds=3)
     race.start("base")
-    assert race.record("base", 0, 0.50) == (1,)  # no rival and no sd: promote
+    assert race.record("base", 0, 0.50) == (1,)  # no sd yet: promote
     assert not race.done("base") and race.pending()
-    assert race.record("base", 1, 0.54) == (2,)  # still no rival: the next rung
-    assert race.record("base", 2, 0.52) == ()
+    assert race.record("base", 1, 0.54) == ()  # no rival: two seeds estimate the noise
     assert race.done("base") and not race.pending()
-    assert race.seed_sd() == pytest.approx(0.02)
+    assert race.seed_sd() == pytest.approx(math.sqrt(0.0008))
     race.start("weak")
-    assert race.record("weak", 0, 0.49) == ()  # 0.49 < 0.52 - 0.02
+    assert race.record("weak", 0, 0.49) == ()  # 0.49 < 0.52 - 0.028
     assert race.done("weak")  # one seed is all it runs
     race.start("close")
-    assert race.record("close", 0, 0.505) == (1,)  # within one sd of 0.52
-    # two seeds: mean 0.4975 is judged on its standard error, sd / sqrt(2) (sd pooled 0.0174)
-    assert race.record("close", 1, 0.49) == () and race.done("close")
+    assert race.record_all("close", 0, 0.505) == [("close", 1)]  # within one sd of 0.52
+    # two seeds: mean 0.4975 is judged on its standard error, sd / sqrt(2) (sd pooled 0.021)
+    assert race.record_all("close", 1, 0.49) == [] and race.done("close")
+    race.start("strong")
+    assert race.record_all("strong", 0, 0.53) == [("strong", 1)]
+    # a third seed for the challenger: the best (base, two seeds) runs its third too
+    assert race.record_all("strong", 1, 0.53) == [("strong", 2), ("base", 2)]
     race.start("failed")
     assert race.record("failed", 0, math.nan) == ()  # a failed first seed never earns more
 
