@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class Truth:
 class Outcome:
     until_found: int  # trials; the grid's size when never found
     found: bool
-    regret: tuple[float, ...]  # at BUDGETS
+    regret: tuple[float, ...]  # at the budgets (fractions of the grid)
 
 
 def truth_of(table: TransferTable, target: str) -> Truth:
@@ -207,7 +208,7 @@ def _best(sums: Mapping[str, list[float]], started: Mapping[str, int]) -> str:
     return min(sums, key=lambda t: (-_mean(sums, t), started[t]))
 
 
-def outcome(trace: Sequence[str], truth: Truth) -> Outcome:
+def outcome(trace: Sequence[str], truth: Truth, budgets: Sequence[float] = BUDGETS) -> Outcome:
     ok = [bool(s) and truth.means[s] >= truth.best - truth.sd for s in trace]
     found = bool(ok) and ok[-1]
     until = truth.grid
@@ -215,7 +216,7 @@ def outcome(trace: Sequence[str], truth: Truth) -> Outcome:
         last_bad = max((i for i, v in enumerate(ok) if not v), default=-1)
         until = last_bad + 2
     regret = []
-    for b in BUDGETS:
+    for b in budgets:
         n = min(len(trace), max(1, math.floor(b * truth.grid)))
         chosen = trace[n - 1] if n else ""
         value = truth.means[chosen] if chosen else math.nan
@@ -240,49 +241,80 @@ def prior_ranking(table: TransferTable, target: str, candidates: Sequence[str]) 
     return leave_one_out(table, target, candidates).ranking(candidates)
 
 
-def run_table(table: TransferTable, repeats: int, log: Callable[[str], None]) -> dict[str, object]:
+def run_table(
+    table: TransferTable,
+    repeats: int,
+    log: Callable[[str], None],
+    *,
+    budgets: Sequence[float] = BUDGETS,
+    workers: int = 1,
+) -> dict[str, object]:
+    """Every target of ``table``, ``repeats`` sampler seeds per search; targets in
+    ``workers`` processes (each replay is one process's work: Optuna's trials are serial)."""
+    jobs = [(table, target, repeats, tuple(budgets)) for target in table.targets()]
     results: dict[str, dict[str, list[Outcome]]] = {}
     truths: dict[str, Truth] = {}
-    for target in table.targets():
-        cells = table.cells(target)
-        truth = truth_of(table, target)
-        if len(cells) < 2 or not math.isfinite(truth.best):
-            log(f"  {target}: skipped ({len(cells)} candidate(s) with a score)")
-            continue
-        truths[target] = truth
-        candidates = list(cells)
-        prior = leave_one_out(table, target, candidates)
-        ranking = prior.ranking(candidates)
-        rerank = Reranker(prior, tuple(candidates))
-        per: dict[str, list[Outcome]] = {s: [] for s in SEARCHES}
-        for r in range(repeats):
-            for name in SEARCHES:
-                algorithm = {"random": "random", "grid": "grid"}.get(name, "tpe")
-                space = space_for(
-                    target, candidates, len(truth.seeds), sampler_seed=r, algorithm=algorithm
-                )
-                default = name == "default"
-                out = outcome(
-                    replay(
-                        space,
-                        target,
-                        truth,
-                        cells,
-                        ranking if default else None,
-                        rerank if default else None,
-                    ),
-                    truth,
-                )
-                if name == "grid":  # exhaustive: done only once every cell has run
-                    out = Outcome(truth.grid, True, out.regret)
-                per[name].append(out)
-        results[target] = per
-        _print_target(target, truth, per, log)
-    return {"results": results, "truths": truths}
+    if workers > 1:
+        with ProcessPoolExecutor(workers, initializer=_quiet) as pool:
+            done = list(pool.map(_target_job, jobs))
+    else:
+        done = [_target_job(job) for job in jobs]
+    for target, truth, per, lines in done:
+        for line in lines:
+            log(line)
+        if truth is not None:
+            truths[target], results[target] = truth, per
+    return {"results": results, "truths": truths, "budgets": tuple(budgets)}
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _target_job(
+    job: tuple[TransferTable, str, int, tuple[float, ...]],
+) -> tuple[str, Truth | None, dict[str, list[Outcome]], list[str]]:
+    """One target: every search and repeat; returns its printed lines too."""
+    table, target, repeats, budgets = job
+    cells = table.cells(target)
+    truth = truth_of(table, target)
+    if len(cells) < 2 or not math.isfinite(truth.best):
+        return target, None, {}, [f"  {target}: skipped ({len(cells)} candidate(s) with a score)"]
+    candidates = list(cells)
+    prior = leave_one_out(table, target, candidates)
+    ranking = prior.ranking(candidates)
+    rerank = Reranker(prior, tuple(candidates))
+    per: dict[str, list[Outcome]] = {s: [] for s in SEARCHES}
+    for r in range(repeats):
+        for name in SEARCHES:
+            algorithm = {"random": "random", "grid": "grid"}.get(name, "tpe")
+            space = space_for(
+                target, candidates, len(truth.seeds), sampler_seed=r, algorithm=algorithm
+            )
+            default = name == "default"
+            trace = replay(
+                space,
+                target,
+                truth,
+                cells,
+                ranking if default else None,
+                rerank if default else None,
+            )
+            out = outcome(trace, truth, budgets)
+            if name == "grid":  # exhaustive: done only once every cell has run
+                out = Outcome(truth.grid, True, out.regret)
+            per[name].append(out)
+    lines: list[str] = []
+    _print_target(target, truth, per, lines.append, budgets)
+    return target, truth, per, lines
 
 
 def _print_target(
-    target: str, truth: Truth, per: Mapping[str, Sequence[Outcome]], log: Callable[[str], None]
+    target: str,
+    truth: Truth,
+    per: Mapping[str, Sequence[Outcome]],
+    log: Callable[[str], None],
+    budgets: Sequence[float],
 ) -> None:
     log(
         f"  {target}: {len(truth.means)} candidates x {len(truth.seeds)} seeds = {truth.grid}; "
@@ -290,11 +322,11 @@ def _print_target(
     )
     for name, outs in per.items():
         until = [o.until_found for o in outs]
-        regrets = [statistics.fmean(o.regret[i] for o in outs) for i in range(len(BUDGETS))]
+        regrets = [statistics.fmean(o.regret[i] for o in outs) for i in range(len(budgets))]
         log(
             f"    {name:9s} until found {statistics.fmean(until):7.1f} ± {_sd(until):5.1f} "
             f"({sum(o.found for o in outs)}/{len(outs)} found)  regret "
-            + " ".join(f"@{b:.0%} {g:5.2f}%" for b, g in zip(BUDGETS, regrets, strict=True))
+            + " ".join(f"@{b:.0%} {g:5.2f}%" for b, g in zip(budgets, regrets, strict=True))
         )
 
 
@@ -305,9 +337,10 @@ def _sd(values: Sequence[float]) -> float:
 def summary(run: Mapping[str, object], log: Callable[[str], None]) -> str:
     results: dict[str, dict[str, list[Outcome]]] = run["results"]  # type: ignore[assignment]
     truths: dict[str, Truth] = run["truths"]  # type: ignore[assignment]
+    budgets: tuple[float, ...] = run["budgets"]  # type: ignore[assignment]
     r1: dict[str, list[float]] = {s: [] for s in SEARCHES}
     r2: dict[str, list[float]] = {s: [] for s in SEARCHES}
-    regret: dict[str, list[list[float]]] = {s: [[] for _ in BUDGETS] for s in SEARCHES}
+    regret: dict[str, list[list[float]]] = {s: [[] for _ in budgets] for s in SEARCHES}
     found: dict[str, int] = dict.fromkeys(SEARCHES, 0)
     for target, per in results.items():
         grid = truths[target].grid
@@ -325,14 +358,14 @@ def summary(run: Mapping[str, object], log: Callable[[str], None]) -> str:
             f"  {name:9s} until found / grid {statistics.fmean(r1[name]):.3f}  / random "
             f"{statistics.fmean(r2[name]):.3f}  regret "
             + " ".join(
-                f"@{b:.0%} {statistics.fmean(regret[name][i]):.2f}%" for i, b in enumerate(BUDGETS)
+                f"@{b:.0%} {statistics.fmean(regret[name][i]):.2f}%" for i, b in enumerate(budgets)
             )
             + f"  found in every repeat {found[name]}/{n}"
         )
     return (
         f"transfer_tables: default/grid={statistics.fmean(r1['default']):.3f} "
         f"default/random={statistics.fmean(r2['default']):.3f} "
-        f"regret@10%={statistics.fmean(regret['default'][BUDGETS.index(0.1)]):.2f} "
+        f"regret@10%={statistics.fmean(regret['default'][budgets.index(0.1)]):.2f} "
         f"found={found['default']}/{n}"
     )
 
@@ -370,6 +403,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar=("INTERMEDIATES", "TARGETS", "SEEDS"),
         help="also replay a generated table of this size",
     )
+    ap.add_argument(
+        "--budget-fractions",
+        type=float,
+        nargs="+",
+        default=list(BUDGETS),
+        help="budgets for the regret, as fractions of the grid (0.1 is always added)",
+    )
+    ap.add_argument("--workers", type=int, default=1, help="processes, one target each")
     ap.add_argument("--smoke", action="store_true", help="a tiny generated table, 2 repeats")
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
@@ -390,7 +431,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         table = read_table(path)
         print(f"{path}: {len(table.rows)} rows, skipped {table.skipped or 'none'}", flush=True)
-        run = run_table(table, args.repeats, lambda s: print(s, flush=True))
+        budgets = sorted({*args.budget_fractions, 0.1})  # the last line reports 10 %
+        if not all(0 < b <= 1 for b in budgets) or args.repeats < 1 or args.workers < 1:
+            ap.error("--budget-fractions in (0, 1], --repeats and --workers >= 1")
+        run = run_table(
+            table,
+            args.repeats,
+            lambda s: print(s, flush=True),
+            budgets=budgets,
+            workers=args.workers,
+        )
         last = summary(run, lambda s: print(s, flush=True))
         print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
         if len(tables) > 1:
