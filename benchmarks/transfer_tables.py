@@ -352,6 +352,15 @@ def summary(run: Mapping[str, object], log: Callable[[str], None]) -> str:
                 for i, g in enumerate(o.regret):
                     regret[name][i].append(g)
     n = len(results)
+    # the last line's R2 is a mean of per-repeat ratios, which a lucky random repeat (found at
+    # its first trial) can dominate; the ratio of mean trials is printed beside it
+    trials = {
+        name: sum(o.until_found for per in results.values() for o in per[name]) for name in SEARCHES
+    }
+    log(
+        "ratio of total trials until found to random search's: "
+        + ", ".join(f"{name} {trials[name] / trials['random']:.3f}" for name in SEARCHES)
+    )
     log("overall (means over targets and repeats):")
     for name in SEARCHES:
         log(
