@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from raystilts.errors import UserError
@@ -51,13 +51,13 @@ def import_table(path: str | Path, *, experiment: str, tracking_uri: str) -> str
         )
     now = int(time.time() * 1000)
     for run in runs:
-        created = client.create_run(tracker.experiment_id, run_name=run.name, tags=run.tags)
+        tags = {**run.tags, "raystilts.outcome": "imported"}
+        created = client.create_run(tracker.experiment_id, run_name=run.name, tags=tags)
         run_id = created.info.run_id
         params = [Param(k, v) for k, v in run.params.items()]
         metrics = [Metric(k, v, now, 0) for k, v in run.metrics.items()]
         for i in range(0, max(len(params), len(metrics)), _BATCH):
             client.log_batch(run_id, metrics=metrics[i : i + _BATCH], params=params[i : i + _BATCH])
-        client.log_batch(run_id, tags=[RunTag("raystilts.outcome", "imported")])
         client.set_terminated(run_id, status=run.status)
     failed = sum(r.status != "FINISHED" for r in runs)
     return (
