@@ -2,8 +2,10 @@
 
     summary = run_search(space, settings=SearchRun(workdir=Path("raystilts_runs")))
 
-Per target, one Tune run: ``OptunaSearch`` (define-by-run: chain length, tasks in order,
-per-phase learning rates) proposes trials, ASHA stops weak ones on the English dev metric, and
+Per target, one Tune run: :class:`RacingSearcher`, Tune's view of the Ray-free
+:class:`raystilts.searcher.ChainSearch` (an Optuna study over the define-by-run space: chain
+length, tasks in order, per-phase learning rates; seed racing; the warm start and the prior of
+:mod:`raystilts.prior`), proposes trials, ASHA stops weak ones on the English dev metric, and
 each trial is a Tune function that fits a ``TorchTrainer`` (DDP over ``workers_per_trial``
 workers; gloo on CPU, NCCL on GPU) running :func:`raystilts.runner.run_chain`. MLflow logging
 happens on the driver, in a Tune callback, so a killed or stopped trial never leaves its run
