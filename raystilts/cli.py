@@ -124,6 +124,7 @@ def _analyze(
         from raystilts.tracking.store import load_runs
 
         runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
+        _say_unused(runs)
         shown = render(best_chains(runs_to_long(runs)), fmt)  # type: ignore[arg-type]
         return shown + _selection_text(experiment, tracking_uri) if fmt == "table" else shown
     analysis = _full_analysis(experiment, tracking_uri, distance=distance)
@@ -145,6 +146,15 @@ def _selection_text(experiment: str, tracking_uri: str) -> str:
     return "".join(f"\nnote: {n}" for n in _selection_notes(experiment, tracking_uri))
 
 
+def _say_unused(runs: Any) -> None:
+    """Runs the analyses cannot use are never dropped silently: one line on stderr."""
+    from raystilts.analysis import describe_unused
+
+    line = describe_unused(runs)
+    if line:
+        print(line, file=sys.stderr)
+
+
 def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "syntactic") -> Any:
     """Every analysis of an experiment, with the catalog's tasks and translations and the
     language table (``raystilts.core.languages``)."""
@@ -155,6 +165,7 @@ def _full_analysis(experiment: str, tracking_uri: str, *, distance: str = "synta
     runs = load_runs(tracking_uri=tracking_uri, experiment=experiment)
     if not runs:
         raise UserError(f"experiment {experiment!r} has no trial runs yet; run a search first")
+    _say_unused(runs)
     catalog = _catalog()
     return analyze(
         runs_to_long(runs),
@@ -296,6 +307,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             metrics=summary_metrics(numbers),
         )
         print(f"logged to MLflow: summary run {run_id} of experiment {args.experiment!r}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from raystilts.tracking.table_import import import_table
+
+    print(import_table(args.table, experiment=args.experiment, tracking_uri=_tracking_uri(args)))
     return 0
 
 
@@ -452,6 +470,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-mlflow", action="store_true", help="do not log the report as a summary run"
     )
     r.set_defaults(fn=cmd_report)
+    i = sub.add_parser("import", help="a published transfer table CSV as MLflow runs")
+    i.add_argument("table", help="CSV in the format of shared/data/transfer/README.md")
+    i.add_argument("--experiment", required=True)
+    i.add_argument("--tracking-uri")
+    i.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
+    i.set_defaults(fn=cmd_import)
     t = sub.add_parser("tasks", help="list the task catalog")
     t.add_argument(
         "--json", action="store_true", help="a JSON list: name, type, metric, languages, source..."

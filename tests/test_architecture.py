@@ -120,3 +120,15 @@ def test_the_checker_catches_a_violation(
     (package / layer / "typed.py").write_text(typed)  # a type-only import is allowed
     (found,) = violations(package)
     assert why in found
+
+
+def test_the_searcher_runs_without_ray_or_torch() -> None:
+    """The search's logic (and the tabular replay that drives it) must not pay for Ray."""
+    import subprocess
+    import sys
+
+    check = (
+        "import sys, raystilts.search.searcher, raystilts.search.prior, "
+        "raystilts.core.transfer_tables; sys.exit(('ray' in sys.modules) + 2 * ('torch' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", check], check=False).returncode == 0

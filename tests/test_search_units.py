@@ -7,6 +7,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 import pytest
 
 from raystilts.core.racing import SeedRace
@@ -59,17 +60,22 @@ def _space(seeds: list[int]) -> SearchSpace:
 def test_race_promotes_without_evidence_then_only_within_one_sd() -> None:
     race = SeedRace(n_seeds=3)
     race.start("base")
-    assert race.record("base", 0, 0.50) == (1, 2)  # no rival and no sd: promote
+    assert race.record("base", 0, 0.50) == (1,)  # no sd yet: promote
     assert not race.done("base") and race.pending()
-    assert race.record("base", 1, 0.54) == ()
-    assert race.record("base", 2, 0.52) == ()
+    assert race.record("base", 1, 0.54) == ()  # no rival: two seeds estimate the noise
     assert race.done("base") and not race.pending()
-    assert race.seed_sd() == pytest.approx(0.02)
+    assert race.seed_sd() == pytest.approx(math.sqrt(0.0008))
     race.start("weak")
-    assert race.record("weak", 0, 0.49) == ()  # 0.49 < 0.52 - 0.02
+    assert race.record("weak", 0, 0.49) == ()  # 0.49 < 0.52 - 0.028
     assert race.done("weak")  # one seed is all it runs
     race.start("close")
-    assert race.record("close", 0, 0.505) == (1, 2)  # within one sd of 0.52
+    assert race.record_all("close", 0, 0.505) == [("close", 1)]  # within one sd of 0.52
+    # two seeds: mean 0.4975 is judged on its standard error, sd / sqrt(2) (sd pooled 0.021)
+    assert race.record_all("close", 1, 0.49) == [] and race.done("close")
+    race.start("strong")
+    assert race.record_all("strong", 0, 0.53) == [("strong", 1)]
+    # a third seed for the challenger: the best (base, two seeds) runs its third too
+    assert race.record_all("strong", 1, 0.53) == [("strong", 2), ("base", 2)]
     race.start("failed")
     assert race.record("failed", 0, math.nan) == ()  # a failed first seed never earns more
 
@@ -119,53 +125,61 @@ def test_race_refuses_bad_arguments_and_unscheduled_seeds() -> None:
 # ----------------------------------------------------------------------------- RacingSearcher
 
 
-class FakeSearcher:
-    """Stands in for OptunaSearch: proposes a fixed list, records what it is told."""
-
-    metric = "dev"
-    mode = "max"
+class ListSampler(optuna.samplers.BaseSampler):
+    """Stands in for TPE: each trial the study does not take from its queue gets the next of a
+    fixed list of proposals (a trial's params all come from one proposal)."""
 
     def __init__(self, proposals: list[dict[str, Any]]) -> None:
         self.proposals = list(proposals)
-        self.told: dict[str, float | None] = {}
-        self.asked: list[str] = []
+        self.assigned: dict[int, dict[str, Any]] = {}
 
-    def suggest(self, trial_id: str) -> Any:
-        self.asked.append(trial_id)
-        return self.proposals.pop(0) if self.proposals else "FINISHED"
+    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+        return {}
 
-    def on_trial_complete(
-        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
-    ) -> None:
-        self.told[trial_id] = None if result is None else result[self.metric]
+    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
+        return {}
 
-    def set_search_properties(self, *args: Any, **kwargs: Any) -> bool:
-        return True
+    def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+        if trial.number not in self.assigned:
+            self.assigned[trial.number] = self.proposals.pop(0)
+        return self.assigned[trial.number][name]
 
 
-def _racer(space: SearchSpace, proposals: list[dict[str, Any]], samples: int = 10) -> Any:
-    from raystilts.search.driver import RACE_WITHIN_SD, RacingSearcher
+def _search(
+    space: SearchSpace,
+    proposals: list[dict[str, Any]],
+    samples: int = 10,
+    **kw: Any,
+) -> Any:
+    from raystilts.search.searcher import RACE_WITHIN_SD, ChainSearch
 
-    return RacingSearcher(
-        FakeSearcher(proposals),  # type: ignore[arg-type]
+    return ChainSearch(
         space=space,
         target="t",
+        sampler=ListSampler(proposals),
         num_samples=samples,
-        within_sd=RACE_WITHIN_SD,
+        within_sd=kw.pop("within_sd", RACE_WITHIN_SD),
+        **kw,
     )
 
 
-def test_racing_searcher_runs_promoted_seeds_first_and_skips_duplicates() -> None:
-    from ray.tune.search.repeater import TRIAL_INDEX
+def _told(search: Any) -> dict[int, float | None]:
+    """What the study was told per trial number (None: failed); running trials left out."""
+    done = [t for t in search.study.trials if t.state.is_finished()]
+    return {t.number: t.value for t in done}
 
-    from raystilts.search.driver import chain_identity
+
+def test_racing_searcher_runs_promoted_seeds_first_and_skips_duplicates() -> None:
+    from raystilts.search import RacingSearcher
+    from raystilts.search.searcher import DONE, TRIAL_INDEX, chain_identity
 
     space = _space([0, 1])
     base = chain_params(space, "t", [])
     a, b = chain_params(space, "t", ["a"]), chain_params(space, "t", ["b"])
     ab_mix = chain_params(space, "t", ["a+b"])
     ba_mix = {**ab_mix, "phase0_task": "b", "phase1_task_after_b": "a"}  # the same mixture
-    racer = _racer(space, [base, a, a, ab_mix, ba_mix, b])
+    search = _search(space, [base, a, a, ab_mix, ba_mix, b], samples=4)
+    racer = RacingSearcher(search, metric="dev")  # Tune's view: trial ids
     scores = {("base", 0): 0.50, ("base", 1): 0.54, ("a", 0): 0.60, ("a", 1): 0.62}
     scores |= {("mix", 0): 0.30, ("b", 0): 0.59}
     names = {
@@ -193,12 +207,12 @@ def test_racing_searcher_runs_promoted_seeds_first_and_skips_duplicates() -> Non
     run("t3")  # base seed 1 goes before new configs
     finish("t2")  # no sd yet: a earns seed 1
     finish("t3")  # base done: sd from base's two seeds
-    assert racer.searcher.told == {"t1": pytest.approx(0.52)}
+    assert _told(search) == {0: pytest.approx(0.52)}
     run("t4")  # a seed 1
     run("t5")  # the duplicate of a is skipped: the a+b mixture, seed 0
-    assert racer.duplicates == 1
+    assert search.duplicates == 1
     finish("t4")  # a done (0.61): its duplicate proposal is told the same mean
-    assert racer.searcher.told["t2"] == racer.searcher.told["t5"] == pytest.approx(0.61)
+    assert _told(search)[1] == _told(search)[2] == pytest.approx(0.61)
     finish("t5")  # 0.30: far below, seed 0 only
     run("t6")  # b+a mixture is a+b: skipped; b seed 0
     finish("t6")  # 0.59 >= 0.61 - sd (0.028): earns seed 1
@@ -212,25 +226,39 @@ def test_racing_searcher_runs_promoted_seeds_first_and_skips_duplicates() -> Non
         ("b", 0),
         ("b", 1),
     ]
-    assert racer.suggest("t8") is None  # proposals used up, b's seed 1 still out
+    assert racer.suggest("t8") is None  # four configs out, b's seed 1 still out
     racer.on_trial_complete("t7", {"dev": 0.57})
-    assert racer.suggest("t9") == "FINISHED"
-    # pickles with its state (Tune saves wrappers with get_state)
+    assert racer.suggest("t9") == "FINISHED" and search.suggest() is DONE
+    assert names[search.selection()] == "a"
+    # pickles with its state (Tune saves the searcher with save/get_state)
     state = pickle.loads(pickle.dumps(racer.get_state()))
-    assert state["race"].mean(next(k for k, v in names.items() if v == "b")) == pytest.approx(0.58)
+    b_key = next(k for k, v in names.items() if v == "b")
+    assert state["search"].race.mean(b_key) == pytest.approx(0.58)
 
 
 def test_racing_searcher_stops_at_num_samples_and_one_seed_is_plain() -> None:
+    from raystilts.search import RacingSearcher
+
     space = _space([0])
     props = [chain_params(space, "t", [t]) for t in ("a", "b", "c")]
-    racer = _racer(space, props, samples=2)
+    racer = RacingSearcher(_search(space, props, samples=2), metric="dev")
     for tid in ("t1", "t2"):
         assert racer.suggest(tid)["__trial_index__"] == 0
     assert racer.suggest("t3") is None  # two configs out, not reported yet
     racer.on_trial_complete("t1", {"dev": 0.5})
     racer.on_trial_complete("t2", None, error=True)
-    assert racer.searcher.told == {"t1": 0.5, "t2": None}  # a failed trial is told as failed
+    assert _told(racer.search) == {0: 0.5, 1: None}  # a failed trial is told as failed
     assert racer.suggest("t3") == "FINISHED"
+
+
+def test_without_racing_every_seed_is_queued_behind_the_first() -> None:
+    space = _space([0, 1, 2])
+    search = _search(space, [chain_params(space, "t", ["a"])], samples=1, within_sd=None)
+    steps = [search.suggest() for _ in range(4)]
+    assert [s.index for s in steps[:3]] == [0, 1, 2] and steps[3] is None
+    for s in steps[:3]:
+        search.report(s.key, s.index, 0.5)
+    assert _told(search) == {0: 0.5}
 
 
 # ----------------------------------------------------------------------------- --resume
@@ -304,38 +332,25 @@ def test_neighbour_params_keep_the_best_prefix_hyperparameters() -> None:
     assert chain_identity(params, space, "t") != chain_identity(best, space, "t")
 
 
-class FakeStudy:
-    def __init__(self, searcher: FakeSearcher) -> None:
-        self.searcher = searcher
-
-    def enqueue_trial(self, params: dict[str, Any]) -> None:
-        self.searcher.proposals.insert(0, params)
-
-
 def test_racing_searcher_alternates_neighbours_of_the_best_with_the_sampler() -> None:
     from raystilts.core.space import chain_from_params
-    from raystilts.search.driver import RacingSearcher
 
     space = _space([0])
-    base = chain_params(space, "t", [])
+    points = [chain_params(space, "t", []), chain_params(space, "t", ["a"])]
     sampled = [chain_params(space, "t", [t]) for t in ("c", "b")]
-    inner = FakeSearcher([base, chain_params(space, "t", ["a"]), *sampled])
-    inner._ot_study = FakeStudy(inner)  # type: ignore[attr-defined]
-    racer = RacingSearcher(
-        inner,  # type: ignore[arg-type]
-        space=space,
-        target="t",
-        num_samples=6,
-        within_sd=1.0,
-        first_points=2,  # the baseline and one warm-start chain
+    search = _search(
+        space,
+        sampled,
+        samples=6,
+        points=points,  # the baseline and one warm-start chain
         order=("b", "a", "c"),
         local_share=0.5,
     )
     chains = []
-    for i, score in enumerate([0.5, 0.6, 0.55, 0.4, 0.7, 0.1]):
-        config = racer.suggest(f"t{i}")
-        chains.append(chain_from_params(config, space, "t").name)
-        racer.on_trial_complete(f"t{i}", {"dev": score})
+    for score in [0.5, 0.6, 0.55, 0.4, 0.7, 0.1]:
+        step = search.suggest()
+        chains.append(chain_from_params(step.config, space, "t").name)
+        search.report(step.key, step.index, score)
     assert chains == [
         "t",  # points first
         "a>t",
@@ -344,29 +359,55 @@ def test_racing_searcher_alternates_neighbours_of_the_best_with_the_sampler() ->
         "a+b>t",  # local: a>t still best (a>b>t 0.55); one phase
         "b>t",  # the sampler
     ]
-    assert racer.local == 2
+    assert search.local == 2
 
 
 def test_racing_searcher_puts_the_best_task_last_when_the_other_prefix_is_trained() -> None:
     from raystilts.core.space import chain_from_params
-    from raystilts.search.driver import RacingSearcher
 
     space = _space([0])
     points = [chain_params(space, "t", c) for c in ([], ["a"], ["b"])]
-    inner = FakeSearcher([*points, chain_params(space, "t", ["c"])])
-    inner._ot_study = FakeStudy(inner)  # type: ignore[attr-defined]
-    racer = RacingSearcher(
-        inner,  # type: ignore[arg-type]
-        space=space,
-        target="t",
-        num_samples=4,
-        within_sd=1.0,
-        first_points=3,
+    search = _search(
+        space,
+        [chain_params(space, "t", ["c"])],
+        samples=4,
+        points=points,
         order=("a", "b", "c"),
         local_share=0.5,
     )
-    for i, score in enumerate([0.5, 0.6, 0.55]):
-        racer.suggest(f"t{i}")
-        racer.on_trial_complete(f"t{i}", {"dev": score})
+    for score in [0.5, 0.6, 0.55]:
+        step = search.suggest()
+        search.report(step.key, step.index, score)
     # best a>t; b was trained as a single, so b>a>t costs one phase, like a>b>t, and goes first
-    assert chain_from_params(racer.suggest("t3"), space, "t").name == "b>a>t"
+    assert chain_from_params(search.suggest().config, space, "t").name == "b>a>t"
+
+
+def test_a_ranking_proposes_its_next_task_when_the_best_has_no_neighbour() -> None:
+    """Single-task chains only: no neighbour is inside the space, so a local turn takes the
+    ranking's first untried task (ranked=True), and the sampler's turn the sampler's."""
+    from raystilts.core.space import chain_from_params
+
+    raw = _space([0]).to_dict()
+    raw["intermediate"] |= {"max_chain_length": 1, "min_chain_length": 1, "forms": ["sequence"]}
+    raw["search"] |= {"baseline_first": False}
+    space = load_space_dict(raw, catalog=CATALOG)
+    from raystilts.search.searcher import Launch
+
+    names = []
+    for ranked in (True, False):
+        search = _search(
+            space,
+            [chain_params(space, "t", [t]) for t in ("b", "a")],
+            samples=3,
+            points=[chain_params(space, "t", ["c"])],
+            local_share=0.5,
+            order=("c", "a", "b"),
+            ranked=ranked,
+        )
+        chains = []
+        while isinstance(step := search.suggest(), Launch):
+            chains.append(chain_from_params(step.config, space, "t").name)
+            search.report(step.key, step.index, 0.5)
+        names.append(chains)
+    assert names[0] == ["c>t", "a>t", "b>t"]  # point, the ranking's next, the sampler
+    assert names[1] == ["c>t", "b>t", "a>t"]  # no ranking: the sampler alone

@@ -15,6 +15,8 @@ from raystilts.analysis.tables import (
     analyze,
     benchmark_scores,
     best_chains,
+    derived_config_key,
+    describe_unused,
     distance_correlations,
     gains,
     language_groups,
@@ -25,6 +27,7 @@ from raystilts.analysis.tables import (
     selection_comparison,
     translation_effects,
     unknown_languages,
+    unused_runs,
 )
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "analyze",
     "benchmark_scores",
     "best_chains",
+    "derived_config_key",
+    "describe_unused",
     "distance_correlations",
     "gains",
     "language_groups",
@@ -49,4 +54,5 @@ __all__ = [
     "selection_comparison",
     "translation_effects",
     "unknown_languages",
+    "unused_runs",
 ]

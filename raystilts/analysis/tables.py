@@ -64,6 +64,7 @@ __all__ = [
     "analyze",
     "benchmark_scores",
     "best_chains",
+    "describe_unused",
     "distance_correlations",
     "gains",
     "language_groups",
@@ -171,7 +172,7 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
             "chain": [r.params.get("chain", r.tags.get("raystilts.chain")) for r in records],
             "intermediate_json": [r.params.get("intermediate") for r in records],
             "seed": [r.params.get("seed") for r in records],
-            "config_key": [r.params.get("config_key") for r in records],
+            "config_key": [r.params.get("config_key") or derived_config_key(r) for r in records],
             "primary_metric": [r.params.get("metric") for r in records],
         },
         schema={
@@ -230,6 +231,60 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
         .cast(_LONG_SCHEMA)
         .collect()
     )
+
+
+def derived_config_key(run: RunLike) -> str:
+    """The configuration of a run logged without ``config_key`` (by hand, or by an older
+    tool): its target, chain and hyperparameters, i.e. every param but the seed, hashed; so
+    its seeds still group, and it is never dropped for want of a key."""
+    import hashlib
+    import json
+
+    params = {k: v for k, v in run.params.items() if k not in ("seed", "table_seed")}
+    params.setdefault("target", run.tags.get("raystilts.target", ""))
+    params.setdefault("chain", run.tags.get("raystilts.chain", ""))
+    blob = json.dumps(params, sort_keys=True)
+    return "derived-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def unused_runs(records: Sequence[RunLike]) -> list[tuple[str, str]]:
+    """(run id, reason) of each run the analyses cannot use: not FINISHED, no target, or no
+    score of its target's metric (``param metric``) in the ``{split}/{task}/{lang}/{metric}``
+    layout, or no test score (selection needs dev, gains need test)."""
+    out: list[tuple[str, str]] = []
+    for r in records:
+        target = r.params.get("target", r.tags.get("raystilts.target"))
+        metric = r.params.get("metric")
+        parts = [k.split("/") for k in r.metrics]
+        own = [p for p in parts if len(p) == 4 and p[1] == target and p[3] == metric]
+        if r.status != "FINISHED":
+            reason = f"status {r.status}"
+        elif not target:
+            reason = "no target param or raystilts.target tag"
+        elif not own:
+            reason = f"no {target} {metric} score as split/{target}/lang/{metric}"
+        elif not any(p[0] == "test" for p in own):
+            reason = "no test score"
+        else:
+            continue
+        out.append((r.run_id, reason))
+    return out
+
+
+def describe_unused(records: Sequence[RunLike], *, shown: int = 3) -> str | None:
+    """One line counting and naming the runs :func:`unused_runs` finds (None: all used);
+    per reason its count and the first ``shown`` run ids."""
+    unused = unused_runs(records)
+    if not unused:
+        return None
+    by_reason: dict[str, list[str]] = {}
+    for run_id, reason in unused:
+        by_reason.setdefault(reason, []).append(run_id)
+    parts = [
+        f"{reason}: {len(ids)} ({', '.join(ids[:shown])}{', ...' if len(ids) > shown else ''})"
+        for reason, ids in by_reason.items()
+    ]
+    return f"analyze: {len(unused)} of {len(records)} runs not used; " + "; ".join(parts)
 
 
 def best_chains(long: pl.DataFrame) -> list[TargetResult]:

@@ -1,27 +1,36 @@
 """Seed racing: a sampled chain earns its further seeds only while it can still be the best.
 
-    race = SeedRace(n_seeds=3, within_sd=1.0)
+    race = SeedRace(n_seeds=4, within_sd=1.0)
     race.start("cfg-a")
-    race.record("cfg-a", 0, 0.61)     # -> (1, 2): no rival yet, every seed runs
-    race.record("cfg-a", 1, 0.59)     # -> (): further seeds are never promoted again
-    race.record("cfg-a", 2, 0.60)
+    race.record("cfg-a", 0, 0.61)     # -> (1,): the noise is unknown yet, its seeds double
+    race.record("cfg-a", 1, 0.59)     # -> (): no rival: two seeds estimate the noise
     race.start("cfg-b")
     race.record("cfg-b", 0, 0.40)     # -> (): far below cfg-a's mean: seed 0 only
+    race.start("cfg-c")
+    race.record_all("cfg-c", 0, 0.62) # -> [("cfg-c", 1)]: within reach
+    race.record_all("cfg-c", 1, 0.61) # -> [("cfg-c", 2), ("cfg-c", 3), ("cfg-a", 2), ("cfg-a", 3)]
 
 Running every sampled chain with every seed spends most of a search's compute on chains that
 one seed already shows to be hopeless. This is successive halving over seeds (the idea behind
 racing algorithms such as F-race and irace, Birattari et al. 2002, López-Ibáñez et al. 2016,
 and behind Hyperband's rungs, with seeds as the resource): every configuration runs its first
-seed; it runs the others only when that first score is within ``within_sd`` seed standard
-deviations of the best mean seen so far. The seed standard deviation is pooled over the
-configurations that ran several seeds (sample sd, ddof 1), so the rule scales with the noise
-the search actually measures instead of a constant picked for one benchmark.
+seed; once all its scheduled seeds are in, it earns as many more (1, 2, 4, ... up to every
+seed) only when its mean is within ``within_sd`` standard errors (``sd / sqrt(seeds run)``) of
+the best other mean seen so far. After one seed that is ``within_sd`` seed standard
+deviations; each further rung judges a better-measured mean more tightly, as a race eliminates
+a candidate as soon as the evidence against it suffices, instead of running all remaining
+seeds on one score. The seed standard deviation is pooled over the configurations that ran
+several seeds (sample sd, ddof 1), so the rule scales with the noise the search actually
+measures instead of a constant picked for one benchmark.
 
-Why the selection stays sound: a configuration left at one seed scored below ``best - within_sd
-* sd`` when it was judged, so it is below the best mean and cannot be selected over it by the
-mean-over-seeds rule of :func:`raystilts.analysis.tables.best_chains`; every candidate that can be
-selected has all its seeds. Until there is an estimate of the seed sd (no configuration has two
-finite scores yet) every configuration is promoted: the rule never refuses without evidence.
+Why the selection stays sound: a configuration left at fewer seeds had a mean below ``best -
+within_sd * sd / sqrt(n)`` when it was judged, so it is below the best mean and cannot be
+selected over it by the mean-over-seeds rule of :func:`raystilts.analysis.best_chains`. Until
+there is an estimate of the seed sd (no configuration has two finite scores yet) a
+configuration is promoted: the rule never refuses without evidence. Without a rival (the
+first configuration), it stops once the sd can be estimated: more seeds would decide nothing;
+when a challenger later earns more seeds than the best, the best runs as many
+(:meth:`SeedRace.record_all`), so the race compares means of equal evidence.
 
 Pure (no Ray): :class:`raystilts.search.driver.RacingSearcher` drives it from Tune.
 """
@@ -76,27 +85,59 @@ class SeedRace:
             raise ValueError(f"configuration {key!r} was already started")
         self.configs[key] = _Config()
 
+    def promote(self, key: str) -> None:
+        """Schedule every seed of ``key`` now, without a race (a search that runs every seed)."""
+        self.configs[key].scheduled = self.n_seeds
+
     def record(self, key: str, index: int, score: float) -> tuple[int, ...]:
         """Record seed ``index``'s score (nan for a failed run); returns the seed indices to
-        run now: the remaining seeds when a first score earns promotion, else none."""
+        run now: the next rung (as many seeds again) when the scheduled ones are all in and
+        their mean earns promotion, else none."""
         config = self.configs[key]
         if not 0 <= index < config.scheduled or index in config.scores:
             raise ValueError(f"seed index {index} of {key!r} was not scheduled or is reported")
         config.scores[index] = float(score)
-        if index != 0 or self.n_seeds == 1 or not self.promotes(key, float(score)):
+        run = len(config.scores)
+        if run < config.scheduled or config.scheduled == self.n_seeds:
             return ()
-        config.scheduled = self.n_seeds
-        return tuple(range(1, self.n_seeds))
+        finite = [s for s in config.scores.values() if math.isfinite(s)]
+        if len(finite) < run or not self.promotes(key, statistics.fmean(finite), seeds=run):
+            return ()  # a failed seed never earns more
+        old, config.scheduled = config.scheduled, min(self.n_seeds, 2 * config.scheduled)
+        return tuple(range(old, config.scheduled))
 
-    def promotes(self, key: str, score: float) -> bool:
-        """Whether a first-seed ``score`` of ``key`` is within reach of the best other mean."""
+    def record_all(self, key: str, index: int, score: float) -> list[tuple[str, int]]:
+        """:meth:`record`, and when ``key`` earns a rung beyond the seeds of the best other
+        configuration (whose seeds are all in), that one's seeds up to the same count: a
+        race compares means of equal evidence, and the selection should not rest on fewer
+        seeds than its challenger. Returns (configuration, seed index) pairs to run now."""
+        runs = [(key, i) for i in self.record(key, index, score)]
+        if not runs:
+            return runs
+        target = self.configs[key].scheduled
+        best = self._best_other(key)
+        if best is not None and self.done(best) and self.configs[best].scheduled < target:
+            old = self.configs[best].scheduled
+            self.configs[best].scheduled = target
+            runs += [(best, i) for i in range(old, target)]
+        return runs
+
+    def _best_other(self, key: str) -> str | None:
+        scored = [k for k in self.configs if k != key and math.isfinite(self.mean(k))]
+        return max(scored, key=lambda k: self.sign * self.mean(k)) if scored else None
+
+    def promotes(self, key: str, score: float, *, seeds: int = 1) -> bool:
+        """Whether ``score``, the mean of ``seeds`` seeds of ``key``, is within reach of the
+        best other mean: ``within_sd`` standard errors of it."""
         if not math.isfinite(score):
             return False
         rival = self.best_mean(exclude=key)
         sd = self.seed_sd()
-        if rival is None or sd is None:
-            return True  # no evidence to refuse on
-        return self.sign * score >= self.sign * rival - self.within_sd * sd
+        if sd is None:
+            return True  # no evidence to refuse on: the noise is unknown
+        if rival is None:
+            return False  # nothing to race against: more seeds would decide nothing
+        return self.sign * score >= self.sign * rival - self.within_sd * sd / math.sqrt(seeds)
 
     def done(self, key: str) -> bool:
         """Every seed the configuration will run has reported."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -94,7 +95,8 @@ class IntermediateSpace:
         return _pool(self.tasks, target)
 
 
-def _pool(tasks: Sequence[str], target: str) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=256)  # a search asks per proposal; sorting 400 tasks each time showed
+def _pool(tasks: tuple[str, ...], target: str) -> tuple[str, ...]:
     return tuple(sorted(t for t in tasks if t != target))
 
 
@@ -153,6 +155,15 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PriorSettings:
+    """Where a target's prior over intermediate tasks comes from (raystilts.search.prior): finished
+    trials of the search's other targets, and of these earlier experiments' targets."""
+
+    experiments: tuple[str, ...] = ()  # MLflow experiments in the search's tracking store
+    other_targets: bool = True  # the targets this search ran before this one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SearchSettings:
     num_samples: int = 6  # trials per target
     max_concurrent: int = 2  # two concurrent trials is the useful ceiling on 2 cores
@@ -173,6 +184,7 @@ class SearchSettings:
     # tpe only: share of the new configs, after the baseline and warm start, that are
     # neighbours of the best chain so far (raystilts.search.driver.neighbours); 0: TPE alone
     neighbour_share: float = 0.5
+    prior: PriorSettings = PriorSettings()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -775,7 +787,17 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
     race = sec.raw("race_within_sd", 1.0)
     if race is not None:
         race = sec.get_float("race_within_sd", 1.0, "a number >= 0 or null", _non_negative)
+    prior = sec.section("prior")
     return SearchSettings(
+        prior=PriorSettings(
+            experiments=_str_list(
+                prior.raw("experiments", []),
+                "search.prior.experiments",
+                allow_empty=True,
+                what="MLflow experiment names",
+            ),
+            other_targets=prior.get_bool("other_targets", True),
+        ),
         race_within_sd=race,
         neighbour_share=sec.get_float("neighbour_share", 0.5, "a number in [0, 1]", _share),
         num_samples=sec.get_int("num_samples", 6, minimum=1),
@@ -895,9 +917,10 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "search": (
         *("num_samples", "max_concurrent", "seeds"),
         *("baseline_first", "sampler_seed", "scheduler", "warm_start", "warm_start_chains"),
-        *("algorithm", "race_within_sd", "neighbour_share"),
+        *("algorithm", "race_within_sd", "neighbour_share", "prior"),
     ),
     "search.scheduler": ("type", "grace_period", "reduction_factor"),
+    "search.prior": ("experiments", "other_targets"),
     "resources": (
         *("workers_per_trial", "cpus_per_worker", "use_gpu"),
         *("gpus_per_worker", "placement_strategy", "max_failures"),

@@ -18,6 +18,7 @@ from raystilts.data.features import (
     eval_batches,
     featurize,
     mlm_collator,
+    model_token_limit,
     needs_of,
     tokenizer_fingerprint,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "eval_batches",
     "featurize",
     "mlm_collator",
+    "model_token_limit",
     "needs_of",
     "tokenizer_fingerprint",
 ]

@@ -1,20 +1,29 @@
-"""The search on Ray Tune + Ray Train (the only package that imports ray): `driver`.
+"""The search: its logic without Ray (`searcher`: proposals, seed racing, neighbours, duplicates;
+`prior`: what other targets and earlier searches say about intermediate tasks) and its Ray
+adapter (`driver`: Ray Tune + Ray Train, the only module that imports ray).
+
+The driver's public names are re-exported lazily, so that importing ``raystilts.search.searcher``
+(the tabular replay does) never starts importing Ray.
 """
 
 from __future__ import annotations
 
-from raystilts.search.driver import (
-    RacingSearcher,
-    SearchRun,
-    chain_identity,
-    run_search,
-    shutdown_ray,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "RacingSearcher",
-    "SearchRun",
-    "chain_identity",
-    "run_search",
-    "shutdown_ray",
-]
+if TYPE_CHECKING:
+    from raystilts.search.driver import (
+        RacingSearcher,
+        SearchRun,
+        chain_identity,
+        run_search,
+        shutdown_ray,
+    )
+
+__all__ = ["RacingSearcher", "SearchRun", "chain_identity", "run_search", "shutdown_ray"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(import_module("raystilts.search.driver"), name)
+    raise AttributeError(f"module 'raystilts.search' has no attribute {name!r}")

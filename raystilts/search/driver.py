@@ -2,8 +2,10 @@
 
     summary = run_search(space, settings=SearchRun(workdir=Path("raystilts_runs")))
 
-Per target, one Tune run: ``OptunaSearch`` (define-by-run: chain length, tasks in order,
-per-phase learning rates) proposes trials, ASHA stops weak ones on the English dev metric, and
+Per target, one Tune run: :class:`RacingSearcher`, Tune's view of the Ray-free
+:class:`raystilts.search.searcher.ChainSearch` (an Optuna study over the define-by-run space: chain
+length, tasks in order, per-phase learning rates; seed racing; the warm start and the prior of
+:mod:`raystilts.search.prior`), proposes trials, ASHA stops weak ones on the English dev metric, and
 each trial is a Tune function that fits a ``TorchTrainer`` (DDP over ``workers_per_trial``
 workers; gloo on CPU, NCCL on GPU) running :func:`raystilts.train.runner.run_chain`. MLflow logging
 happens on the driver, in a Tune callback, so a killed or stopped trial never leaves its run
@@ -16,58 +18,67 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
 import ray
 from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
 from raystilts.core import stopping
 from raystilts.core.errors import UserError
 from raystilts.core.progress import TrialProgress
-from raystilts.core.racing import SeedRace
-from raystilts.core.space import (
-    MIX,
-    Choice,
-    FloatRange,
-    SearchSpace,
-    all_chains,
-    baseline_params,
-    chain_from_params,
-    chain_params,
-    make_define_by_run,
-)
+from raystilts.core.space import MIX, SearchSpace, all_chains, chain_from_params
+from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.data import storage as storage_lib
-from raystilts.data.features import TOKENIZER_FILES, needs_of
-from raystilts.tasks.catalog import CATALOG, TaskSpec, selection_key, with_labels
-from raystilts.tracking.store import Tracker
+from raystilts.search.prior import (
+    Evidence,
+    Reranker,
+    build_prior,
+    evidence_from_runs,
+    evidence_from_search,
+    rank_tasks,
+)
+from raystilts.search.searcher import (
+    DONE,
+    LOCAL_SHARE,
+    MAX_DUPLICATES,
+    RACE_WITHIN_SD,
+    ChainSearch,
+    Launch,
+    build_search,
+    chain_identity,
+    config_key,
+    neighbour_params,
+    neighbours,
+    seed_of,
+)
+from raystilts.tasks import CATALOG, TaskSpec, selection_key, with_labels
+from raystilts.tracking import Tracker, load_runs
 from raystilts.train.workspace import open_workspace, prepare_workspace
 
-__all__ = ["RacingSearcher", "SearchRun", "chain_identity", "run_search", "shutdown_ray"]
-
-# The default search (algorithm: tpe) races seeds: a config runs its further seeds only when its
-# first seed scores within RACE_WITHIN_SD pooled seed-sds of the best mean (raystilts.core.racing).
-# One sd is the benchmark's own tolerance for "found" (benchmarks/search_efficiency.py).
-RACE_WITHIN_SD = 1.0
-# Proposals of a config already run (the searcher re-sampling a small discrete space) are told
-# that config's score instead of training it again; after this many in a row the space is
-# taken as exhausted and the search ends.
-MAX_DUPLICATES = 50
-# After the baseline and the warm start's chains, this share of the new configs are neighbours
-# of the best chain so far (one task added, mixed in or put before it; see neighbours()) instead
-# of the sampler's proposals: chains nest, and an appended task reuses the best chain's trained
-# prefix. One half: as much exploitation of the chain structure as exploration by TPE.
-LOCAL_SHARE = 0.5
+# the search's logic lives in raystilts.search.searcher (no Ray); re-exported under its old names
+__all__ = [
+    "LOCAL_SHARE",
+    "MAX_DUPLICATES",
+    "RACE_WITHIN_SD",
+    "RacingSearcher",
+    "SearchRun",
+    "chain_identity",
+    "config_key",
+    "neighbour_params",
+    "neighbours",
+    "run_search",
+    "seed_of",
+    "shutdown_ray",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,211 +269,34 @@ def _trial(
     trainer.fit()
 
 
-def seed_of(config: Mapping[str, Any], space: SearchSpace) -> int:
-    """The seed of a trial: Tune's Repeater numbers the repeats of one config 0..len(seeds)-1."""
-    return space.search.seeds[int(config.get(TRIAL_INDEX, 0))]
-
-
-def config_key(params: Mapping[str, Any], target: str) -> str:
-    """Hash of a trial's hyperparameters without its seed: runs sharing it are seeds of one config."""
-    blob = json.dumps(
-        {k: v for k, v in params.items() if k != "seed"} | {"target": target},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def neighbours(
-    chain: Sequence[str], order: Sequence[str], space: SearchSpace, target: str
-) -> list[tuple[str, ...]]:
-    """The chains of the space one task away from ``chain`` (phase names; a mixture is one
-    phase ``"a+b"``), for each task ``b`` not in it, in ``order``: ``b>chain``, ``chain>b``,
-    then the mixture of its tasks with ``b``; only chains inside the space (length, forms).
-    ``b>chain`` comes first because in sequential transfer the phase nearest the target counts
-    most, and ``chain`` is the best found: it keeps that place. With length 2 and both forms,
-    ``("a",)`` and order ``("b", "c")`` give ``b>a, a>b, a+b, c>a, a>c, a+c``; the empty
-    chain's neighbours are the single tasks. :class:`RacingSearcher` tries first those whose
-    prefix is trained already.
-    """
-    tasks = [t for p in chain for t in p.split(MIX)]
-    mixed = len(chain) == 1 and MIX in chain[0]
-    out: list[tuple[str, ...]] = []
-    for b in order:
-        if b in tasks:
-            continue
-        candidates: list[tuple[str, ...]] = [(b,)] if not chain else []
-        if chain and not mixed:
-            candidates += [(b, *chain), (*chain, b), (MIX.join(sorted([*tasks, b])),)]
-        elif mixed:
-            candidates.append((MIX.join(sorted([*tasks, b])),))
-        for c in candidates:
-            try:
-                chain_params(space, target, c)
-            except ValueError:  # outside the space: too long, or a form it does not search
-                continue
-            if c not in out:
-                out.append(c)
-    return out
-
-
-def neighbour_params(
-    space: SearchSpace, target: str, best: Mapping[str, Any], chain: Sequence[str]
-) -> dict[str, Any]:
-    """Params of ``chain``, a neighbour of the config ``best``: the phases it shares with the
-    best chain from the start keep their hyperparameters (so their trained prefix is reused),
-    the target keeps its learning rate, a new phase takes the centre of the space."""
-    params = chain_params(space, target, chain)
-    plan = chain_from_params(best, space, target)
-    inter = space.intermediate
-    for i, phase in enumerate(plan.phases):
-        if i >= len(chain) or chain[i] != phase.task:
-            break
-        if isinstance(inter.phase.lr, FloatRange):
-            params[f"phase{i}_lr"] = phase.lr
-        if isinstance(inter.phase.steps, Choice):
-            params[f"phase{i}_steps"] = phase.steps
-    if "target_lr" in best and "target_lr" in params:
-        params["target_lr"] = best["target_lr"]
-    return params
-
-
-def chain_identity(config: Mapping[str, Any], space: SearchSpace, target: str) -> str:
-    """What a trial trains, without its seed: two configs with the same identity train the same
-    chains (a+b and b+a are one mixture), so the second need not run."""
-    plan = chain_from_params(config, space, target)
-    blob = json.dumps(
-        [[(p.task, p.lr, p.steps) for p in plan.phases], plan.target.lr, plan.target.steps]
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 class RacingSearcher(Searcher):
-    """Wraps a searcher (Optuna): seeds raced per config, duplicate proposals not trained again.
+    """Ray Tune's view of a :class:`raystilts.search.searcher.ChainSearch`: runs on the Tune driver.
 
-    Runs on the Tune driver, in place of Tune's ``Repeater``. Every new config runs its first
-    seed (``TRIAL_INDEX`` 0); :class:`raystilts.core.racing.SeedRace` decides from that score whether
-    it runs the others (``within_sd=None``: always, as ``Repeater``). Promoted seeds go before
-    new configs, so the best config's mean is known early. The wrapped searcher sees one trial
-    per config and is told its mean over the seeds it ran. At most ``num_samples`` distinct
-    configs start; the search ends (``Searcher.FINISHED``) once no decision is outstanding.
+    Maps Tune trial ids to (config, seed index) and passes scores on; the search's logic (the
+    sampler, seed racing, duplicates, neighbours, the warm start and the prior) lives in
+    :mod:`raystilts.search.searcher`, which ``benchmarks/transfer_tables.py`` drives without Ray.
+    ``suggest`` returns None to make Tune ask again (a first seed may still earn its others)
+    and ``Searcher.FINISHED`` once the search is done.
     """
 
-    def __init__(
-        self,
-        searcher: Searcher,
-        *,
-        space: SearchSpace,
-        target: str,
-        num_samples: int,
-        within_sd: float | None,
-        first_points: int = 0,
-        order: Sequence[str] = (),
-        local_share: float = 0.0,
-    ) -> None:
-        self.searcher = searcher
-        self.space = space
-        self.target = target
-        self.num_samples = num_samples
-        n_seeds = len(space.search.seeds)
-        self.race = SeedRace(
-            n_seeds=n_seeds, within_sd=math.inf if within_sd is None else within_sd
-        )
-        self.configs: dict[str, dict[str, Any]] = {}  # identity -> the config (no seed)
-        self.told: dict[str, list[str]] = {}  # identity -> inner trial ids awaiting its score
+    def __init__(self, search: ChainSearch, *, metric: str) -> None:
+        self.search = search
         self.trials: dict[str, tuple[str, int]] = {}  # Tune trial id -> (identity, seed index)
-        self.queue: list[tuple[str, int]] = []  # promoted seeds not yet started
-        self.exhausted = False
-        self.duplicates = 0  # proposals answered from a config already run
-        self.first_points = first_points  # the sampler's points_to_evaluate: they go first
-        self.order = tuple(order)
-        self.local_share = local_share
-        self.local = 0  # configs proposed as neighbours of the best
-        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        super().__init__(metric=metric, mode="max")
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
     ) -> bool:
-        return bool(self.searcher.set_search_properties(metric, mode, config, **spec))
-
-    def _launch(self, trial_id: str, key: str, index: int) -> dict[str, Any]:
-        self.trials[trial_id] = (key, index)
-        return {**self.configs[key], TRIAL_INDEX: index}
-
-    def _wait_or_finish(self) -> Any:
-        """None (ask again later) while a first seed may still be promoted, else FINISHED."""
-        return None if self.race.pending() or self.queue else Searcher.FINISHED
+        return True  # metric and mode are fixed at construction; the space is the search's
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self.queue:
-            return self._launch(trial_id, *self.queue.pop(0))
-        if self.exhausted or len(self.configs) >= self.num_samples:
-            return self._wait_or_finish()
-        self._propose_neighbour()
-        for attempt in range(MAX_DUPLICATES):
-            inner_id = trial_id if attempt == 0 else f"{trial_id}-dup{attempt}"
-            config = self.searcher.suggest(inner_id)
-            if config is None:
-                return None
-            if config == Searcher.FINISHED:
-                self.exhausted = True
-                return self._wait_or_finish()  # type: ignore[no-any-return]
-            key = chain_identity(config, self.space, self.target)
-            self.told.setdefault(key, []).append(inner_id)
-            if key not in self.configs:
-                self.configs[key] = dict(config)
-                self.race.start(key)
-                return self._launch(trial_id, key, 0)
-            self.duplicates += 1
-            self._tell(key)  # now if its seeds are in, else when they are
-        self.exhausted = True  # the sampler keeps proposing what ran: the space is covered
-        return self._wait_or_finish()
-
-    def _propose_neighbour(self) -> None:
-        """On a local turn, queue the best chain's first untried neighbour in the sampler."""
-        later = len(self.configs) - self.first_points  # configs after the sampler's points
-        if later < 0 or self.local >= self.local_share * (later + 1):
-            return
-        best = self.race.best_key()
-        if best is None:
-            return
-        config = self.configs[best]
-        chain = chain_from_params(config, self.space, self.target).tasks
-        plans = [chain_from_params(c, self.space, self.target) for c in self.configs.values()]
-        # task prefixes some config trained already (its first seed at least)
-        trained = {p.tasks[:i] for p in plans for i in range(1, len(p.tasks) + 1)}
-
-        def untrained_prefix(params: Mapping[str, Any]) -> bool:
-            tasks = chain_from_params(params, self.space, self.target).tasks
-            return len(tasks) > 1 and tasks[:-1] not in trained
-
-        candidates = [
-            neighbour_params(self.space, self.target, config, c)
-            for c in neighbours(chain, self.order, self.space, self.target)
-        ]
-        untried = [
-            p for p in candidates if chain_identity(p, self.space, self.target) not in self.configs
-        ]
-        # cheapest first (stable): one whose phases but the last are trained costs one phase
-        untried.sort(key=untrained_prefix)
-        if untried:
-            self._enqueue(untried[0])
-            self.local += 1
-
-    def _enqueue(self, params: dict[str, Any]) -> None:
-        # Optuna asks enqueued trials first, with these params fixed (as points_to_evaluate);
-        # private in Ray 2.60's OptunaSearch, which offers no public way after construction
-        self.searcher._ot_study.enqueue_trial(params)  # type: ignore[attr-defined]
-
-    def _tell(self, key: str) -> None:
-        if not self.race.done(key):
-            return
-        mean = self.race.mean(key)
-        for inner_id in self.told.pop(key, []):
-            if math.isfinite(mean):
-                self.searcher.on_trial_complete(inner_id, result={self.metric: mean})
-            else:
-                self.searcher.on_trial_complete(inner_id, result=None, error=True)
+        step = self.search.suggest()
+        if step is DONE:
+            return Searcher.FINISHED  # type: ignore[return-value]
+        if not isinstance(step, Launch):
+            return None
+        self.trials[trial_id] = (step.key, step.index)
+        return step.config
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -472,22 +306,21 @@ class RacingSearcher(Searcher):
         key, index = self.trials[trial_id]
         value = (result or {}).get(self.metric) if not error else None
         score = float(value) if isinstance(value, (int, float)) else math.nan
-        self.queue += [(key, i) for i in self.race.record(key, index, score)]
-        self._tell(key)
+        self.search.report(key, index, score)
 
     def get_state(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["searcher"]
-        return state
+        return {"search": self.search, "trials": self.trials}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
     def save(self, checkpoint_path: str) -> None:
-        self.searcher.save(checkpoint_path)
+        with open(checkpoint_path, "wb") as f:  # the Optuna study (in memory) pickles
+            pickle.dump(self.get_state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        self.searcher.restore(checkpoint_path)
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
 
 
 class MlflowCallback(tune.Callback):
@@ -520,6 +353,19 @@ class MlflowCallback(tune.Callback):
         self.progress = TrialProgress(
             target=target, metric=selection_key(self.task), total=space.target_for(target).steps
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles the callback with its experiment; a restored (--resume) copy reconnects
+        # to the same store and experiment and starts with no open runs: a restored trial's
+        # run is found again by its trial id (_run_of)
+        state = {k: v for k, v in self.__dict__.items() if k != "tracker"}
+        where = {"tracking_uri": self.tracker.tracking_uri, "experiment": self.tracker.experiment}
+        return state | {"runs": {}, "steps": {}, "done": 0, "tracker_at": where}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        where = state.pop("tracker_at")
+        self.__dict__.update(state)
+        self.tracker = Tracker(**where)
 
     def _params(self, trial: Any) -> dict[str, Any]:
         config = dict(trial.config)
@@ -1014,6 +860,7 @@ def _run_targets(
     model_fingerprint = (
         storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
     )
+    evidence = _earlier_evidence(space, tracker)  # for the prior (raystilts.search.prior)
     for target in space.targets:
         metric = selection_key(CATALOG[target])
         if run.log:
@@ -1021,42 +868,14 @@ def _run_targets(
                 f"{target}: {space.search.num_samples} trials, {space.search.max_concurrent} at a time, selected on {metric}",
                 flush=True,
             )
-        algorithm = space.search.algorithm
-        samples = space.search.num_samples
-        if algorithm == "grid":  # every chain once, in order: the exhaustive reference
-            points = [chain_params(space, target, c) for c in all_chains(space, target)]
-            samples = len(points)
-        else:
-            points = [baseline_params(space, target)] if space.search.baseline_first else []
-            first = warm.get(target, ())[: space.search.warm_start_chains]
-            points += [chain_params(space, target, [t]) for t in first]
-        searcher: Any = OptunaSearch(
-            space=make_define_by_run(space, target),
-            metric=metric,
-            mode="max",
-            points_to_evaluate=points or None,
-            sampler=(
-                optuna.samplers.RandomSampler(seed=space.search.sampler_seed)
-                if algorithm == "random"
-                else optuna.samplers.TPESampler(seed=space.search.sampler_seed)
-            ),
+        ranking, rerank = _target_ranking(
+            space, target, warm.get(target), evidence, tracker, parent, run.log
         )
+        # the same objects the tabular replay drives (benchmarks/transfer_tables.py)
+        search = build_search(space, target, ranking=ranking, rerank=rerank)
+        searcher = RacingSearcher(search, metric=metric)
         seeds = len(space.search.seeds)
-        if algorithm == "tpe":  # seeds raced, repeated proposals answered from their runs
-            searcher = RacingSearcher(
-                searcher,
-                space=space,
-                target=target,
-                num_samples=samples,
-                # search.race_within_sd / search.neighbour_share once the space has them
-                within_sd=getattr(space.search, "race_within_sd", RACE_WITHIN_SD),
-                first_points=len(points),
-                # neighbours of the best chain are tried with the warm start's task order
-                order=tuple(warm.get(target, space.intermediate.pool_for(target))),
-                local_share=getattr(space.search, "neighbour_share", LOCAL_SHARE),
-            )
-        elif seeds > 1:  # every config once per seed (grid, plain random); Optuna sees the mean
-            searcher = Repeater(searcher, repeat=seeds)
+        samples = search.num_samples
         sched: Any = FIFOScheduler()
         # a retrieval target is not trained: nothing to stop early
         if space.search.scheduler.type == "asha" and CATALOG[target].has_train:
@@ -1087,11 +906,9 @@ def _run_targets(
         path = _experiment_path(storage, space.name, target)
         if run.resume and tune.Tuner.can_restore(path):
             # finished trials stay finished; unfinished ones continue; errored ones stay errored
+            # the restored RunConfig holds an unpickled copy of the old callback, which
+            # reconnects to MLflow on unpickling (MlflowCallback.__setstate__)
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
-            # the restored RunConfig holds an unpickled copy of the old callback; use this
-            # search's (fresh MLflow client, same parent run). Private, pinned Ray 2.60.
-            if tuner._local_tuner is not None:
-                tuner._local_tuner.get_run_config().callbacks = [callback]
             if run.log:
                 print(f"{target}: resuming {path}", flush=True)
             with stopping.tune_run():  # SIGTERM/Ctrl-C: Tune saves and stops, then we raise
@@ -1120,6 +937,45 @@ def _run_targets(
             grid = tuner.fit()
         counts[target] = len(grid)
         failed[target] = grid.num_errors
+        if space.search.prior.other_targets:  # this target's trials inform the next targets'
+            evidence += evidence_from_search(search)
+
+
+def _earlier_evidence(space: SearchSpace, tracker: Tracker) -> list[Evidence]:
+    """Finished trials of ``search.prior.experiments`` in this search's tracking store."""
+    evidence: list[Evidence] = []
+    for name in space.search.prior.experiments:
+        runs = load_runs(tracking_uri=tracker.tracking_uri, experiment=name)
+        evidence += evidence_from_runs(runs)
+    return evidence
+
+
+def _target_ranking(
+    space: SearchSpace,
+    target: str,
+    warm: Sequence[str] | None,
+    evidence: Sequence[Evidence],
+    tracker: Tracker,
+    parent: str,
+    log: bool,
+) -> tuple[tuple[str, ...] | None, Reranker | None]:
+    """The warm start combined with the prior from other targets, and the prior's reranker
+    (None without other targets' evidence); logged on the search run."""
+    pool = space.intermediate.pool_for(target)
+    prior = build_prior(evidence, tasks=pool, target=target)
+    ranking = rank_tasks(prior, pool, warm)
+    if prior.sources:
+        line = prior.describe(pool, warm)
+        tracker.set_tags(parent, {f"raystilts.search.prior.{target}": line[:5000]})
+        tracker.log_metrics(
+            parent,
+            {f"prior/{target}/{t}/score": prior.score(t) for t in pool},
+            step=0,
+        )
+        if log:
+            print(f"{target}: {line}", flush=True)
+    rerank = Reranker(prior, pool, tuple(warm) if warm else None) if prior.sources else None
+    return ranking, rerank
 
 
 def shutdown_ray() -> None:

@@ -1,0 +1,248 @@
+"""A prior over intermediate tasks from other targets' finished trials, combined with the warm start.
+
+    evidence = [Evidence(target="rte", chain=("mnli",), score=0.86), ...]
+    prior = build_prior(evidence, tasks=("mnli", "sst", "qqp"), target="boolq")
+    ranking = prior.ranking(warm=("sst", "mnli", "qqp"))   # the order a search tries them in
+
+In published intermediate-task studies some tasks help almost every target and some hurt
+almost all (Pruksachatkun et al. 2020; Poth et al. 2021): what other targets measured is
+evidence about a new target before it trains anything. The rule, and why each part:
+
+* per other target, a task's score is its mean over the target's finished single-task chains
+  (seeds, repeats); tasks are then ranked within that target and the rank scaled to [0, 1]
+  (best 1, worst 0, ties share their mean rank). Ranks, not scores: targets differ in scale
+  (accuracy, F1, percent) and difficulty, and one broken cell cannot outweigh the others;
+* a task's prior is the mean of its scaled ranks over the targets that ran it, shrunk toward
+  the neutral 0.5 by one pseudo-target: a task seen on one target does not outrank one that was
+  good on ten (a Bayesian average); a task no other target ran is neutral;
+* with a warm start ranking (TextEmb, :mod:`raystilts.train.transfer`), its scaled rank takes the
+  place of the pseudo-target: a zero-cost similarity estimate counts as much as one observed
+  target, so with one or two targets seen it still matters and with many it yields.
+
+* once the searched target has scored a few single-task chains (``MIN_SHARED``), each other
+  target is weighted by how well its ranking agrees with them (Spearman's correlation on the
+  tasks both ran; negative or none: weight 0): which tasks help is partly specific to the
+  target (TaskWeb, Kim et al. 2023), and a target that ranks the same tasks alike is the better
+  guide to the rest (:meth:`Prior.reweighted`, the search's :class:`Reranker`).
+
+Only single-task chains are evidence: a longer chain's score belongs to its order and partners.
+Pure (no Ray, no MLflow): :func:`evidence_from_runs` reads plain run records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from raystilts.search.searcher import ChainSearch
+
+__all__ = [
+    "Evidence",
+    "Prior",
+    "Reranker",
+    "build_prior",
+    "evidence_from_runs",
+    "evidence_from_search",
+    "rank_tasks",
+    "scaled_ranks",
+]
+
+NEUTRAL = 0.5  # the prior of a task no other target ran: neither end of the ranking
+# observed tasks a target must share with another before their agreement weights it: a rank
+# correlation over fewer is +1 or -1 by chance half the time
+MIN_SHARED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One finished trial (or a seed mean) of some target: chain and selection score."""
+
+    target: str
+    chain: tuple[str, ...]
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """Per task: the shrunk mean scaled rank over other targets, and those targets' sums."""
+
+    target: str
+    rank_sums: dict[str, float]  # task -> (weighted) sum of its scaled ranks over other targets
+    support: dict[str, float]  # task -> (weighted) number of other targets that ran it
+    sources: tuple[str, ...]  # the other targets the evidence came from
+    means: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> task -> mean
+
+    def reweighted(self, observed: Mapping[str, float]) -> Prior:
+        """The prior with each other target weighted by the Spearman correlation of its task
+        means with ``observed`` (this target's task means so far), clipped at 0; unchanged
+        until a target shares ``MIN_SHARED`` observed tasks, or when no weight is positive."""
+        weights = {}
+        for other, means in self.means.items():
+            shared = [t for t in observed if t in means]
+            if len(shared) >= MIN_SHARED:
+                weights[other] = max(
+                    0.0, _spearman([observed[t] for t in shared], [means[t] for t in shared])
+                )
+        if not weights or not any(weights.values()):
+            return self
+        sums: dict[str, float] = defaultdict(float)
+        support: dict[str, float] = defaultdict(float)
+        for other, w in weights.items():
+            for t, r in scaled_ranks(self.means[other]).items():
+                sums[t] += w * r
+                support[t] += w
+        return Prior(self.target, dict(sums), dict(support), self.sources, self.means)
+
+    def score(self, task: str, warm: float | None = None) -> float:
+        """The task's prior; ``warm`` (its scaled warm-start rank) replaces the pseudo-target."""
+        pseudo = NEUTRAL if warm is None else warm
+        return (self.rank_sums.get(task, 0.0) + pseudo) / (self.support.get(task, 0) + 1)
+
+    def ranking(self, tasks: Sequence[str], warm: Sequence[str] | None = None) -> tuple[str, ...]:
+        """``tasks`` best first by :meth:`score` (with the warm start's ranking ``warm``);
+        ties keep the warm start's order, then the order of ``tasks``."""
+        order = [t for t in (warm or ()) if t in tasks] + [
+            t for t in tasks if t not in (warm or ())
+        ]
+        warm_rank = scaled_ranks({t: -i for i, t in enumerate(warm)}) if warm else {}
+        scores = {t: self.score(t, warm_rank.get(t)) for t in order}
+        return tuple(sorted(order, key=lambda t: -scores[t]))  # stable: ties keep ``order``
+
+    def describe(self, tasks: Sequence[str], warm: Sequence[str] | None = None) -> str:
+        """One line for logs and MLflow tags: sources and the ranking with scores."""
+        warm_rank = scaled_ranks({t: -i for i, t in enumerate(warm)}) if warm else {}
+        ranked = self.ranking(tasks, warm)
+        shown = ", ".join(f"{t} {self.score(t, warm_rank.get(t)):.2f}" for t in ranked)
+        return f"prior from {len(self.sources)} target(s) ({', '.join(self.sources)}): {shown}"
+
+
+def scaled_ranks(scores: Mapping[str, float]) -> dict[str, float]:
+    """Ranks of ``scores`` scaled to [0, 1], best 1, ties at their mean rank; one key: 0.5.
+
+    >>> scaled_ranks({"a": 0.9, "b": 0.5, "c": 0.5})
+    {'a': 1.0, 'b': 0.25, 'c': 0.25}
+    """
+    if len(scores) == 1:
+        return dict.fromkeys(scores, NEUTRAL)
+    ordered = sorted(scores, key=lambda k: scores[k])
+    out: dict[str, float] = {}
+    start = 0
+    while start < len(ordered):  # a run of ties shares the mean of its 0-based ranks
+        end = start
+        while end + 1 < len(ordered) and scores[ordered[end + 1]] == scores[ordered[start]]:
+            end += 1
+        for key in ordered[start : end + 1]:
+            out[key] = (start + end) / 2 / (len(ordered) - 1)
+        start = end + 1
+    return {k: out[k] for k in scores}
+
+
+def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: str) -> Prior:
+    """The prior of ``target`` over ``tasks`` from the evidence of every other target (the
+    module docstring: the rule and why). Non-finite scores and other chains are ignored."""
+    cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    wanted = set(tasks)
+    for e in evidence:
+        if e.target == target or len(e.chain) != 1 or not math.isfinite(e.score):
+            continue
+        if e.chain[0] in wanted and e.chain[0] != e.target:  # self-transfer is no evidence
+            cells[e.target][e.chain[0]].append(e.score)
+    sums: dict[str, float] = defaultdict(float)
+    support: dict[str, float] = defaultdict(float)
+    sources = []
+    all_means = {}
+    for other in sorted(cells):
+        means = {t: statistics.fmean(v) for t, v in cells[other].items()}
+        if len(means) < 2:  # one task alone ranks against nothing
+            continue
+        sources.append(other)
+        all_means[other] = means
+        for t, r in scaled_ranks(means).items():
+            sums[t] += r
+            support[t] += 1
+    return Prior(target, dict(sums), dict(support), tuple(sources), all_means)
+
+
+def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson's on tied-average ranks); 0 when one is constant."""
+    ra = scaled_ranks({str(i): v for i, v in enumerate(a)})
+    rb = scaled_ranks({str(i): v for i, v in enumerate(b)})
+    xs, ys = [ra[str(i)] for i in range(len(a))], [rb[str(i)] for i in range(len(b))]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx and syy else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reranker:
+    """The ranking of ``tasks`` given this target's task means so far (picklable, for Tune's
+    searcher checkpoints): :meth:`Prior.reweighted`, then :meth:`Prior.ranking`."""
+
+    prior: Prior
+    tasks: tuple[str, ...]
+    warm: tuple[str, ...] | None = None
+
+    def __call__(self, observed: Mapping[str, float]) -> tuple[str, ...]:
+        return self.prior.reweighted(observed).ranking(self.tasks, self.warm)
+
+
+class _Run(Protocol):
+    @property
+    def status(self) -> str: ...
+    @property
+    def params(self) -> dict[str, str]: ...
+    @property
+    def metrics(self) -> dict[str, float]: ...
+
+
+def evidence_from_runs(runs: Iterable[_Run]) -> list[Evidence]:
+    """Evidence from finished MLflow trial runs (:class:`raystilts.tracking.RunRecord`): params
+    ``target`` and ``intermediate`` (a JSON list), scored on the run's ``selection_metric``
+    param (written by ``raystilts import``) or else the catalog target's selection metric."""
+    from raystilts.tasks import CATALOG, selection_key
+
+    out: list[Evidence] = []
+    for run in runs:
+        target = run.params.get("target")
+        if run.status != "FINISHED" or not target:
+            continue
+        key = run.params.get("selection_metric") or (
+            selection_key(CATALOG[target]) if target in CATALOG else None
+        )
+        value = run.metrics.get(key) if key else None
+        try:
+            chain = tuple(json.loads(run.params.get("intermediate", "null")) or ())
+        except ValueError:
+            continue
+        if value is not None and math.isfinite(value):
+            out.append(Evidence(target=target, chain=chain, score=float(value)))
+    return out
+
+
+def evidence_from_search(search: ChainSearch) -> list[Evidence]:
+    """A finished (or running) search's configs as evidence: each config's mean over the
+    seeds it ran (:meth:`raystilts.search.searcher.ChainSearch.selection`'s numbers)."""
+    out = []
+    for key in search.configs:
+        mean = search.race.mean(key)
+        if math.isfinite(mean):
+            out.append(Evidence(target=search.target, chain=search.chain(key), score=mean))
+    return out
+
+
+def rank_tasks(
+    prior: Prior | None, tasks: Sequence[str], warm: Sequence[str] | None
+) -> tuple[str, ...] | None:
+    """The ranking a target's search starts from (:func:`raystilts.search.searcher.build_search`):
+    the prior combined with the warm start; None when there is neither."""
+    if prior is None or not prior.sources:
+        return tuple(warm) if warm else None
+    return prior.ranking(tasks, warm)
