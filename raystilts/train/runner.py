@@ -45,6 +45,7 @@ from raystilts.data.features import (
 )
 from raystilts.metrics import scores as metrics_lib
 from raystilts.tasks.catalog import TaskSpec, selection_key
+from raystilts.train.accel import adamw, autocast, bf16_active, to_device
 from raystilts.train.checkpointing import BestCheckpoint, CheckpointChoice
 from raystilts.train.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
 from raystilts.train.models import build_model, encoder_state, unwrap
@@ -119,6 +120,8 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     grad_accum: int = 1  # micro-batches per optimizer step (keeps the effective batch fixed)
     bf16: bool = True  # used only where the device supports it
+    bf16_cpu: bool = False  # bf16 on CPUs with native bf16 too (raystilts.train.accel: opt-in)
+    compile: bool = False  # torch.compile each phase's model (its compile time counts in the phase)
     # hidden layer mean-pooled for retrieval; None: the middle layer, as XTREME (negative: from
     # the top, -1 = last)
     retrieval_layer: int | None = None
@@ -169,13 +172,11 @@ def _optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.opt
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, fused=torch.cuda.is_available())
+    return adamw(groups, lr=lr)
 
 
-def _autocast(device: torch.device, bf16: bool) -> Any:
-    if bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def _autocast(device: torch.device, bf16: bool, cpu: bool = False) -> Any:
+    return autocast(device, bf16, cpu=cpu)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,12 +194,15 @@ class _Eval:
         size = batch_size or self.settings.eval_batch_size
         for idx in eval_batches(feats.lengths, batch_size=size):
             batch = collate(feats, idx, pad_id=self.pad_id, mlm=mlm)
-            inputs = {
-                k: v.to(self.device)
-                for k, v in batch.items()
-                if k in ("input_ids", "attention_mask", "token_type_ids")
-            }
-            with _autocast(self.device, self.settings.bf16):
+            inputs = to_device(
+                {
+                    k: v
+                    for k, v in batch.items()
+                    if k in ("input_ids", "attention_mask", "token_type_ids")
+                },
+                self.device,
+            )
+            with _autocast(self.device, self.settings.bf16, self.settings.bf16_cpu):
                 yield idx, batch, self.model(**inputs)
 
 
@@ -406,6 +410,7 @@ def _train_phase(
         opt, math.ceil(settings.warmup_ratio * phase.steps), phase.steps
     )
     model.train()
+    step_model = torch.compile(model) if settings.compile else model
     torch.manual_seed(seed * 7919 + dist.rank)  # dropout masks differ across ranks
     loss_sum = torch.zeros((), device=dist.device)
     tokens = torch.zeros((), device=dist.device, dtype=torch.long)
@@ -426,20 +431,18 @@ def _train_phase(
                     world_size=dist.world_size,
                 )
                 epoch[name] += 1
-            batch = {
-                k: v.to(dist.device, non_blocking=True)
-                for k, v in collate(
-                    feats[name], plans[name].pop(), pad_id=pad_id, mlm=maskers.get(name)
-                ).items()
-            }
+            batch = to_device(
+                collate(feats[name], plans[name].pop(), pad_id=pad_id, mlm=maskers.get(name)),
+                dist.device,
+            )
             # DDP all-reduces gradients on the last micro-batch of a step only
             last = part == settings.grad_accum - 1
             sync: Any = nullcontext()
             if isinstance(model, nn.parallel.DistributedDataParallel) and not last:
                 sync = model.no_sync()
             with sync:
-                with _autocast(dist.device, settings.bf16):
-                    out = model(name, **batch) if sampler is not None else model(**batch)
+                with _autocast(dist.device, settings.bf16, settings.bf16_cpu):
+                    out = step_model(name, **batch) if sampler is not None else step_model(**batch)
                     loss = out.loss / settings.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
@@ -489,7 +492,7 @@ def _prefix_keys(
     """The nested prefix-cache keys of ``plan``'s intermediate phases."""
     if not model_key:
         raise ValueError("run_chain: a prefix_cache needs the base model's model_fingerprint")
-    bf16 = settings.bf16 and dist.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16 = bf16_active(dist.device, settings.bf16, cpu=settings.bf16_cpu)
     return prefix_keys(
         base_model_fingerprint=model_key,
         phases=[
