@@ -132,3 +132,23 @@ def test_the_searcher_runs_without_ray_or_torch() -> None:
         "raystilts.core.transfer_tables; sys.exit(('ray' in sys.modules) + 2 * ('torch' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", check], check=False).returncode == 0
+
+
+def test_metric_keys_and_tags_are_written_from_the_schema() -> None:
+    """What lands in MLflow is defined once (raystilts.core.schema): no module outside it spells
+    a raystilts tag name or builds a metric key with an f-string."""
+    import re
+
+    tag = re.compile(
+        r"[\"']raystilts\.(target|chain|outcome|kind|search|trial_id|search_id)[\"']\s*[:,)\]]"
+    )
+    fkey = re.compile(r"f[\"'](dev|test|\{split\})/\{")
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "schema.py":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#")[0]
+            if (tag.search(code) or fkey.search(code)) and "``" not in code:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{n}: {line.strip()}")
+    assert found == []

@@ -51,6 +51,14 @@ from raystilts.core.formats import num as _num
 from raystilts.core.formats import p_value as _p
 from raystilts.core.formats import pct as _pct
 from raystilts.core.formats import signed as _gain
+from raystilts.core.schema import (
+    AVG,
+    CHAIN_TAG,
+    KEY_FIELDS,
+    KEY_SEP,
+    TARGET_TAG,
+    parse_metric_key,
+)
 
 __all__ = [
     "DISTANCE_KINDS",
@@ -77,8 +85,8 @@ __all__ = [
     "unknown_languages",
 ]
 
-# The logged per-task average language; recomputed here over the languages compared.
-_AVG_LANG = "avg"
+# The logged per-task average (schema.AVG) is recomputed here over the languages compared.
+_AVG_LANG = AVG
 
 _LONG_SCHEMA = pl.Schema(
     {
@@ -168,8 +176,8 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
         {
             "run_id": [r.run_id for r in records],
             "status": [r.status for r in records],
-            "target": [r.params.get("target", r.tags.get("raystilts.target")) for r in records],
-            "chain": [r.params.get("chain", r.tags.get("raystilts.chain")) for r in records],
+            "target": [r.params.get("target", r.tags.get(TARGET_TAG)) for r in records],
+            "chain": [r.params.get("chain", r.tags.get(CHAIN_TAG)) for r in records],
             "intermediate_json": [r.params.get("intermediate") for r in records],
             "seed": [r.params.get("seed") for r in records],
             "config_key": [r.params.get("config_key") or derived_config_key(r) for r in records],
@@ -212,16 +220,10 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
     parts = pl.col("parts")
     layout = (
         metrics.select(pl.col("key").unique())
-        .with_columns(parts=pl.col("key").str.split("/"))
-        .filter(parts.list.len() == 4)
-        .select(
-            "key",
-            split=parts.list.get(0),
-            task=parts.list.get(1),
-            lang=parts.list.get(2),
-            metric=parts.list.get(3),
-        )
-        .filter(pl.col("lang") != _AVG_LANG)
+        .with_columns(parts=pl.col("key").str.split(KEY_SEP))
+        .filter(parts.list.len() == len(KEY_FIELDS))  # parse_metric_key, vectorised
+        .select("key", **{field: parts.list.get(i) for i, field in enumerate(KEY_FIELDS)})
+        .filter(pl.col("lang") != AVG)
     )
     return (
         metrics.join(layout, on="key", how="inner")
@@ -241,8 +243,8 @@ def derived_config_key(run: RunLike) -> str:
     import json
 
     params = {k: v for k, v in run.params.items() if k not in ("seed", "table_seed")}
-    params.setdefault("target", run.tags.get("raystilts.target", ""))
-    params.setdefault("chain", run.tags.get("raystilts.chain", ""))
+    params.setdefault("target", run.tags.get(TARGET_TAG, ""))
+    params.setdefault("chain", run.tags.get(CHAIN_TAG, ""))
     blob = json.dumps(params, sort_keys=True)
     return "derived-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -253,17 +255,17 @@ def unused_runs(records: Sequence[RunLike]) -> list[tuple[str, str]]:
     layout, or no test score (selection needs dev, gains need test)."""
     out: list[tuple[str, str]] = []
     for r in records:
-        target = r.params.get("target", r.tags.get("raystilts.target"))
+        target = r.params.get("target", r.tags.get(TARGET_TAG))
         metric = r.params.get("metric")
-        parts = [k.split("/") for k in r.metrics]
-        own = [p for p in parts if len(p) == 4 and p[1] == target and p[3] == metric]
+        parts = [p for p in map(parse_metric_key, r.metrics) if p is not None]
+        own = [p for p in parts if p.task == target and p.metric == metric]
         if r.status != "FINISHED":
             reason = f"status {r.status}"
         elif not target:
             reason = "no target param or raystilts.target tag"
         elif not own:
             reason = f"no {target} {metric} score as split/{target}/lang/{metric}"
-        elif not any(p[0] == "test" for p in own):
+        elif not any(p.split == "test" for p in own):
             reason = "no test score"
         else:
             continue

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from raystilts.core.schema import parse_metric_key
+
 __all__ = ["Bar", "TrialProgress"]
 
 
@@ -42,7 +44,7 @@ class TrialProgress:
             left = f"~{(now - t0) / (step - s0) * (self.total - step):.0f}s left"
         score = result.get(self.metric)
         shown = (
-            f"{self.metric.split('/')[2]} dev {100 * score:.1f}" if isinstance(score, float) else ""
+            f"{_lang(self.metric)} dev {100 * score:.1f}" if isinstance(score, float) else ""
         )
         return f"  [{self.target}] {name:38s} target {step:.0f}/{self.total}  {shown:14s} {left}"
 
@@ -93,3 +95,9 @@ class Bar:
         took = time.monotonic() - self._t0
         tail = f" {self.suffix}" if self.suffix else ""
         return f"  {self.label} [{bar}] {self.done}/{self.total} ({took:.0f}s){tail}"
+
+
+def _lang(metric: str) -> str:
+    """The language of a metric key (``dev/xnli/en/accuracy`` -> ``en``)."""
+    parsed = parse_metric_key(metric)
+    return parsed.lang if parsed else metric

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raystilts.core.errors import UserError
+from raystilts.core.schema import CHAIN_TAG, KIND_TAG, TARGET_TAG, config_key, metric_key
 
 __all__ = [
     "BASELINE",
@@ -187,7 +188,6 @@ def imported_runs(table: TransferTable, *, source: str) -> tuple[list[ImportedRu
     how many self-transfer rows were left out (not a chain). A study reports one score per
     run: it is logged as ``dev/{target}/{lang}/score`` (what selection reads) and as
     ``test/...`` (what gains read), tagged so; ``NONE`` rows are the empty chain."""
-    from raystilts.core.schema import config_key
 
     groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     left_out = 0
@@ -216,18 +216,18 @@ def imported_runs(table: TransferTable, *, source: str) -> tuple[list[ImportedRu
             "table_seed": seed,
             "metric": "score",
             "metric_description": rows[0].metric[:400],
-            "selection_metric": f"dev/{target}/{lang}/score",
+            "selection_metric": metric_key("dev", target, lang, "score"),
             "config_key": config_key({"chain": chain}, target),
         }
         metrics = {
-            f"{split}/{target}/{lg}/score": v
+            metric_key(split, target, lg, "score"): v
             for lg, v in scores.items()
             for split in ("dev", "test")
         }
         tags = {
-            "raystilts.target": target,
-            "raystilts.chain": chain,
-            "raystilts.kind": "trial",
+            TARGET_TAG: target,
+            CHAIN_TAG: chain,
+            KIND_TAG: "trial",
             "raystilts.imported_from": source,
             "raystilts.imported_note": "the study's one score per run, logged as dev and test",
         }

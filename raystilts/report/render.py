@@ -334,177 +334,205 @@ def _ci(row: Row, low: str = "ci_low", high: str = "ci_high") -> str:
     return ci(row.get(low), row.get(high))
 
 
+def _best_table(analysis: Mapping[str, Any]) -> _Table:
+    """The best chain per target under strict zero-shot selection."""
+    return _Table(
+        "Best chain per target (selected on English dev: strict zero-shot)",
+        ("target", "chain", "en dev", "test avg", "baseline avg", "gain", "seeds", "configs"),
+        [
+            (
+                r["target"],
+                r["chain_name"],
+                _pct(r["dev_en"]),
+                _pct(r["avg"]),
+                _pct(r["baseline_avg"]),
+                _signed(r["gain_avg"]),
+                _seeds(r),
+                str(r["n_candidates"]),
+            )
+            for r in analysis.get("best_chains", [])
+        ],
+        "Paired by seed: test avg, baseline avg and gain are over the seeds the chain shares "
+        "with the baseline (none shared: no gain), averaged over the languages tested for "
+        "both, English included; 'seeds' counts the chain's seeds; x100.",
+    )
+
+
+def _selection_table(analysis: Mapping[str, Any]) -> _Table:
+    """English-dev selection beside each language's own dev (an oracle)."""
+    return _Table(
+        "Selection: English dev vs each language's dev",
+        ("target", "lang", "en-dev chain", "test", "gain", "lang-dev chain", "test", "gain"),
+        [
+            (
+                r["target"],
+                r["lang"],
+                r["en_chain"] or "-",
+                _pct(r["en_test"]),
+                _signed(r["en_gain"]),
+                r["lang_chain"] or "-",
+                _pct(r["lang_test"]),
+                _signed(r["lang_gain"]),
+            )
+            for r in analysis.get("selection", [])
+        ],
+        "Target-language dev selection is an oracle: it needs labelled data in each language. "
+        "Each gain is over the baseline selected by the same rule; x100.",
+    )
+
+
+def _gains_table(analysis: Mapping[str, Any]) -> _Table:
+    """Every chain's gain over the baseline, all languages together."""
+    return _Table(
+        "Gain over the baseline, all languages",
+        ("target", "intermediate", "en dev", "langs", "seeds", "gain", "95% CI", "p", "unit"),
+        [
+            (
+                r["target"],
+                r["label"],
+                _pct(r["dev_en"]),
+                str(r["n_langs"]),
+                str(r["n_seeds"]),
+                _signed(r["gain"]),
+                _ci(r),
+                _p(r["p_value"]),
+                r["unit"],
+            )
+            for r in sorted(_gains(analysis, ALL), key=lambda r: (r["target"], -(r["gain"] or 0)))
+        ],
+        "unit: what the interval resamples and the t-test pairs (see Methods).",
+    )
+
+
+def _group_table(grouping: str, rows: list[Row]) -> _Table:
+    """The plotted chain's gain per language group of ``grouping``."""
+    return _Table(
+        f"Gain by {grouping} (plotted chain per target; English excluded)",
+        (
+            "target",
+            "intermediate",
+            grouping,
+            "langs",
+            "seeds",
+            "gain",
+            "95% CI",
+            "p",
+            "unit",
+        ),
+        [
+            (
+                r["target"],
+                r["label"],
+                r["group"],
+                str(r["n_langs"]),
+                str(r["n_seeds"]),
+                _signed(r["gain"]),
+                _ci(r),
+                _p(r["p_value"]),
+                r["unit"],
+            )
+            for r in sorted(rows, key=lambda r: (r["target"], r["group"]))
+        ],
+    )
+
+
+def _distance_table(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> _Table:
+    """Gain against typological distance, for the plotted chain."""
+    return _Table(
+        "Gain vs typological distance (plotted chain per target)",
+        ("target", "intermediate", "distance", "langs", "pearson r", "p", "spearman rho", "p"),
+        [
+            (
+                r["target"],
+                r["label"],
+                r["kind"],
+                str(r["n_langs"]),
+                _num(r["pearson_r"]),
+                _p(r["pearson_p"]),
+                _num(r["spearman_rho"]),
+                _p(r["spearman_p"]),
+            )
+            for r in analysis.get("correlations", [])
+            if chosen.get(r["target"]) == r["chain"]
+        ],
+        "Over transfer languages with a known distance; fewer than 3 give no correlation.",
+    )
+
+
+def _ordering_table(analysis: Mapping[str, Any]) -> _Table:
+    """Same tasks in another order, or mixed."""
+    return _Table(
+        "Ordering effects: same intermediate tasks, different order or mixed",
+        (
+            "target",
+            "chain",
+            "minus chain",
+            "kind",
+            "seeds",
+            "diff",
+            "95% CI",
+            "p",
+            "seed sd",
+            "exceeds seed noise",
+        ),
+        [
+            (
+                r["target"],
+                r["chain"],
+                r["chain_b"],
+                r["kind"],
+                str(r["n_seeds"]),
+                _signed(r["diff"]),
+                _ci(r),
+                _p(r["p_value"]),
+                _pct(r["seed_sd"]),
+                "-" if r["exceeds_noise"] is None else ("yes" if r["exceeds_noise"] else "no"),
+            )
+            for r in analysis.get("ordering", [])
+            if r["group"] == ALL
+        ],
+        "All languages; seed by seed differences. 'exceeds seed noise': paired t-test over "
+        "seeds p < 0.05 (undecided with one seed).",
+    )
+
+
+def _translation_table(analysis: Mapping[str, Any]) -> _Table:
+    """Machine-translated against English intermediate data."""
+    return _Table(
+        "Machine-translated vs English intermediate data",
+        ("target", "translated chain", "english chain", "seeds", "diff", "95% CI", "p", "unit"),
+        [
+            (
+                r["target"],
+                r["chain"],
+                r["english_chain"],
+                str(r["n_seeds"]),
+                _signed(r["diff"]),
+                _ci(r),
+                _p(r["p_value"]),
+                r["unit"],
+            )
+            for r in analysis.get("translation", [])
+            if r["group"] == ALL
+        ],
+        "All languages; only where both the translated and the English chain were run.",
+    )
+
+
 def _tables(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> list[_Table]:
-    tables = [
-        _Table(
-            "Best chain per target (selected on English dev: strict zero-shot)",
-            ("target", "chain", "en dev", "test avg", "baseline avg", "gain", "seeds", "configs"),
-            [
-                (
-                    r["target"],
-                    r["chain_name"],
-                    _pct(r["dev_en"]),
-                    _pct(r["avg"]),
-                    _pct(r["baseline_avg"]),
-                    _signed(r["gain_avg"]),
-                    _seeds(r),
-                    str(r["n_candidates"]),
-                )
-                for r in analysis.get("best_chains", [])
-            ],
-            "Paired by seed: test avg, baseline avg and gain are over the seeds the chain shares "
-            "with the baseline (none shared: no gain), averaged over the languages tested for "
-            "both, English included; 'seeds' counts the chain's seeds; x100.",
-        ),
-        _Table(
-            "Selection: English dev vs each language's dev",
-            ("target", "lang", "en-dev chain", "test", "gain", "lang-dev chain", "test", "gain"),
-            [
-                (
-                    r["target"],
-                    r["lang"],
-                    r["en_chain"] or "-",
-                    _pct(r["en_test"]),
-                    _signed(r["en_gain"]),
-                    r["lang_chain"] or "-",
-                    _pct(r["lang_test"]),
-                    _signed(r["lang_gain"]),
-                )
-                for r in analysis.get("selection", [])
-            ],
-            "Target-language dev selection is an oracle: it needs labelled data in each language. "
-            "Each gain is over the baseline selected by the same rule; x100.",
-        ),
-        _Table(
-            "Gain over the baseline, all languages",
-            ("target", "intermediate", "en dev", "langs", "seeds", "gain", "95% CI", "p", "unit"),
-            [
-                (
-                    r["target"],
-                    r["label"],
-                    _pct(r["dev_en"]),
-                    str(r["n_langs"]),
-                    str(r["n_seeds"]),
-                    _signed(r["gain"]),
-                    _ci(r),
-                    _p(r["p_value"]),
-                    r["unit"],
-                )
-                for r in sorted(
-                    _gains(analysis, ALL), key=lambda r: (r["target"], -(r["gain"] or 0))
-                )
-            ],
-            "unit: what the interval resamples and the t-test pairs (see Methods).",
-        ),
-    ]
+    """Every table of the report, in reading order; ``chosen``: the plotted chain per target."""
+    tables = [_best_table(analysis), _selection_table(analysis), _gains_table(analysis)]
     for grouping in GROUPINGS:
         rows = [r for r in _gains(analysis, grouping) if chosen.get(r["target"]) == r["chain"]]
         if rows:
-            tables.append(
-                _Table(
-                    f"Gain by {grouping} (plotted chain per target; English excluded)",
-                    (
-                        "target",
-                        "intermediate",
-                        grouping,
-                        "langs",
-                        "seeds",
-                        "gain",
-                        "95% CI",
-                        "p",
-                        "unit",
-                    ),
-                    [
-                        (
-                            r["target"],
-                            r["label"],
-                            r["group"],
-                            str(r["n_langs"]),
-                            str(r["n_seeds"]),
-                            _signed(r["gain"]),
-                            _ci(r),
-                            _p(r["p_value"]),
-                            r["unit"],
-                        )
-                        for r in sorted(rows, key=lambda r: (r["target"], r["group"]))
-                    ],
-                )
-            )
-    tables += [
-        _Table(
-            "Gain vs typological distance (plotted chain per target)",
-            ("target", "intermediate", "distance", "langs", "pearson r", "p", "spearman rho", "p"),
-            [
-                (
-                    r["target"],
-                    r["label"],
-                    r["kind"],
-                    str(r["n_langs"]),
-                    _num(r["pearson_r"]),
-                    _p(r["pearson_p"]),
-                    _num(r["spearman_rho"]),
-                    _p(r["spearman_p"]),
-                )
-                for r in analysis.get("correlations", [])
-                if chosen.get(r["target"]) == r["chain"]
-            ],
-            "Over transfer languages with a known distance; fewer than 3 give no correlation.",
-        ),
-        _Table(
-            "Ordering effects: same intermediate tasks, different order or mixed",
-            (
-                "target",
-                "chain",
-                "minus chain",
-                "kind",
-                "seeds",
-                "diff",
-                "95% CI",
-                "p",
-                "seed sd",
-                "exceeds seed noise",
-            ),
-            [
-                (
-                    r["target"],
-                    r["chain"],
-                    r["chain_b"],
-                    r["kind"],
-                    str(r["n_seeds"]),
-                    _signed(r["diff"]),
-                    _ci(r),
-                    _p(r["p_value"]),
-                    _pct(r["seed_sd"]),
-                    "-" if r["exceeds_noise"] is None else ("yes" if r["exceeds_noise"] else "no"),
-                )
-                for r in analysis.get("ordering", [])
-                if r["group"] == ALL
-            ],
-            "All languages; seed by seed differences. 'exceeds seed noise': paired t-test over "
-            "seeds p < 0.05 (undecided with one seed).",
-        ),
-        _Table(
-            "Machine-translated vs English intermediate data",
-            ("target", "translated chain", "english chain", "seeds", "diff", "95% CI", "p", "unit"),
-            [
-                (
-                    r["target"],
-                    r["chain"],
-                    r["english_chain"],
-                    str(r["n_seeds"]),
-                    _signed(r["diff"]),
-                    _ci(r),
-                    _p(r["p_value"]),
-                    r["unit"],
-                )
-                for r in analysis.get("translation", [])
-                if r["group"] == ALL
-            ],
-            "All languages; only where both the translated and the English chain were run.",
-        ),
+            tables.append(_group_table(grouping, rows))
+    return [
+        *tables,
+        _distance_table(analysis, chosen),
+        _ordering_table(analysis),
+        _translation_table(analysis),
         _benchmark(analysis.get("benchmark", [])),
     ]
-    return tables
 
 
 def _seeds(result: Row) -> str:

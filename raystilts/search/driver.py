@@ -35,6 +35,15 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from raystilts.core import stopping
 from raystilts.core.errors import UserError
 from raystilts.core.progress import TrialProgress
+from raystilts.core.schema import (
+    CHAIN_TAG,
+    DIVERGED_REASON_TAG,
+    OUTCOME_TAG,
+    SEARCH_TAG,
+    TARGET_TAG,
+    TRIAL_ID_TAG,
+    parse_metric_key,
+)
 from raystilts.core.space import MIX, SearchSpace, all_chains, chain_from_params
 from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.data import storage as storage_lib
@@ -405,10 +414,10 @@ class MlflowCallback(tune.Callback):
             run_name=f"{params['chain']}#{params['seed']}",
             params=params,
             tags={
-                "raystilts.target": self.target,
-                "raystilts.chain": params["chain"],
-                "raystilts.trial_id": trial.trial_id,
-                "raystilts.search": self.space.name,
+                TARGET_TAG: self.target,
+                CHAIN_TAG: params["chain"],
+                TRIAL_ID_TAG: trial.trial_id,
+                SEARCH_TAG: self.space.name,
             },
             parent_run_id=self.parent,
         )
@@ -444,7 +453,7 @@ class MlflowCallback(tune.Callback):
             self.tracker.end_trial(
                 run,
                 status=status,  # type: ignore[arg-type]
-                tags={**(tags or {}), "raystilts.outcome": outcome},
+                tags={**(tags or {}), OUTCOME_TAG: outcome},
             )
         if self.log:  # one progress line per trial (Ray's own logs stay in its session dir)
             last = trial.last_result or {}
@@ -468,10 +477,12 @@ class MlflowCallback(tune.Callback):
                 trial,
                 "FAILED",
                 "diverged",
-                {"raystilts.diverged_reason": str(last.get("diverged_reason", ""))[:500]},
+                {DIVERGED_REASON_TAG: str(last.get("diverged_reason", ""))[:500]},
             )
             return
-        finished = any(k.startswith(f"test/{self.target}/") for k in last)
+        finished = any(
+            (key := parse_metric_key(k)) is not None and key[:2] == ("test", self.target) for k in last
+        )
         where = {  # the nodes that ran it and the saved model (training.save_model)
             f"raystilts.{k}": str(last[k])
             for k in ("worker_nodes", "worker_ranks_per_node", "checkpoint_path")
@@ -490,7 +501,7 @@ class MlflowCallback(tune.Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         for trial_id in list(self.runs):
             self.tracker.end_trial(
-                self.runs.pop(trial_id), status="KILLED", tags={"raystilts.outcome": "interrupted"}
+                self.runs.pop(trial_id), status="KILLED", tags={OUTCOME_TAG: "interrupted"}
             )
 
 
@@ -678,7 +689,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
             "workers_per_trial": space.resources.workers_per_trial,
         },
         tags={
-            "raystilts.search": space.name,
+            SEARCH_TAG: space.name,
             "raystilts.storage_path": storage,
             "raystilts.space_yaml": space.source_path or "<dict>",  # a tag: paths may differ
         },
@@ -701,7 +712,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
                 parent,
                 status=status,  # type: ignore[arg-type]
                 tags={
-                    "raystilts.outcome": outcome,
+                    OUTCOME_TAG: outcome,
                     "raystilts.trials": json.dumps(counts),
                     "raystilts.failed": json.dumps(failed),
                 },

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from raystilts.core.errors import UserError
 from raystilts.core.languages import BENCHMARK_LANGUAGES
+from raystilts.core.schema import AVG, metric_key
 from raystilts.tasks import embedded as mini
 from raystilts.tasks import sources
 
@@ -512,8 +513,7 @@ def selection_key(task: TaskSpec) -> str:
     """The metric a search selects chains for ``task`` on: English dev (strict zero-shot), or
     for a target without training data (zero-shot retrieval, no English dev set of its own) the
     dev mean over its languages."""
-    lang = "en" if task.has_train else "avg"
-    return f"dev/{task.name}/{lang}/{task.metric}"
+    return metric_key("dev", task.name, "en" if task.has_train else AVG, task.metric)
 
 
 def example_text(task: TaskSpec, ex: dict[str, Any]) -> str:

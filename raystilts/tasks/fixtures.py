@@ -21,7 +21,8 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,137 +138,153 @@ def _lareqa_article(lang: str, n: int) -> dict[str, Any]:
     return {"title": "xquad-r", "paragraphs": paragraphs}
 
 
+@dataclass(frozen=True)
+class _Row:
+    """What a row maker gets: the row's index, two sentences drawn for it, and where it goes."""
+
+    rng: random.Random
+    lang: str
+    i: int
+    s1: str
+    s2: str
+    key: str  # the split (or file) the row belongs to
+    name: str
+    task: str
+
+
+def _squad(r: _Row) -> dict[str, Any]:
+    # SQuAD v2.0-style data (and only it) has unanswerable questions: every third one
+    unanswerable = r.task == "squad_v2" and r.i % 3 == 2
+    prefix = f"{r.name}-{r.key}" if r.name else r.key
+    return _squad_row(r.rng, r.lang, r.i, prefix, answerable=not unanswerable)
+
+
+def _hellaswag(r: _Row) -> dict[str, Any]:
+    ctx_a, ctx_b = _sentence(r.rng, r.lang, 5), _sentence(r.rng, r.lang, 2)
+    return {
+        "ind": r.i,
+        "activity_label": "Gardening",
+        "ctx_a": ctx_a,
+        "ctx_b": ctx_b,
+        "ctx": f"{ctx_a} {ctx_b}",
+        "endings": [_sentence(r.rng, r.lang, 4) for _ in range(4)],
+        "source_id": f"activitynet~v_{r.i}",
+        "split": r.key,
+        "split_type": "indomain",
+        "label": str(r.i % 4),  # HellaSwag's labels are strings
+    }
+
+
+def _commonsenseqa(r: _Row) -> dict[str, Any]:
+    return {
+        "id": f"{r.key}-{r.i}",
+        "question": f"where {r.s1}?",
+        "question_concept": r.rng.choice(_WORDS),
+        "choices": {
+            "label": ["A", "B", "C", "D", "E"],
+            "text": [r.rng.choice(_WORDS) + str(k) for k in range(5)],
+        },
+        "answerKey": "ABCDE"[r.i % 5],
+    }
+
+
+def _copa(r: _Row) -> dict[str, Any]:
+    return {
+        "premise": r.s1 + ".",
+        "choice1": _sentence(r.rng, r.lang, 4) + ".",
+        "choice2": _sentence(r.rng, r.lang, 4) + ".",
+        "question": ("cause", "effect")[r.i % 2],
+        "label": r.i % 2,
+        "idx": r.i,
+        **({"changed": False} if r.task == "xcopa" and r.lang != "en" else {}),
+    }
+
+
+def _panx(r: _Row) -> dict[str, Any]:
+    tokens = r.s1.split()
+    tags = [0] * len(tokens)
+    tags[1], tags[2] = 1 + 2 * (r.i % 3), 2 + 2 * (r.i % 3)  # B-X I-X: one entity
+    return {"tokens": tokens, "ner_tags": tags, "langs": [r.lang] * len(tokens)}
+
+
+# schema (a key of raystilts.tasks.sources.SCHEMAS) -> one made-up row in that schema
+_ROWS: dict[str, Callable[[_Row], dict[str, Any]]] = {
+    "nli": lambda r: {"premise": r.s1, "hypothesis": r.s2, "label": r.i % 3, "idx": r.i},
+    "qqp": lambda r: {
+        "question1": r.s1 + "?",
+        "question2": r.s2 + "?",
+        "label": r.i % 2,
+        "idx": r.i,
+    },
+    "pawsx": lambda r: {"id": r.i + 1, "sentence1": r.s1, "sentence2": r.s2, "label": r.i % 2},
+    "squad": _squad,
+    "hellaswag": _hellaswag,
+    "cosmosqa": lambda r: {
+        "id": f"{r.key}-{r.i}",
+        "context": r.s1,
+        "question": f"why {r.s2}?",
+        **{f"answer{k}": _sentence(r.rng, r.lang, 3) for k in range(4)},
+        "label": r.i % 4,
+    },
+    "commonsenseqa": _commonsenseqa,
+    "copa": _copa,
+    "udpos": lambda r: {
+        "tokens": r.s1.split(),
+        "pos_tags": [r.rng.randrange(len(sources.UPOS_TAGS)) for _ in r.s1.split()],
+    },
+    "panx": _panx,
+    "ccg": lambda r: {
+        "tokens": r.s1.split(),
+        "tags": [r.rng.choice(_SUPERTAGS) for _ in r.s1.split()],
+    },
+    "bitext": lambda r: {
+        "source_sentence": r.s1,
+        "target_sentence": _sentence(r.rng, "en"),
+        "source_lang": r.lang,
+        "target_lang": "en",
+    },
+    "mteb_bitext": lambda r: {"sentence1": r.s1, "sentence2": _sentence(r.rng, "en")},
+    "wiki": lambda r: {
+        "id": str(r.i),
+        "url": f"https://{r.lang}.wikipedia.org/wiki?curid={r.i}",
+        "title": f"Article {r.i}",
+        "text": f"{r.s1}. {r.s2}.",
+    },
+    "mewslix": lambda r: _mention_doc(r.rng, r.lang, r.i),
+}
+
+
+def _squad_json(rng: random.Random, lang: str, n: int, key: str) -> list[dict[str, Any]]:
+    """One SQuAD-format JSON article of ``n`` answerable questions (translate-train files)."""
+    _sentence(rng, lang), _sentence(rng, lang)  # the draws a row of every other schema starts with
+    paras = []
+    for i in range(n):
+        r = _squad_row(rng, lang, i, key, answerable=True)
+        qa = {
+            "id": r["id"],
+            "question": r["question"],
+            "answers": [
+                {"text": r["answers"]["text"][0], "answer_start": r["answers"]["answer_start"][0]}
+            ],
+        }
+        paras.append({"context": r["context"], "qas": [qa]})
+    return [{"title": f"translated {lang}", "paragraphs": paras}]
+
+
 def fixture_rows(
     schema: str, *, key: str, lang: str, n: int = EXAMPLES, name: str = "", task: str = ""
 ) -> list[dict[str, Any]]:
     """``n`` made-up rows of ``schema`` (a key of raystilts.tasks.sources.SCHEMAS) for ``lang``."""
     rng = _rng(schema, key, lang)
-    rows: list[dict[str, Any]] = []
+    if schema == "squad_json":  # whole files, not rows
+        return [_lareqa_article(lang, n)] if task == "lareqa" else _squad_json(rng, lang, n, key)
+    if schema not in _ROWS:
+        raise ValueError(f"no fixture for schema {schema!r}")
+    make = _ROWS[schema]
+    rows = []
     for i in range(n):
         s1, s2 = _sentence(rng, lang), _sentence(rng, lang)
-        if schema == "nli":
-            rows.append({"premise": s1, "hypothesis": s2, "label": i % 3, "idx": i})
-        elif schema == "qqp":
-            rows.append({"question1": s1 + "?", "question2": s2 + "?", "label": i % 2, "idx": i})
-        elif schema == "pawsx":
-            rows.append({"id": i + 1, "sentence1": s1, "sentence2": s2, "label": i % 2})
-        elif schema == "squad":
-            # SQuAD v2.0-style data (and only it) has unanswerable questions: every third one
-            unanswerable = task in ("squad_v2",) and i % 3 == 2
-            prefix = f"{name}-{key}" if name else key
-            rows.append(_squad_row(rng, lang, i, prefix, answerable=not unanswerable))
-        elif schema == "squad_json":
-            if task == "lareqa":
-                return [_lareqa_article(lang, n)]
-            paras = [
-                {
-                    "context": (r := _squad_row(rng, lang, i, key, answerable=True))["context"],
-                    "qas": [
-                        {
-                            "id": r["id"],
-                            "question": r["question"],
-                            "answers": [
-                                {
-                                    "text": r["answers"]["text"][0],
-                                    "answer_start": r["answers"]["answer_start"][0],
-                                }
-                            ],
-                        }
-                    ],
-                }
-                for i in range(n)
-            ]
-            return [{"title": f"translated {lang}", "paragraphs": paras}]
-        elif schema == "hellaswag":
-            ctx_a, ctx_b = _sentence(rng, lang, 5), _sentence(rng, lang, 2)
-            rows.append(
-                {
-                    "ind": i,
-                    "activity_label": "Gardening",
-                    "ctx_a": ctx_a,
-                    "ctx_b": ctx_b,
-                    "ctx": f"{ctx_a} {ctx_b}",
-                    "endings": [_sentence(rng, lang, 4) for _ in range(4)],
-                    "source_id": f"activitynet~v_{i}",
-                    "split": key,
-                    "split_type": "indomain",
-                    "label": str(i % 4),  # HellaSwag's labels are strings
-                }
-            )
-        elif schema == "cosmosqa":
-            rows.append(
-                {
-                    "id": f"{key}-{i}",
-                    "context": s1,
-                    "question": f"why {s2}?",
-                    **{f"answer{k}": _sentence(rng, lang, 3) for k in range(4)},
-                    "label": i % 4,
-                }
-            )
-        elif schema == "commonsenseqa":
-            rows.append(
-                {
-                    "id": f"{key}-{i}",
-                    "question": f"where {s1}?",
-                    "question_concept": rng.choice(_WORDS),
-                    "choices": {
-                        "label": ["A", "B", "C", "D", "E"],
-                        "text": [rng.choice(_WORDS) + str(k) for k in range(5)],
-                    },
-                    "answerKey": "ABCDE"[i % 5],
-                }
-            )
-        elif schema == "copa":
-            rows.append(
-                {
-                    "premise": s1 + ".",
-                    "choice1": _sentence(rng, lang, 4) + ".",
-                    "choice2": _sentence(rng, lang, 4) + ".",
-                    "question": ("cause", "effect")[i % 2],
-                    "label": i % 2,
-                    "idx": i,
-                    **({"changed": False} if task == "xcopa" and lang != "en" else {}),
-                }
-            )
-        elif schema in ("udpos", "panx", "ccg"):
-            tokens = s1.split()
-            if schema == "udpos":
-                rows.append(
-                    {
-                        "tokens": tokens,
-                        "pos_tags": [rng.randrange(len(sources.UPOS_TAGS)) for _ in tokens],
-                    }
-                )
-            elif schema == "panx":
-                tags = [0] * len(tokens)
-                tags[1], tags[2] = 1 + 2 * (i % 3), 2 + 2 * (i % 3)  # B-X I-X: one entity
-                rows.append({"tokens": tokens, "ner_tags": tags, "langs": [lang] * len(tokens)})
-            else:
-                rows.append({"tokens": tokens, "tags": [rng.choice(_SUPERTAGS) for _ in tokens]})
-        elif schema == "bitext":
-            rows.append(
-                {
-                    "source_sentence": s1,
-                    "target_sentence": _sentence(rng, "en"),
-                    "source_lang": lang,
-                    "target_lang": "en",
-                }
-            )
-        elif schema == "mteb_bitext":
-            rows.append({"sentence1": s1, "sentence2": _sentence(rng, "en")})
-        elif schema == "wiki":
-            rows.append(
-                {
-                    "id": str(i),
-                    "url": f"https://{lang}.wikipedia.org/wiki?curid={i}",
-                    "title": f"Article {i}",
-                    "text": f"{s1}. {s2}.",
-                }
-            )
-        elif schema == "mewslix":
-            rows.append(_mention_doc(rng, lang, i))
-        else:
-            raise ValueError(f"no fixture for schema {schema!r}")
+        rows.append(make(_Row(rng, lang, i, s1, s2, key, name, task)))
     return rows
 
 

@@ -27,9 +27,9 @@ Example (a throwaway sqlite store)::
 
     tracker = Tracker(tracking_uri=default_tracking_uri(Path("runs")), experiment="demo")
     parent = tracker.start_search(search_id="demo", run_name="demo", params={"samples": 4},
-                                  tags={"raystilts.search": "demo"})
+                                  tags={SEARCH_TAG: "demo"})
     run_id = tracker.start_trial(trial_id="t1", run_name="mini_xnli s0", params={"seed": 0},
-                                 tags={"raystilts.search": "demo"}, parent_run_id=parent)
+                                 tags={SEARCH_TAG: "demo"}, parent_run_id=parent)
     tracker.log_metrics(run_id, {"dev/mini_xnli/en/accuracy": 0.61}, step=100)
     tracker.end_trial(run_id, status="FINISHED")
     tracker.end_search(parent, status="FINISHED")
@@ -55,6 +55,16 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
 from raystilts.core.errors import UserError
+from raystilts.core.schema import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    KIND_TAG,
+    NOTE_TAG,
+    OUTCOME_TAG,
+    PARENT_RUN_TAG,
+    SEARCH_ID_TAG,
+    TRIAL_ID_TAG,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -76,16 +86,6 @@ __all__ = [
     "ui_url",
 ]
 
-TRIAL_ID_TAG = "raystilts.trial_id"
-SEARCH_ID_TAG = "raystilts.search_id"
-OUTCOME_TAG = "raystilts.outcome"
-KIND_TAG = "raystilts.kind"  # search | trial | summary
-PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under this run id
-NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description (markdown) in the UI
-# MLflow 3 opens an experiment of unknown kind as a GenAI one (an empty "Traces" page); ours
-# are model training. The tag alone does not change the landing page in 3.17: ui_url() does.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
 
 RunKind = Literal["search", "trial", "summary"]
 

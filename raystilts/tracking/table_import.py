@@ -18,8 +18,9 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from raystilts.core.errors import UserError
+from raystilts.core.schema import OUTCOME_TAG
 from raystilts.core.transfer_tables import imported_runs, read_table
-from raystilts.tracking import Tracker
+from raystilts.tracking.store import Tracker
 
 __all__ = ["import_table"]
 
@@ -51,7 +52,7 @@ def import_table(path: str | Path, *, experiment: str, tracking_uri: str) -> str
         )
     now = int(time.time() * 1000)
     for run in runs:
-        tags = {**run.tags, "raystilts.outcome": "imported"}
+        tags = {**run.tags, OUTCOME_TAG: "imported"}
         created = client.create_run(tracker.experiment_id, run_name=run.name, tags=tags)
         run_id = created.info.run_id
         params = [Param(k, v) for k, v in run.params.items()]

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from raystilts.core.schema import AVG, metric_key
 from raystilts.data.features import (
     IGNORE_INDEX,
     Features,
@@ -569,13 +570,13 @@ def _evaluate_target(
             if split not in target.splits(lang):
                 continue
             per_lang[lang] = score(model, target, split, lang, dev.get(lang))
-            out.update({f"{split}/{target.name}/{lang}/{m}": v for m, v in per_lang[lang].items()})
+            out.update({metric_key(split, target.name, lang, m): v for m, v in per_lang[lang].items()})
         if split == "dev":
             dev = per_lang
         names = sorted({m for d in per_lang.values() for m in d} - {"threshold"})
         for m in names:
             values = [d[m] for d in per_lang.values() if m in d]
-            out[f"{split}/{target.name}/avg/{m}"] = sum(values) / len(values)
+            out[metric_key(split, target.name, AVG, m)] = sum(values) / len(values)
     return out
 
 
@@ -685,7 +686,7 @@ def run_chain(
         del model
 
     target = plan.target.task
-    key = f"dev/{target.name}/en/{target.metric}"
+    key = metric_key("dev", target.name, "en", target.metric)
     model = build_model(
         base_model,
         target,
