@@ -1272,9 +1272,9 @@ def benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.Da
     return _benchmark_scores(long, _evaluated(long), tasks)
 
 
-def _benchmark_scores(
-    long: pl.DataFrame, scores: pl.LazyFrame, tasks: Mapping[str, TaskLike]
-) -> pl.DataFrame:
+def _task_benchmark_scores(long: pl.DataFrame, tasks: Mapping[str, TaskLike]) -> pl.LazyFrame:
+    """(target, config_key, category, score): a configuration's benchmark score on its target,
+    the mean over the task's benchmark metrics of the mean over languages of the seed means."""
     spec = pl.DataFrame(
         [
             (name, metric, task.category or "uncategorized")
@@ -1309,8 +1309,14 @@ def _benchmark_scores(
         .group_by("target", "config_key", "category")
         .agg(score=pl.col("value").mean())  # over the task's benchmark metrics
     )
+    return task_scores
+
+
+def _benchmark_systems(scores: pl.LazyFrame) -> pl.LazyFrame:
+    """(target, config_key, system): the baseline, the best chain, and the best chain of each
+    intermediate label, per target, all selected on English dev."""
     configs = _configs(scores)
-    systems = pl.concat(
+    return pl.concat(
         [
             _pick(configs.filter(pl.col("phases") == 0), ["target"], "dev_en").select(
                 "target", "config_key", system=pl.lit(BASELINE_SYSTEM)
@@ -1323,7 +1329,11 @@ def _benchmark_scores(
             ),
         ]
     )
-    per_task = systems.join(task_scores, on=["target", "config_key"]).collect()
+
+
+def _benchmark_levels(per_task: pl.DataFrame) -> pl.DataFrame:
+    """Per system: task, category and overall (XTREME: over tasks; XTREME-R: over categories)
+    scores; an average over a subset of the experiment's tasks is left out (None)."""
     categories = per_task.group_by("system", "category").agg(
         score=pl.col("score").mean(), n_tasks=pl.len()
     )
@@ -1379,6 +1389,15 @@ def _benchmark_scores(
         )
         .drop("expected")
     )
+    return rows
+
+
+def _benchmark_scores(
+    long: pl.DataFrame, scores: pl.LazyFrame, tasks: Mapping[str, TaskLike]
+) -> pl.DataFrame:
+    task_scores = _task_benchmark_scores(long, tasks)
+    per_task = _benchmark_systems(scores).join(task_scores, on=["target", "config_key"]).collect()
+    rows = _benchmark_levels(per_task)
     base = rows.filter(pl.col("system") == BASELINE_SYSTEM).select(
         "level", "name", base_score="score"
     )
