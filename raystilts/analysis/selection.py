@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from raystilts.core.formats import SOURCE_LANG
+from raystilts.core.schema import PHASE_SEP
 
 __all__ = ["SelectionCheck", "selection_checks", "selection_notes"]
 
@@ -78,7 +79,7 @@ def selection_checks(long: pl.DataFrame, *, within_sd: float = 1.0) -> list[Sele
             var=pl.col("dev").var(ddof=1),
             n=pl.col("dev").len(),
         )
-        .with_columns(phases=pl.col("chain").str.count_matches(">"))
+        .with_columns(phases=pl.col("chain").str.count_matches(PHASE_SEP))
         .sort(["target", "mean", "phases", "chain"], descending=[False, True, False, False])
         .collect()
     )
@@ -100,7 +101,7 @@ def selection_checks(long: pl.DataFrame, *, within_sd: float = 1.0) -> list[Sele
                 best_dev=float(best["mean"]),
                 seed_sd=sd,
                 tied=tied,
-                baseline_tied=any(">" not in chain for chain, _ in tied),
+                baseline_tied=any(PHASE_SEP not in chain for chain, _ in tied),
             )
         )
     return sorted(checks, key=lambda c: c.target)

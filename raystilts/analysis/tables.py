@@ -56,6 +56,8 @@ from raystilts.core.schema import (
     CHAIN_TAG,
     KEY_FIELDS,
     KEY_SEP,
+    MIX,
+    PHASE_SEP,
     TARGET_TAG,
     parse_metric_key,
 )
@@ -196,7 +198,7 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
     ).with_columns(
         intermediate=pl.coalesce(
             pl.col("intermediate_json").str.json_decode(pl.List(pl.String)),
-            pl.col("chain").str.split(">").list.slice(0, pl.col("chain").str.count_matches(">")),
+            pl.col("chain").str.split(PHASE_SEP).list.slice(0, pl.col("chain").str.count_matches(PHASE_SEP)),
         ),
         seed=pl.col("seed").cast(pl.Int64, strict=False),
     )
@@ -337,7 +339,7 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
             dev_en=_selection_score("first"),
         )
         .with_columns(
-            phases=pl.col("chain").str.count_matches(">"),
+            phases=pl.col("chain").str.count_matches(PHASE_SEP),
             n_candidates=pl.len().over("target"),
         )
         .filter(pl.col("dev_en").is_not_null())
@@ -663,7 +665,7 @@ def _configs(scores: pl.LazyFrame) -> pl.LazyFrame:
         )
         .with_columns(
             phases=pl.col("intermediate").list.len(),
-            label=pl.col("intermediate").list.join(">"),
+            label=pl.col("intermediate").list.join(PHASE_SEP),
         )
     )
 
@@ -1047,11 +1049,11 @@ def _ordering_effects(scores: pl.LazyFrame, *, n_resamples: int, seed: int) -> p
         .unique()
         .with_columns(
             tasks=pl.col("label")
-            .str.replace_all(">", "+")
-            .str.split("+")
+            .str.replace_all(PHASE_SEP, MIX)
+            .str.split(MIX)
             .list.sort()
             .list.join(", "),
-            mixed=pl.col("label").str.contains("+", literal=True),
+            mixed=pl.col("label").str.contains(MIX, literal=True),
         )
     )
     pairs = (
@@ -1136,15 +1138,15 @@ def _translation_effects(
     mapping = dict(translations)
     members = chains.select("target", "chain", "label", "intermediate").unique()
     english_label = pl.col("intermediate").list.eval(
-        pl.element().str.split("+").list.eval(pl.element().replace(mapping)).list.join("+")
+        pl.element().str.split(MIX).list.eval(pl.element().replace(mapping)).list.join(MIX)
     )
     translated = members.filter(
         pl.col("intermediate")
         .list.eval(
-            pl.element().str.split("+").list.eval(pl.element().is_in(list(mapping))).list.any()
+            pl.element().str.split(MIX).list.eval(pl.element().is_in(list(mapping))).list.any()
         )
         .list.any()
-    ).with_columns(label_b=english_label.list.join(">"))
+    ).with_columns(label_b=english_label.list.join(PHASE_SEP))
     pairs = translated.join(
         members.select("target", chain_b="chain", label_b="label"), on=["target", "label_b"]
     ).select("target", "chain", "chain_b")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -30,19 +30,26 @@ __all__ = [
     "KEY_FIELDS",
     "KEY_SEP",
     "KIND_TAG",
+    "MIX",
     "NOTE_TAG",
     "OUTCOME_TAG",
     "PARENT_RUN_TAG",
+    "PHASE_SEP",
     "SEARCH_ID_TAG",
     "SEARCH_TAG",
     "TARGET_TAG",
     "TRIAL_ID_TAG",
     "MetricKey",
+    "chain_name",
     "config_key",
     "metric_key",
     "parse_metric_key",
 ]
 
+# A chain prints as its phases then its target, joined by PHASE_SEP; the tasks of a mixed
+# (multi-task) phase are joined by MIX: "mnli+qqp>squad_v1>xnli". The baseline prints as "xnli".
+PHASE_SEP = ">"
+MIX = "+"
 KEY_SEP = "/"
 KEY_FIELDS = ("split", "task", "lang", "metric")  # the parts of a metric key, in order
 AVG = "avg"  # the "language" of a task's mean over its languages
@@ -86,6 +93,11 @@ def parse_metric_key(key: str) -> MetricKey | None:
     """
     parts = key.split(KEY_SEP)
     return MetricKey(*parts) if len(parts) == len(KEY_FIELDS) else None
+
+
+def chain_name(phases: Sequence[str], target: str) -> str:
+    """``chain_name(["mnli+qqp", "squad_v1"], "xnli")`` is ``"mnli+qqp>squad_v1>xnli"``."""
+    return PHASE_SEP.join([*phases, target])
 
 
 def config_key(params: Mapping[str, Any], target: str) -> str:

@@ -28,6 +28,7 @@ import yaml
 
 from raystilts.core.checks import check_model
 from raystilts.core.errors import UserError
+from raystilts.core.schema import MIX, chain_name
 
 if TYPE_CHECKING:
     import optuna
@@ -276,16 +277,6 @@ class ChainPlanSpec:
         return chain_name(self.tasks, self.target.task)
 
 
-MIX = "+"  # joins the tasks of a mixed phase: "mini_mnli+mini_qqp>mini_xnli"
-
-
-def chain_name(tasks: Sequence[str], target: str) -> str:
-    """The printed form of a chain.
-
-    >>> chain_name(["mini_mnli", "mini_qqp"], "mini_xnli"), chain_name([], "mini_xnli")
-    ('mini_mnli>mini_qqp>mini_xnli', 'mini_xnli')
-    """
-    return ">".join([*tasks, target])
 
 
 def _task_param(index: int, chosen: Sequence[str]) -> str:

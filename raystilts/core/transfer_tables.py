@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raystilts.core.errors import UserError
-from raystilts.core.schema import CHAIN_TAG, KIND_TAG, TARGET_TAG, config_key, metric_key
+from raystilts.core.schema import (
+    CHAIN_TAG,
+    KIND_TAG,
+    TARGET_TAG,
+    chain_name,
+    config_key,
+    metric_key,
+)
 
 __all__ = [
     "BASELINE",
@@ -203,7 +210,7 @@ def imported_runs(table: TransferTable, *, source: str) -> tuple[list[ImportedRu
     runs = []
     for (inter, target, seed), rows in groups.items():
         tasks = [] if inter == BASELINE else [inter]
-        chain = ">".join([*tasks, target])
+        chain = chain_name(tasks, target)
         scores = {r.language: r.score for r in rows if math.isfinite(r.score)}
         lang = "en" if "en" in scores else min(scores, default="en")
         number = seed if seed.isdigit() else str(labels[target].index(seed))

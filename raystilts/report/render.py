@@ -30,6 +30,7 @@ from raystilts.core.formats import num as _num
 from raystilts.core.formats import p_value as _p
 from raystilts.core.formats import pct as _pct
 from raystilts.core.formats import signed as _signed
+from raystilts.core.schema import PHASE_SEP
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -180,7 +181,7 @@ def _heatmap(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> Figure |
     import numpy as np
 
     targets = sorted({r["target"] for r in rows})
-    labels = sorted({r["label"] for r in rows}, key=lambda s: (s.count(">"), s))
+    labels = sorted({r["label"] for r in rows}, key=lambda s: (s.count(PHASE_SEP), s))
     cell = {(r["label"], r["target"]): r for r in rows}
     values = np.full((len(labels), len(targets)), np.nan)
     for (label, target), r in cell.items():

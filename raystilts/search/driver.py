@@ -39,6 +39,7 @@ from raystilts.core.schema import (
     CHAIN_TAG,
     DIVERGED_REASON_TAG,
     OUTCOME_TAG,
+    PHASE_SEP,
     SEARCH_TAG,
     TARGET_TAG,
     TRIAL_ID_TAG,
@@ -836,7 +837,7 @@ def _warm_start(
         )
         tracker.set_tags(
             parent,
-            {f"raystilts.warm_start.{target}": f"{ranking.method}: " + ">".join(ranking.order)},
+            {f"raystilts.warm_start.{target}": f"{ranking.method}: " + PHASE_SEP.join(ranking.order)},
         )
         if log:
             print(

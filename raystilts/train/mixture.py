@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from raystilts.core.schema import MIX, PHASE_SEP
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -51,7 +53,7 @@ __all__ = [
 Sampling = Literal["proportional", "temperature"]
 SAMPLINGS: tuple[Sampling, ...] = ("proportional", "temperature")
 # joins the tasks of a mixed phase in a chain name (``a+b>target``); raystilts.analysis.tables splits on it
-MIX_SEPARATOR = "+"
+MIX_SEPARATOR = MIX  # kept under its old name
 
 
 def mixture_weights(
@@ -104,7 +106,7 @@ def mixture_name(tasks: Sequence[str]) -> str:
     otherwise (``mixture_name(["a", "b"]) == "a+b"``)."""
     if not tasks:
         raise ValueError("a phase needs at least one task, got none")
-    bad = [t for t in tasks if MIX_SEPARATOR in t or ">" in t]
+    bad = [t for t in tasks if MIX_SEPARATOR in t or PHASE_SEP in t]
     if bad:
         raise ValueError(f"task names may not contain '+' or '>', got {bad[0]!r}")
     return MIX_SEPARATOR.join(tasks)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raystilts.core.schema import AVG, metric_key
+from raystilts.core.schema import AVG, PHASE_SEP, chain_name, metric_key
 from raystilts.data.features import (
     IGNORE_INDEX,
     Features,
@@ -109,7 +109,7 @@ class ChainPlan:
 
     @property
     def name(self) -> str:
-        return ">".join([p.name for p in self.phases] + [self.target.task.name])
+        return chain_name([p.name for p in self.phases], self.target.task.name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -679,7 +679,7 @@ def run_chain(
         if prefix_cache is not None and dist.rank == 0:
             dev = info[f"phase{i}/dev_en"]
             meta = {
-                "chain_prefix": ">".join(p.name for p in plan.phases[: i + 1]),
+                "chain_prefix": PHASE_SEP.join(p.name for p in plan.phases[: i + 1]),
                 "dev_en": dev if math.isfinite(dev) else None,
             }
             _cache_io(functools.partial(prefix_cache.put, keys[i], encoder, meta), None)
