@@ -5,7 +5,9 @@
     raystilts search search_spaces/demo.yaml --workdir runs
     raystilts analyze --experiment demo --format json
 
-User mistakes (bad YAML, unknown task, unreachable server...) print one line and exit with 2.
+User mistakes (bad YAML, unknown task, unreachable server, unwritable directory, full disk...)
+print one line and exit with 2. SIGTERM and Ctrl-C stop a search cleanly (raystilts.core.stopping):
+exit 143 or 130, and the last line is the command that continues it with --resume.
 """
 
 from __future__ import annotations

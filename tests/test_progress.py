@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from raystilts.core.progress import TrialProgress
 
 KEY = "dev/mini_xnli/en/accuracy"
@@ -36,3 +40,19 @@ def test_bar_in_a_log_prints_a_line_per_tenth_not_per_step() -> None:
     assert len(lines) == 11 and "\r" not in out.getvalue()  # the first step, then each tenth
     assert lines[-1].startswith("  tokenizing [########################] 40/40")
     assert lines[-1].endswith("mini_xnli en dev")
+
+
+def test_first_tokenization_shows_one_bar_not_one_per_set(
+    tmp_path: Path, tiny_model: Path, mini_data: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from raystilts.tasks import CATALOG
+    from raystilts.train.workspace import prepare_workspace
+
+    xnli = CATALOG["mini_xnli"]
+    needs = {(xnli, split, "en") for split in ("train", "dev")} | {(xnli, "test", "qaa")}
+    prepare_workspace(model=str(tiny_model), needs=needs, max_length=32, cache_dir=tmp_path,
+                      data_dir=mini_data, log=True)  # fmt: skip
+    printed = capfd.readouterr()
+    assert "tokenizing [########################] 3/3" in printed.out
+    assert "mini_xnli qaa test" in printed.out or "mini_xnli en " in printed.out
+    assert "Saving the dataset" not in printed.out + printed.err  # datasets' own bars are off

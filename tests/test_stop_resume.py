@@ -118,7 +118,7 @@ def test_sigterm_mid_trial_stops_cleanly_and_the_printed_command_resumes(
 
     resumed = subprocess.run(
         [sys.executable, "-m", "raystilts.cli", *shlex.split(last.removeprefix(CONTINUE))],
-        capture_output=True, text=True, env=env, timeout=900,
+        capture_output=True, text=True, env=env, timeout=1800,  # a loaded 2-core box is slow
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout

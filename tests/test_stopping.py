@@ -84,3 +84,17 @@ def test_cli_exit_code_and_last_line_say_how_to_continue(
     err = capsys.readouterr().err.strip().splitlines()
     assert "Traceback" not in "\n".join(err)
     assert err[-1] == last.format(wd=f"'{wd}'")  # quoted: the path has a space
+
+
+def test_an_error_while_tune_stops_is_part_of_the_stop() -> None:
+    with pytest.raises(SearchInterrupted) as caught, stopping.installed(), stopping.tune_run():
+        signal.signal(signal.SIGUSR1, lambda s, f: None)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: Ray's processes got it too
+        raise RuntimeError("raylet died")
+    assert caught.value.exit_code == 130
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_an_error_without_a_signal_stays_an_error() -> None:
+    with pytest.raises(RuntimeError), stopping.installed(), stopping.tune_run():
+        raise RuntimeError("a real failure")

@@ -109,6 +109,12 @@ class StopSignals:
         self.in_tune, self.tune_started = True, True
         try:
             yield
+        except Exception as e:
+            if self.received is None:
+                raise
+            # Ctrl-C in a terminal reaches Ray's own processes too; what fails while stopping
+            # is part of the stop, not a new error for the user
+            raise self.interrupted() from e
         finally:
             self.in_tune = False
             signal.signal(signal.SIGUSR1, saved_usr1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import pickle
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -576,6 +578,7 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
         dashboard_host="127.0.0.1",
         dashboard_port=dashboard_port,
         log_to_driver=False,  # workers' logs stay in Ray's session dir; trials print one line each
+        logging_level=logging.WARNING,  # not "Started a local Ray instance" on every search
     )
 
 
@@ -872,6 +875,7 @@ def _run_targets(
     model_fingerprint = (
         storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
     )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" per target
     evidence = _earlier_evidence(space, tracker)  # for the prior (raystilts.search.prior)
     for target in space.targets:
         metric = selection_key(CATALOG[target])

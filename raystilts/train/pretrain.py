@@ -146,6 +146,9 @@ def _pretrain(out: Path, settings: PretrainSettings, *, log: bool) -> None:
             )
     if bar is not None:
         bar.close()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" for one tiny shard: noise
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "raystilts_pretrain.json").write_text(json.dumps(asdict(settings), indent=1) + "\n")

@@ -210,7 +210,7 @@ def _tokenize(
         for task, split, lang in needs:
             misses += store.ensure(task, split, lang, data_dir=source_dir(task), tokenizer=tok)
             if bar is not None and (task, split, lang) in todo:
-                bar.advance(suffix=f"{task} {lang} {split}")
+                bar.advance(suffix=f"{task.name} {lang} {split}")
     finally:
         if bars_on:
             datasets.enable_progress_bars()
