@@ -1,4 +1,4 @@
-"""The ``raystilts`` command: demo, search, validate, analyze, tasks.
+"""The ``raystilts`` command: demo, search, validate, analyze, report, import, tasks, fixtures.
 
     raystilts demo                                   # a small real search on the embedded benchmark
     raystilts validate search_spaces/demo.yaml
@@ -373,49 +373,45 @@ def cmd_fixtures(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raystilts", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="verb", required=True)
+def _run_options(sp: argparse.ArgumentParser) -> None:
+    """Where a search runs and keeps its state (demo and search)."""
+    sp.add_argument(
+        "--workdir",
+        default=str(DEFAULT_WORKDIR),
+        help="Tune state and the default MLflow store (default: %(default)s)",
+    )
+    sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under --workdir)")
+    sp.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    sp.add_argument(
+        "--storage-path",
+        help="Tune/Train storage: a shared directory or s3://... (default: <workdir>/ray_results)",
+    )
+    sp.add_argument(
+        "--cache-dir",
+        help="model, data and feature cache (default: $RAYSTILTS_CACHE or ~/.cache/raystilts)",
+    )
+    sp.add_argument(
+        "--data-dir", help="task data as <task>/<lang>/<split>.jsonl (non-embedded models)"
+    )
+    sp.add_argument(
+        "--workers-per-trial",
+        type=int,
+        help="Ray Train (DDP) workers per trial; overrides resources.workers_per_trial",
+    )
+    sp.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per worker (implies use_gpu: true); overrides resources.gpus_per_worker",
+    )
 
-    def run_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--workdir",
-            default=str(DEFAULT_WORKDIR),
-            help="Tune state and the default MLflow store (default: %(default)s)",
-        )
-        sp.add_argument(
-            "--tracking-uri", help="MLflow tracking URI (default: sqlite under --workdir)"
-        )
-        sp.add_argument(
-            "--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
-        )
-        sp.add_argument(
-            "--storage-path",
-            help="Tune/Train storage: a shared directory or s3://... (default: <workdir>/ray_results)",
-        )
-        sp.add_argument(
-            "--cache-dir",
-            help="model, data and feature cache (default: $RAYSTILTS_CACHE or ~/.cache/raystilts)",
-        )
-        sp.add_argument(
-            "--data-dir", help="task data as <task>/<lang>/<split>.jsonl (non-embedded models)"
-        )
-        sp.add_argument(
-            "--workers-per-trial",
-            type=int,
-            help="Ray Train (DDP) workers per trial; overrides resources.workers_per_trial",
-        )
-        sp.add_argument(
-            "--gpus-per-worker",
-            type=float,
-            help="GPUs per worker (implies use_gpu: true); overrides resources.gpus_per_worker",
-        )
 
+def _add_run_verbs(sub: Any) -> None:
+    """demo and search: the verbs that start Ray."""
     d = sub.add_parser("demo", help="run a small real search on the embedded benchmark")
     d.add_argument(
         "--resume", action="store_true", help="continue an interrupted demo (same --workdir)"
     )
-    run_opts(d)
+    _run_options(d)
     d.set_defaults(fn=cmd_demo)
     s = sub.add_parser("search", help="run the search of a space YAML")
     s.add_argument("space")
@@ -425,11 +421,11 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted search (same space, --workdir/--storage-path, tracking "
         "URI): finished trials are kept, unfinished ones continue",
     )
-    run_opts(s)
+    _run_options(s)
     s.set_defaults(fn=cmd_search)
-    v = sub.add_parser("validate", help="check a space YAML without running it")
-    v.add_argument("space")
-    v.set_defaults(fn=cmd_validate)
+
+
+def _add_analyze(sub: Any) -> None:
     a = sub.add_parser(
         "analyze",
         help="best chains, gains with intervals, orderings, translated data, XTREME scores",
@@ -463,6 +459,10 @@ def _parser() -> argparse.ArgumentParser:
         help="distance that --by distance bins (default: %(default)s)",
     )
     a.set_defaults(fn=cmd_analyze)
+
+
+def _add_store_verbs(sub: Any) -> None:
+    """report and import (they read or write a tracking store), tasks and fixtures."""
     r = sub.add_parser("report", help="HTML + markdown report with plots, logged to MLflow")
     r.add_argument("--experiment", required=True)
     r.add_argument("--tracking-uri")
@@ -489,6 +489,17 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("dir")
     f.add_argument("--task", action="append", help="only this task (repeatable)")
     f.set_defaults(fn=cmd_fixtures)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raystilts", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+    _add_run_verbs(sub)
+    v = sub.add_parser("validate", help="check a space YAML without running it")
+    v.add_argument("space")
+    v.set_defaults(fn=cmd_validate)
+    _add_analyze(sub)
+    _add_store_verbs(sub)
     return p
 
 
