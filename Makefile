@@ -11,12 +11,15 @@ TORCH_INDEX ?=
 
 .PHONY: demo test test-fast lint bench clean
 
+# -qq: pip's errors still show; its notices about the machine's own index settings do not
 $(BIN)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $@
+	@echo "raystilts: setting up $(VENV) (CPU torch first, then raystilts[dev]; minutes, once)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -qq --upgrade pip
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -qq "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	@$(BIN)/python -m pip install -qq -e ".[dev]"
+	@touch $@
+	@echo "raystilts: $(VENV) ready"
 
 demo: $(BIN)/.installed  ## a real small search on the embedded benchmark (about 9 minutes on 2 cores, first run)
 	$(BIN)/raystilts demo
