@@ -148,6 +148,11 @@ class TrainingSettings:
         return max(1, per_worker // steps), steps
 
 
+# the defaults of the training: section, read where the YAML leaves a key out and by the
+# runner's own settings (raystilts.train.runner.TrainSettings): each default is written once
+TRAINING_DEFAULTS = TrainingSettings()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulerSettings:
     type: Literal["asha", "none"] = "asha"
@@ -551,21 +556,25 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
         intermediate=intermediate,
         target=target,
         training=TrainingSettings(
-            batch_size=train.get_int("batch_size", 32, minimum=1),
-            max_length=train.get_int("max_length", 64, minimum=2),
-            warmup_ratio=train.get_float("warmup_ratio", 0.1, "a number in [0, 1)", _unit),
-            weight_decay=train.get_float("weight_decay", 0.01, "a number >= 0", _non_negative),
+            batch_size=train.get_int("batch_size", TRAINING_DEFAULTS.batch_size, minimum=1),
+            max_length=train.get_int("max_length", TRAINING_DEFAULTS.max_length, minimum=2),
+            warmup_ratio=train.get_float(
+                "warmup_ratio", TRAINING_DEFAULTS.warmup_ratio, "a number in [0, 1)", _unit
+            ),
+            weight_decay=train.get_float(
+                "weight_decay", TRAINING_DEFAULTS.weight_decay, "a number >= 0", _non_negative
+            ),
             max_device_batch_size=(
                 None
                 if train.raw("max_device_batch_size") is None
                 else train.get_int("max_device_batch_size", 0, minimum=1)
             ),
-            save_model=train.get_bool("save_model", False),
+            save_model=train.get_bool("save_model", TRAINING_DEFAULTS.save_model),
             checkpoint=_one_of(
-                train.raw("checkpoint", "best_en_dev"), "training.checkpoint", CHECKPOINT_CHOICES
+                train.raw("checkpoint", TRAINING_DEFAULTS.checkpoint), "training.checkpoint", CHECKPOINT_CHOICES
             ),
             pos_scheme=_one_of(
-                train.raw("pos_scheme", "pos-seqeval0"), "training.pos_scheme", POS_SCHEMES
+                train.raw("pos_scheme", TRAINING_DEFAULTS.pos_scheme), "training.pos_scheme", POS_SCHEMES
             ),
         ),
         search=_search(top.section("search"), intermediate, target),

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from raystilts.core.schema import AVG, PHASE_SEP, chain_name, metric_key
+from raystilts.core.space import TRAINING_DEFAULTS
 from raystilts.data.features import (
     IGNORE_INDEX,
     Features,
@@ -114,10 +115,10 @@ class ChainPlan:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainSettings:
-    batch_size: int = 32
+    batch_size: int = TRAINING_DEFAULTS.batch_size
     eval_batch_size: int = 256
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
+    warmup_ratio: float = TRAINING_DEFAULTS.warmup_ratio
+    weight_decay: float = TRAINING_DEFAULTS.weight_decay
     max_grad_norm: float = 1.0
     grad_accum: int = 1  # micro-batches per optimizer step (keeps the effective batch fixed)
     bf16: bool = True  # used only where the device supports it
@@ -128,9 +129,9 @@ class TrainSettings:
     retrieval_layer: int | None = None
     # the target weights a chain is scored with: its best English dev evaluation point (jiant's
     # and XTREME's recipe) or its last step (raystilts.train.checkpointing)
-    checkpoint: CheckpointChoice = "best_en_dev"
+    checkpoint: CheckpointChoice = TRAINING_DEFAULTS.checkpoint
     # POS-style tag sets (UDPOS): seqeval 0.0.x's reading reproduces XTREME's published numbers
-    pos_scheme: metrics_lib.TaggingScheme = "pos-seqeval0"
+    pos_scheme: metrics_lib.TaggingScheme = TRAINING_DEFAULTS.pos_scheme
 
 
 @dataclass(slots=True, kw_only=True)
