@@ -66,21 +66,7 @@ def featurize_qa(
     (XLNet-style models, trained with the context first): then the order is swapped, as in
     ``run_qa.py``. The context tokens are found with ``sequence_ids()``, never by position.
     """
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
-            f"QA featurization needs a fast tokenizer (character offsets); got "
-            f"{type(tokenizer).__name__}: load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
-        )
-    text_room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
-    # a question never takes more than half a window, however short the windows are
-    max_question_length = max(1, min(max_question_length, text_room // 2))
-    room = text_room - max_question_length  # context tokens in a window with the longest question
-    if not 0 <= doc_stride < room:
-        raise ValueError(
-            f"doc_stride={doc_stride} must be >= 0 and smaller than the context tokens of a window "
-            f"({room} with max_length={max_length} and questions of up to {max_question_length} "
-            f"tokens): lower doc_stride or raise max_length"
-        )
+    max_question_length = _question_room(tokenizer, max_length, doc_stride, max_question_length)
     columns: dict[str, list[Any]] = (
         {"input_ids": [], "start_positions": [], "end_positions": []}
         if train
@@ -103,26 +89,61 @@ def featurize_qa(
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )
-    context_seq = 1 if question_first else 0
-    for i, ids in enumerate(enc["input_ids"]):
-        ex = examples[enc["overflow_to_sample_mapping"][i]]
-        offsets: list[Span | None] = [
-            (int(o[0]), int(o[1])) if seq == context_seq else None
-            for o, seq in zip(enc["offset_mapping"][i], enc.sequence_ids(i), strict=True)
-        ]
-        cls_index = _cls_index(ids, tokenizer)
-        columns["input_ids"].append(list(ids))
-        if "token_type_ids" in enc:  # segment ids, for models whose tokenizer makes them (BERT)
-            columns.setdefault("token_type_ids", []).append(list(enc["token_type_ids"][i]))
-        if train:
-            start, end = _answer_tokens(ex["answers"], offsets, cls_index)
-            columns["start_positions"].append(start)
-            columns["end_positions"].append(end)
-        else:
-            columns["example_id"].append(str(ex["id"]))
-            columns["offsets"].append([list(o) if o is not None else None for o in offsets])
-            columns["cls_index"].append(cls_index)
+    for i in range(len(enc["input_ids"])):
+        _add_window(columns, enc, i, examples, tokenizer, context_seq=1 if question_first else 0)
     return columns
+
+
+def _question_room(tokenizer: Any, max_length: int, doc_stride: int, max_question: int) -> int:
+    """The question length windows allow (at most half a window); refuses a slow tokenizer
+    (no character offsets) and a ``doc_stride`` that leaves no new context per window."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"QA featurization needs a fast tokenizer (character offsets); got "
+            f"{type(tokenizer).__name__}: load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+        )
+    text_room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    # a question never takes more than half a window, however short the windows are
+    max_question = max(1, min(max_question, text_room // 2))
+    room = text_room - max_question  # context tokens in a window with the longest question
+    if not 0 <= doc_stride < room:
+        raise ValueError(
+            f"doc_stride={doc_stride} must be >= 0 and smaller than the context tokens of a window "
+            f"({room} with max_length={max_length} and questions of up to {max_question} "
+            f"tokens): lower doc_stride or raise max_length"
+        )
+    return max_question
+
+
+def _add_window(
+    columns: dict[str, list[Any]],
+    enc: Any,
+    i: int,
+    examples: Sequence[Mapping[str, Any]],
+    tokenizer: Any,
+    *,
+    context_seq: int,
+) -> None:
+    """Append window ``i`` of the tokenizer's output ``enc`` to ``columns`` (train columns when
+    ``columns`` has ``start_positions``, else eval columns)."""
+    ids = enc["input_ids"][i]
+    ex = examples[enc["overflow_to_sample_mapping"][i]]
+    offsets: list[Span | None] = [
+        (int(o[0]), int(o[1])) if seq == context_seq else None
+        for o, seq in zip(enc["offset_mapping"][i], enc.sequence_ids(i), strict=True)
+    ]
+    cls_index = _cls_index(ids, tokenizer)
+    columns["input_ids"].append(list(ids))
+    if "token_type_ids" in enc:  # segment ids, for models whose tokenizer makes them (BERT)
+        columns.setdefault("token_type_ids", []).append(list(enc["token_type_ids"][i]))
+    if "start_positions" in columns:
+        start, end = _answer_tokens(ex["answers"], offsets, cls_index)
+        columns["start_positions"].append(start)
+        columns["end_positions"].append(end)
+    else:
+        columns["example_id"].append(str(ex["id"]))
+        columns["offsets"].append([list(o) if o is not None else None for o in offsets])
+        columns["cls_index"].append(cls_index)
 
 
 def _clip_questions(questions: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
