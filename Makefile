@@ -41,12 +41,14 @@ bench: $(BIN)/.installed  ## chain effects over seeds; analysis scaling vs mlflo
 
 # Every script in benchmarks/ at its tiny --smoke size (seconds to a minute each), so that a
 # benchmark cannot rot silently; a loop over the folder, so a new script is covered the day it
-# lands. All run; the failures are listed at the end and make the target fail.
+# lands. All run; the failures are listed at the end and make the target fail. A script that
+# hangs (a trial waiting forever for CPUs) is killed after BENCH_SMOKE_TIMEOUT s and fails.
+BENCH_SMOKE_TIMEOUT ?= 900
 .PHONY: bench-smoke
 bench-smoke: $(BIN)/.installed  ## CI: every benchmarks/*.py --smoke must exit 0
 	@failed=""; for script in benchmarks/*.py; do \
 	  echo "== $$script --smoke"; start=$$(date +%s); \
-	  $(BIN)/python $$script --smoke || failed="$$failed $$script"; \
+	  timeout $(BENCH_SMOKE_TIMEOUT) $(BIN)/python $$script --smoke || failed="$$failed $$script"; \
 	  echo "== $$script: $$(( $$(date +%s) - start )) s"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "bench-smoke failed:$$failed"; exit 1; fi

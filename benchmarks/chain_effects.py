@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raystilts.tasks.catalog import CATALOG
+from raystilts.tasks import CATALOG
+from raystilts.tasks.embedded import generate
+from raystilts.train.pretrain import PretrainSettings, ensure_base_model
 from raystilts.train.runner import ChainPlan, Phase, TrainSettings, run_chain
 from raystilts.train.workspace import default_cache_dir, prepare_workspace
 
@@ -43,7 +46,20 @@ SMOKE = {
     "seeds": [0],
     "phase_steps": 3,
     "target_steps": 3,
+    "tiny_model": True,
 }
+SMOKE_CACHE = Path(tempfile.gettempdir()) / "raystilts-bench" / "smoke-cache"
+# A 5-step tiny encoder (tests/conftest.py's): pretraining the real base model takes minutes,
+# far more than the rest of a smoke run.
+TINY = PretrainSettings(
+    steps=5,
+    batch_size=8,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    sentences_per_language=200,
+)
 
 
 def main() -> None:
@@ -57,6 +73,11 @@ def main() -> None:
     ap.add_argument("--phase-lr", type=float, default=1e-3)
     ap.add_argument("--target-steps", type=int, default=200)
     ap.add_argument("--target-lr", type=float, default=1e-3)
+    ap.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help=f"a 5-step tiny encoder and the embedded data in {SMOKE_CACHE}, not the base model",
+    )
     ap.add_argument("--smoke", action="store_true", help=f"CI's tiny size: {SMOKE}")
     if ap.parse_known_args()[0].smoke:  # explicit flags still win over the smoke sizes
         ap.set_defaults(**SMOKE)
@@ -67,9 +88,18 @@ def main() -> None:
         task = CATALOG[name]
         for lang in task.languages:
             needs.update((task, split, lang) for split in task.splits(lang))
-    ws = prepare_workspace(
-        model="embedded", needs=needs, max_length=64, cache_dir=default_cache_dir()
-    )
+    if args.tiny_model:
+        ws = prepare_workspace(
+            model=str(ensure_base_model(SMOKE_CACHE, TINY, log=False)),
+            needs=needs,
+            max_length=64,
+            cache_dir=SMOKE_CACHE,
+            data_dir=generate(SMOKE_CACHE / "embedded-data", seed=0),
+        )
+    else:
+        ws = prepare_workspace(
+            model="embedded", needs=needs, max_length=64, cache_dir=default_cache_dir()
+        )
     settings = TrainSettings(batch_size=32)
     helps = flat = 0
     sds = []

@@ -74,9 +74,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raystilts.analysis import tables as analysis
 from raystilts.core.space import SearchSpace, all_chains, load_space_dict
-from raystilts.search.driver import SearchRun, run_search
-from raystilts.tasks.catalog import CATALOG
-from raystilts.tracking.store import RunRecord, default_tracking_uri, load_runs
+from raystilts.search import SearchRun, run_search
+from raystilts.tasks import CATALOG
+from raystilts.tasks.embedded import generate
+from raystilts.tracking import RunRecord, default_tracking_uri, load_runs
+from raystilts.train.pretrain import PretrainSettings, ensure_base_model
 from raystilts.train.workspace import default_cache_dir
 
 SEARCHES = ("grid", "random", "default")  # the references first: the default is iterated on
@@ -96,7 +98,20 @@ SMOKE: dict[str, Any] = {
     "samples": 2,
     "max_concurrent": 1,
     "fresh": True,
+    "tiny_model": True,
 }
+SMOKE_CACHE = Path(tempfile.gettempdir()) / "raystilts-bench" / "smoke-cache"
+# A 5-step tiny encoder (tests/conftest.py's): pretraining the real base model takes minutes,
+# far more than the rest of a smoke run.
+TINY = PretrainSettings(
+    steps=5,
+    batch_size=8,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    sentences_per_language=200,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +193,11 @@ def main() -> None:
     ap.add_argument("--max-concurrent", type=int, default=2, help="the useful ceiling on 2 cores")
     ap.add_argument("--sampler-seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="rerun every search, reuse none")
+    ap.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help=f"a 5-step tiny encoder and the embedded data in {SMOKE_CACHE}, not the base model",
+    )
     ap.add_argument("--smoke", action="store_true", help=f"CI's tiny size: {SMOKE}")
     if ap.parse_known_args()[0].smoke:  # explicit flags still win over the smoke sizes
         ap.set_defaults(**SMOKE)
@@ -185,10 +205,13 @@ def main() -> None:
     if not 0 < args.max_chain_length <= len(args.tasks):
         ap.error(f"--max-chain-length {args.max_chain_length}: expected 1..{len(args.tasks)}")
 
-    spaces = {kind: build_space(kind, args) for kind in SEARCHES}
+    assets = tiny_assets() if args.tiny_model else None
+    spaces = {kind: build_space(kind, args, assets) for kind in SEARCHES}
     seconds: dict[str, float | None] = {}
     for kind, space in spaces.items():
-        seconds[kind] = ensure_search(kind, space, args.workdir / kind, fresh=args.fresh)
+        seconds[kind] = ensure_search(
+            kind, space, args.workdir / kind, fresh=args.fresh, assets=assets
+        )
     trials = {
         kind: trial_costs(
             load_runs(tracking_uri=uri(args.workdir / kind), experiment=s.name),
@@ -241,7 +264,15 @@ def main() -> None:
 # ----------------------------------------------------------------------------- the searches
 
 
-def build_space(kind: str, args: argparse.Namespace) -> SearchSpace:
+def tiny_assets() -> tuple[Path, Path]:
+    """(model dir, data dir) of the tiny encoder and the embedded data, built once."""
+    model = ensure_base_model(SMOKE_CACHE, TINY, log=False)
+    return model, generate(SMOKE_CACHE / "embedded-data", seed=0)
+
+
+def build_space(
+    kind: str, args: argparse.Namespace, assets: tuple[Path, Path] | None = None
+) -> SearchSpace:
     """The benchmark's space for one search; only the ``search`` section differs."""
     search: dict[str, Any] = {
         "num_samples": args.samples,
@@ -260,7 +291,7 @@ def build_space(kind: str, args: argparse.Namespace) -> SearchSpace:
         }
     data = {
         "name": f"search_efficiency_{kind}",
-        "model": "embedded",
+        "model": "embedded" if assets is None else str(assets[0]),
         "targets": list(args.targets),
         "intermediate": {
             "tasks": list(args.tasks),
@@ -280,7 +311,14 @@ def uri(workdir: Path) -> str:
     return default_tracking_uri(workdir)
 
 
-def ensure_search(kind: str, space: SearchSpace, workdir: Path, *, fresh: bool) -> float | None:
+def ensure_search(
+    kind: str,
+    space: SearchSpace,
+    workdir: Path,
+    *,
+    fresh: bool,
+    assets: tuple[Path, Path] | None = None,
+) -> float | None:
     """Run the search in ``workdir`` unless a completed one with the same settings is there;
     returns its wall seconds, or None when reused."""
     settings = json.dumps(
@@ -299,7 +337,10 @@ def ensure_search(kind: str, space: SearchSpace, workdir: Path, *, fresh: bool) 
             summary = run_search(
                 space,
                 run=SearchRun(
-                    workdir=workdir, cache_dir=default_cache_dir(), tracking_uri=uri(workdir)
+                    workdir=workdir,
+                    cache_dir=default_cache_dir() if assets is None else SMOKE_CACHE,
+                    tracking_uri=uri(workdir),
+                    data_dir=None if assets is None else assets[1],
                 ),
             )
         if not any(summary["failed"].values()):

@@ -325,19 +325,14 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
             ]
         )
     )
-    scores = (
-        per_seed.group_by(*keys, "split", "lang")
-        .agg(pl.col("value").mean(), pl.col("seed").n_unique().alias("n_seeds"))
-        # per-config text joined once: taking it per group is slow on millions of rows
-        .join(meta, on=keys)
+    scores = per_seed.group_by(*keys, "split", "lang").agg(
+        pl.col("value").mean(), pl.col("seed").n_unique().alias("n_seeds")
     )
     configs = (
         scores.group_by(keys)
-        .agg(
-            pl.col("chain", "intermediate", "primary_metric").first(),
-            pl.col("n_seeds").max(),
-            dev_en=_selection_score("first"),
-        )
+        .agg(pl.col("n_seeds").max(), dev_en=_selection_score("first"))
+        # per-config text joined once per config, not onto every (split, language) row
+        .join(meta, on=keys)
         .with_columns(
             phases=pl.col("chain").str.count_matches(PHASE_SEP),
             n_candidates=pl.len().over("target"),
@@ -351,6 +346,8 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
             "config_key",
             descending=[False, True, False, False, False],
         )
+        .collect()  # kept: best, baseline and the two collects below all read it
+        .lazy()
     )
     best = configs.group_by("target", maintain_order=True).first()
     baseline = (
@@ -368,8 +365,11 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
     base_runs = tests.join(
         baseline, left_on=keys, right_on=["target", "baseline_config_key"]
     ).select("target", "lang", "seed", b="value")
-    per_lang = _paired_means(chain_runs, base_runs, ["target", "lang"]).rename(
-        {"a": "test", "b": "baseline"}
+    per_lang = (
+        _paired_means(chain_runs, base_runs, ["target", "lang"])
+        .rename({"a": "test", "b": "baseline"})
+        .collect()  # kept: both collects below read it
+        .lazy()
     )
     shared = (
         chain_runs.select("target", "seed")
