@@ -76,6 +76,11 @@ def _with_resources(space: SearchSpace, args: argparse.Namespace) -> SearchSpace
 
 def _search(space_path: str, args: argparse.Namespace) -> dict[str, Any]:
     space = _with_resources(_load(space_path), args)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        # A new local Ray uses token auth by default and warns so on every start; saying so
+        # explicitly keeps the same security, quietly. Ray reads this when it is imported:
+        # set after `import ray`, the GCS asks for a token that the driver never sends.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     from raystilts.core.checks import readable_dir, writable_dir
     from raystilts.search import SearchRun, run_search
     from raystilts.train.workspace import default_cache_dir

@@ -561,9 +561,7 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
     # address is pinned (inherited by the raylet and every worker): otherwise the State API
     # looks for "the" Ray on the machine, and with a second Ray running (another search) it
     # fails with "Found multiple active Ray instances" and trials hang.
-    # Ray's default for a new local cluster is token auth, announced by a warning on every
-    # start; saying so explicitly keeps the same security without the warning
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # (RAY_AUTH_MODE, which Ray reads when it is imported, is the CLI's to set: raystilts.cli)
     import socket
 
     with socket.socket() as probe:
