@@ -304,7 +304,7 @@ def test_resume_refuses_an_edited_space_in_one_line(
 
 
 def test_neighbours_add_mix_or_prepend_one_task_inside_the_space() -> None:
-    from raystilts.search.driver import neighbours
+    from raystilts.search.searcher import neighbours
 
     space = _space([0])
     assert neighbours((), ("b", "c", "a"), space, "t") == [("b",), ("c",), ("a",)]
@@ -318,7 +318,7 @@ def test_neighbours_add_mix_or_prepend_one_task_inside_the_space() -> None:
 
 def test_neighbour_params_keep_the_best_prefix_hyperparameters() -> None:
     from raystilts.core.space import chain_from_params
-    from raystilts.search.driver import chain_identity, neighbour_params
+    from raystilts.search.searcher import chain_identity, neighbour_params
 
     raw = _space([0]).to_dict()
     raw["intermediate"]["lr"] = {"low": 1e-4, "high": 1e-2}

@@ -403,3 +403,21 @@ def test_deleted_experiment_is_unknown_in_both_readers(tracker: Tracker, reader:
     known = str(info.value).partition("known: ")[2].split(", ")
     assert tracker.experiment in known
     assert gone.experiment not in known
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("bogus://x", "unknown scheme 'bogus'"),
+        ("file:///tmp/x", "file store is retired"),
+    ],
+)
+def test_unusable_tracking_uris_are_one_line(uri: str, message: str) -> None:
+    with pytest.raises(UserError, match=message) as e:
+        Tracker(tracking_uri=uri, experiment="x")
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_an_empty_experiment_name_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="experiment name is empty"):
+        Tracker(tracking_uri=default_tracking_uri(tmp_path), experiment=" ")

@@ -64,11 +64,24 @@ def test_reader_skips_means_keeps_nan_and_leaves_self_transfer_out(tmp_path: Pat
         ("a,x,en,1,0.5,,acc,s,extra\n", "t.csv:2: more fields than columns"),
         ("a,x,en,1,inf,,acc,s\n", "is infinite"),
         ("a,x,en,mean,0.5,,acc,s\n", "no rows with a seed other than 'mean'"),
+        ("sst>mnli,x,en,1,0.5,,acc,s\n", "intermediate 'sst>mnli' holds one of"),
+        ("a,rte/x,en,1,0.5,,acc,s\n", "target 'rte/x' holds one of"),
     ],
 )
 def test_reader_refuses_bad_rows_in_one_line(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(UserError, match=message.replace("(", r"\(")) as e:
         read_table(_write(tmp_path, body))
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_reader_takes_a_spreadsheet_bom_and_refuses_other_encodings(tmp_path: Path) -> None:
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(("\ufeff" + HEADER + "a,x,en,1,0.5,,acc,s\n").encode("utf-8"))
+    assert read_table(bom).targets() == ["x"]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes((HEADER + "é,x,en,1,0.5,,acc,s\n").encode("latin-1"))
+    with pytest.raises(UserError, match="not a UTF-8 CSV") as e:
+        read_table(latin)
     assert len(str(e.value).splitlines()) == 1
 
 

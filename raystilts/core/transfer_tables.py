@@ -25,7 +25,10 @@ from pathlib import Path
 from raystilts.core.errors import UserError
 from raystilts.core.schema import (
     CHAIN_TAG,
+    KEY_SEP,
     KIND_TAG,
+    MIX,
+    PHASE_SEP,
     TARGET_TAG,
     chain_name,
     config_key,
@@ -101,35 +104,42 @@ def read_table(path: str | Path) -> TransferTable:
     """Read and check a transfer table (module docstring: the format)."""
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")  # -sig: a spreadsheet's BOM
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror}); pass a transfer table CSV") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
+    try:
+        with handle:
+            return _read_rows(path, csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a UTF-8 CSV ({e}); save it as CSV UTF-8 and retry") from None
+
+
+def _read_rows(path: Path, reader: csv.DictReader[str]) -> TransferTable:
+    """The checked rows of an open table."""
+    missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
+    if missing:
+        raise UserError(
+            f"{path}: missing column(s) {', '.join(missing)} (has "
+            f"{', '.join(reader.fieldnames or []) or 'none'}); see shared/data/transfer/README.md"
+        )
+    rows: list[Row] = []
+    skipped: dict[str, int] = defaultdict(int)
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for line, raw in enumerate(reader, start=2):
+        row = _row(path, line, raw)
+        if row is None:
+            skipped["seed = mean (derived)"] += 1
+            continue
+        ident = (row.intermediate, row.target, row.language, row.seed)
+        if ident in seen:
             raise UserError(
-                f"{path}: missing column(s) {', '.join(missing)} (has "
-                f"{', '.join(reader.fieldnames or []) or 'none'}); see shared/data/transfer/README.md"
+                f"{path}:{line}: the row of {'/'.join(ident)} repeats line {seen[ident]}; "
+                "keep one row per (intermediate, target, language, seed)"
             )
-        rows: list[Row] = []
-        skipped: dict[str, int] = defaultdict(int)
-        seen: dict[tuple[str, str, str, str], int] = {}
-        for line, raw in enumerate(reader, start=2):
-            row = _row(path, line, raw)
-            if row is None:
-                skipped["seed = mean (derived)"] += 1
-                continue
-            ident = (row.intermediate, row.target, row.language, row.seed)
-            if ident in seen:
-                raise UserError(
-                    f"{path}:{line}: the row of {'/'.join(ident)} repeats line {seen[ident]}; "
-                    "keep one row per (intermediate, target, language, seed)"
-                )
-            seen[ident] = line
-            if row.intermediate == row.target:
-                skipped["self-transfer (not a candidate)"] += 1
-            rows.append(row)
+        seen[ident] = line
+        if row.intermediate == row.target:
+            skipped["self-transfer (not a candidate)"] += 1
+        rows.append(row)
     if not rows:
         raise UserError(f"{path}: no rows with a seed other than 'mean'; nothing to replay")
     languages = tuple(sorted({r.language for r in rows}))
@@ -146,6 +156,11 @@ def _row(path: Path, line: int, raw: dict[str, str | None]) -> Row | None:
     for key in ("intermediate", "target", "language", "seed"):
         if not values[key]:
             raise UserError(f"{path}:{line}: empty {key!r}; fill it in or delete the row")
+        if key != "seed" and any(sep in values[key] for sep in (PHASE_SEP, MIX, KEY_SEP)):
+            raise UserError(
+                f"{path}:{line}: {key} {values[key]!r} holds one of {PHASE_SEP!r} {MIX!r} "
+                f"{KEY_SEP!r}, which chain names and metric keys are made of; rename it"
+            )
     if values["seed"] == "mean":
         return None
     return Row(

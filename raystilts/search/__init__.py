@@ -12,18 +12,14 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from raystilts.search.driver import (
-        RacingSearcher,
-        SearchRun,
-        chain_identity,
-        run_search,
-        shutdown_ray,
-    )
+    from raystilts.search.driver import RacingSearcher, SearchRun, run_search, shutdown_ray
+    from raystilts.search.searcher import chain_identity
 
 __all__ = ["RacingSearcher", "SearchRun", "chain_identity", "run_search", "shutdown_ray"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(import_module("raystilts.search.driver"), name)
+    if name in __all__:  # chain_identity is pure: taken from the searcher, without Ray
+        home = "searcher" if name == "chain_identity" else "driver"
+        return getattr(import_module(f"raystilts.search.{home}"), name)
     raise AttributeError(f"module 'raystilts.search' has no attribute {name!r}")

@@ -40,6 +40,7 @@ from raystilts.core.progress import TrialProgress
 from raystilts.core.schema import (
     CHAIN_TAG,
     DIVERGED_REASON_TAG,
+    MIX,
     OUTCOME_TAG,
     PHASE_SEP,
     SEARCH_TAG,
@@ -47,7 +48,7 @@ from raystilts.core.schema import (
     TRIAL_ID_TAG,
     parse_metric_key,
 )
-from raystilts.core.space import MIX, SearchSpace, all_chains, chain_from_params
+from raystilts.core.space import SearchSpace, all_chains, chain_from_params
 from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.data import storage as storage_lib
 from raystilts.search.prior import (

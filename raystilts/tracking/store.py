@@ -96,6 +96,8 @@ _MAX_TAGS_PER_BATCH = 100
 _PAGE_SIZE = 1000  # search_runs' largest page
 _PROBE_TIMEOUT_S = 3.0  # fail fast: mlflow's own client retries for minutes by default
 _SQLITE_PREFIX = "sqlite:///"
+# the backends MLflow 3 serves runs from (its file store is retired)
+_SCHEMES = {"sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks"}
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")  # trial/search ids are quoted into filter strings
 # What load_runs reads from a sqlite store (MLflow 3.17.2's schema); anything missing means a
 # schema this module was not checked against, and load_runs goes through MlflowClient instead.
@@ -151,11 +153,19 @@ class Tracker:
         self, *, tracking_uri: str, experiment: str, artifact_root: Path | None = None
     ) -> None:
         self.tracking_uri = _normalise_uri(tracking_uri)
+        if not experiment.strip():
+            raise UserError("the experiment name is empty; give one (--experiment NAME)")
         self.experiment = experiment
         _check_reachable(self.tracking_uri)
         db_path = _sqlite_path(self.tracking_uri)
         if db_path is not None:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                db_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(
+                    f"cannot create {db_path.parent} for the MLflow store ({e.strerror}); "
+                    "pass a writable --workdir or another --tracking-uri"
+                ) from None
             # "Creating initial MLflow database tables..." on a new store: not the user's concern
             logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
@@ -622,6 +632,17 @@ def _normalise_uri(uri: str) -> str:
         raise UserError(
             f"tracking URI {uri!r} has no scheme; use sqlite:///{Path(uri).resolve()} for a local "
             "database or http://host:port for a server"
+        )
+    scheme = uri.partition(":")[0].lower().partition("+")[0]  # postgresql+psycopg2: a driver
+    if scheme == "file":
+        raise UserError(
+            f"tracking URI {uri!r}: MLflow's file store is retired; use "
+            f"sqlite:///{Path(uri.partition('://')[2]).resolve()}/mlflow.db or http://host:port"
+        )
+    if scheme not in _SCHEMES:
+        raise UserError(
+            f"tracking URI {uri!r}: unknown scheme {scheme!r}; use sqlite:///PATH, "
+            "http(s)://host:port, or a database URI (postgresql://, mysql://, mssql://)"
         )
     path = _sqlite_path(uri)
     if path is None or path.is_absolute():

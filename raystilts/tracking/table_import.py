@@ -37,6 +37,11 @@ def import_table(path: str | Path, *, experiment: str, tracking_uri: str) -> str
     table = read_table(path)
     source = str(Path(path).resolve())
     runs, left_out = imported_runs(table, source=source)
+    if not runs:
+        raise UserError(
+            f"import: {path} has only self-transfer rows ({left_out}: intermediate = target), "
+            "which are no chains; nothing to import"
+        )
     tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment)
     client = MlflowClient(tracking_uri=tracker.tracking_uri)
     quoted = source.replace("'", "\\'")
@@ -63,7 +68,7 @@ def import_table(path: str | Path, *, experiment: str, tracking_uri: str) -> str
     failed = sum(r.status != "FINISHED" for r in runs)
     return (
         f"imported {len(runs)} runs ({failed} without a score, FAILED) of "
-        f"{len(table.targets())} targets from {path} into experiment {experiment!r} "
+        f"{len({r.params['target'] for r in runs})} targets from {path} into experiment {experiment!r} "
         f"({tracker.tracking_uri}); left out: {left_out} self-transfer rows, "
         f"{table.skipped.get('seed = mean (derived)', 0)} 'mean' rows"
     )
