@@ -532,6 +532,11 @@ def main() -> None:
     if not 1 <= args.warmup < args.steps:
         sys.exit(f"--warmup {args.warmup}: must be at least 1 and below --steps {args.steps}")
     tasks = [CATALOG[t] for t in args.tasks]
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()  # feature caching and model saving: noise, not results
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(torch.get_num_threads())  # both sides share one thread pool
     with tempfile.TemporaryDirectory(prefix="raystilts-throughput-") as tmp:
         if args.bf16_accuracy:
