@@ -553,7 +553,9 @@ def main() -> None:
             for task in tasks:
                 ours, theirs = loss_check(s, task, args.loss_steps, tmp)
                 losses[f"{s.name}/{task.name}"] = (ours, theirs)
+                print(f"{s.name}/{task.name} loss check: {ours:.6f} {theirs:.6f}", flush=True)
                 rows.append(measure(s, task, args, tmp))
+                print(f"{s.name}/{task.name} per repeat: {rows[-1]}", flush=True)
                 split = profile(s, task, args.steps, args.warmup, args.bf16_cpu)
                 print(
                     f"{s.name}/{task.name} profile: "

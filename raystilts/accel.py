@@ -69,11 +69,11 @@ def adamw(groups: Iterable[Mapping[str, Any]], *, lr: float) -> torch.optim.Opti
     """AdamW, fused (one kernel for all parameters) wherever torch has the fused kernel: CUDA
     and, since torch 2.4, CPU too. The for-each version cost the optimizer step twice the time
     on CPU (363 ms against 183 ms per step on an 86M-parameter model)."""
-    groups = [dict(g) for g in groups]
+    params: list[dict[str, Any]] = [dict(g) for g in groups]
     try:
-        return torch.optim.AdamW(groups, lr=lr, fused=True)
+        return torch.optim.AdamW(params, lr=lr, fused=True)
     except RuntimeError:  # an older torch or a device without the fused kernel
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(params, lr=lr)
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
