@@ -532,6 +532,11 @@ def main() -> None:
     if not 1 <= args.warmup < args.steps:
         sys.exit(f"--warmup {args.warmup}: must be at least 1 and below --steps {args.steps}")
     tasks = [CATALOG[t] for t in args.tasks]
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()  # feature caching and model saving: noise, not results
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(torch.get_num_threads())  # both sides share one thread pool
     with tempfile.TemporaryDirectory(prefix="raystilts-throughput-") as tmp:
         if args.bf16_accuracy:
@@ -548,7 +553,9 @@ def main() -> None:
             for task in tasks:
                 ours, theirs = loss_check(s, task, args.loss_steps, tmp)
                 losses[f"{s.name}/{task.name}"] = (ours, theirs)
+                print(f"{s.name}/{task.name} loss check: {ours:.6f} {theirs:.6f}", flush=True)
                 rows.append(measure(s, task, args, tmp))
+                print(f"{s.name}/{task.name} per repeat: {rows[-1]}", flush=True)
                 split = profile(s, task, args.steps, args.warmup, args.bf16_cpu)
                 print(
                     f"{s.name}/{task.name} profile: "
