@@ -35,6 +35,7 @@ __all__ = [
     "OUTCOME_TAG",
     "PARENT_RUN_TAG",
     "PHASE_SEP",
+    "SPLITS",
     "SEARCH_ID_TAG",
     "SEARCH_TAG",
     "TARGET_TAG",
@@ -52,6 +53,7 @@ PHASE_SEP = ">"
 MIX = "+"
 KEY_SEP = "/"
 KEY_FIELDS = ("split", "task", "lang", "metric")  # the parts of a metric key, in order
+SPLITS = ("dev", "test")  # dev: model selection; test: reporting
 AVG = "avg"  # the "language" of a task's mean over its languages
 
 TARGET_TAG = "raystilts.target"
@@ -88,11 +90,13 @@ def parse_metric_key(key: str) -> MetricKey | None:
 
     >>> parse_metric_key("test/xnli/avg/accuracy")
     MetricKey(split='test', task='xnli', lang='avg', metric='accuracy')
-    >>> parse_metric_key("prefix_cache/hits") is None
-    True
+    >>> parse_metric_key("prefix_cache/hits") is None, parse_metric_key("prior/xnli/mnli/score")
+    (True, None)
     """
     parts = key.split(KEY_SEP)
-    return MetricKey(*parts) if len(parts) == len(KEY_FIELDS) else None
+    if len(parts) != len(KEY_FIELDS) or parts[0] not in SPLITS:  # prior/{target}/{task}/score
+        return None
+    return MetricKey(*parts)
 
 
 def chain_name(phases: Sequence[str], target: str) -> str:
