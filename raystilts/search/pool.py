@@ -60,6 +60,9 @@ class SearchPool:
     cost: Mapping[str, float] = field(default_factory=dict)  # a trial's expected cost per target
     blocked: Callable[[str, Launch], bool] | None = None
     on_report: Callable[[SearchPool, str], None] | None = None
+    # launches held back per target at most: how far a search is asked ahead of its reports
+    # (TPE proposes from fewer results the further ahead); 8 covers a grid's next few chains
+    ask_ahead: int = 8
     running: dict[str, int] = field(default_factory=dict)
     held: dict[str, list[Launch]] = field(default_factory=dict)  # launches waiting for a prefix
     finished: set[str] = field(default_factory=set)
@@ -67,6 +70,8 @@ class SearchPool:
     def __post_init__(self) -> None:
         if self.max_concurrent < 1:
             raise ValueError(f"SearchPool max_concurrent={self.max_concurrent}: must be >= 1")
+        if self.ask_ahead < 1:
+            raise ValueError(f"SearchPool ask_ahead={self.ask_ahead}: must be >= 1")
         for t in self.searches:
             self.running.setdefault(t, 0)
             self.held.setdefault(t, [])
@@ -96,8 +101,7 @@ class SearchPool:
         for i, launch in enumerate(held):
             if not self._is_blocked(target, launch):
                 return self._start(target, held.pop(i))
-        # at most max_concurrent held per target: enough to fill the pool, bounded asks
-        while len(held) < self.max_concurrent:
+        while len(held) < self.ask_ahead:
             step = self.searches[target].suggest()
             if isinstance(step, Launch):
                 if not self._is_blocked(target, step):
