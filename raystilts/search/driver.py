@@ -29,7 +29,7 @@ import ray
 from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from raystilts.core import stopping
@@ -38,6 +38,8 @@ from raystilts.core.progress import TrialProgress
 from raystilts.core.space import MIX, SearchSpace, all_chains, chain_from_params
 from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.data import storage as storage_lib
+from raystilts.search.pool import TARGET, SearchPool, SharedPrior
+from raystilts.search.pool_tune import SCORE, PerTargetCallback, PerTargetScheduler, PoolSearcher
 from raystilts.search.prior import (
     Evidence,
     Reranker,
@@ -176,9 +178,12 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         nodes = gathered
     final_dir = Path(tempfile.mkdtemp(prefix="raystilts-model-")) if cfg["save_model"] else None
     final_step = float(target_steps)
+    selected = selection_key(target_task)
 
     def report(metrics: dict[str, float]) -> None:
         out: dict[str, Any] = dict(metrics)
+        if selected in metrics:  # one experiment holds every target: one key Tune ranks on
+            out[SCORE] = metrics[selected]
         checkpoint = None
         if metrics.get("target_step") == final_step:
             out["worker_nodes"] = ",".join(sorted(set(nodes)))
@@ -210,7 +215,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         # every rank sees the same all-reduced loss, so all of them land here together; the
         # searcher gets the worst score, MLflow records the run as diverged (not the score)
         key = selection_key(plan.target.task)
-        train.report({key: 0.0, "diverged": 1.0, "diverged_reason": str(e)})
+        train.report({key: 0.0, SCORE: 0.0, "diverged": 1.0, "diverged_reason": str(e)})
     finally:
         if final_dir is not None:
             shutil.rmtree(final_dir, ignore_errors=True)
@@ -228,7 +233,9 @@ def _trial(
     prefix_root: str,
     model_fingerprint: str,
 ) -> None:
-    """A Tune function trainable: builds the chain from the sampled params and fits a TorchTrainer."""
+    """A Tune function trainable: builds the chain from the sampled params and fits a TorchTrainer.
+    A pooled search's trial carries its target in its config (``TARGET``)."""
+    target = str(config.get(TARGET, target))
     plan = chain_from_params(config, space, target)
     trial_name = tune.get_context().get_trial_name()
     loop_cfg = {
@@ -602,7 +609,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         storage = run.storage_path or str((run.workdir / "ray_results").resolve())
         found = [
             t
-            for t in space.targets
+            for t in (*space.targets, "pool")  # per target (before the pool), or the pool's
             if tune.Tuner.can_restore(_experiment_path(storage, space.name, t))
         ]
         if not found:
@@ -860,6 +867,22 @@ def _run_targets(
     model_fingerprint = (
         storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
     )
+    legacy = run.resume and not tune.Tuner.can_restore(_pool_path(storage, space.name))
+    if not legacy:  # every target in one pool (a search from before the pool: one per target)
+        trainable = tune.with_parameters(
+            _trial,
+            space=space,
+            target="",  # each trial's config names its target
+            workspace=ws_config,
+            storage=storage,
+            threads=threads,
+            use_gpu=use_gpu,
+            prefix_root=prefix_root,
+            model_fingerprint=model_fingerprint,
+        )
+        trainable = tune.with_resources(trainable, {"CPU": 0.01})  # the trial only waits
+        _run_pool(space, run, tracker, parent, trainable, counts, failed, warm)
+        return
     evidence = _earlier_evidence(space, tracker)  # for the prior (raystilts.search.prior)
     for target in space.targets:
         metric = selection_key(CATALOG[target])
@@ -939,6 +962,112 @@ def _run_targets(
         failed[target] = grid.num_errors
         if space.search.prior.other_targets:  # this target's trials inform the next targets'
             evidence += evidence_from_search(search)
+
+
+def _pool_path(storage: str, name: str) -> str:
+    """Where Tune keeps the one experiment of a pooled search (every target)."""
+    return _experiment_path(storage, name, "pool")
+
+
+def _scheduler(space: SearchSpace, target: str) -> TrialScheduler:
+    """ASHA in the target's own steps, or FIFO (a retrieval target is not trained: no rungs)."""
+    if space.search.scheduler.type != "asha" or not CATALOG[target].has_train:
+        return FIFOScheduler()
+    # rungs in target steps, not in reports: a trial whose worker restarted reports its first
+    # evaluations again, and a report count would run past max_t
+    every = space.target_for(target).eval_every
+    return ASHAScheduler(
+        time_attr="target_step",
+        max_t=space.target_for(target).steps,
+        grace_period=space.search.scheduler.grace_period * every,
+        reduction_factor=space.search.scheduler.reduction_factor,
+    )
+
+
+def _build_pool(
+    space: SearchSpace,
+    tracker: Tracker,
+    parent: str,
+    warm: Mapping[str, Sequence[str]],
+    log: bool,
+) -> SearchPool:
+    """Every target's search (the objects the tabular replay drives) under one limit; longest
+    target phases first (the pool's LPT rule); the prior shared live when the space says so."""
+    evidence = _earlier_evidence(space, tracker)  # for the prior (raystilts.search.prior)
+    searches = {}
+    for target in space.targets:
+        ranking, rerank = _target_ranking(
+            space, target, warm.get(target), evidence, tracker, parent, log
+        )
+        searches[target] = build_search(space, target, ranking=ranking, rerank=rerank)
+    share = space.search.prior.other_targets
+    return SearchPool(
+        searches,
+        max_concurrent=space.search.max_concurrent,
+        cost={
+            t: float(space.target_for(t).steps if CATALOG[t].has_train else 0)
+            for t in space.targets
+        },
+        on_report=SharedPrior(earlier=tuple(evidence), warm=dict(warm)) if share else None,
+    )
+
+
+def _run_pool(
+    space: SearchSpace,
+    run: SearchRun,
+    tracker: Tracker,
+    parent: str,
+    trainable: Any,
+    counts: dict[str, int],
+    failed: dict[str, int],
+    warm: Mapping[str, Sequence[str]],
+) -> None:
+    """One Tune experiment for every target: the pool's trials share ``max_concurrent``."""
+    storage = run.storage_path or str((run.workdir / "ray_results").resolve())
+    path = _pool_path(storage, space.name)
+    if run.resume and tune.Tuner.can_restore(path):
+        # the restored searcher holds the pool; the restored callbacks reconnect to MLflow
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
+        if run.log:
+            print(f"resuming {path}", flush=True)
+    else:
+        pool = _build_pool(space, tracker, parent, warm, run.log)
+        if run.log:
+            print(
+                f"{len(space.targets)} targets in one pool: {space.search.max_concurrent} trials "
+                "at a time across them",
+                flush=True,
+            )
+        callbacks = {
+            t: MlflowCallback(tracker=tracker, space=space, target=t, parent=parent, log=run.log)
+            for t in space.targets
+        }
+        tuner = tune.Tuner(
+            trainable,
+            param_space={},
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(
+                    PoolSearcher(pool), max_concurrent=space.search.max_concurrent
+                ),
+                scheduler=PerTargetScheduler({t: _scheduler(space, t) for t in space.targets}),
+                num_samples=-1,  # until the pool is done (Searcher.FINISHED)
+                metric=SCORE,
+                mode="max",
+            ),
+            run_config=tune.RunConfig(
+                name=Path(path).name if not storage_lib.is_remote(path) else path.rsplit("/")[-1],
+                storage_path=storage,
+                callbacks=[PerTargetCallback(callbacks)],
+                verbose=0,
+            ),
+        )
+    with stopping.tune_run():  # SIGTERM/Ctrl-C: Tune saves and stops, then we raise
+        grid = tuner.fit()
+    for i in range(len(grid)):
+        result = grid[i]
+        target = str((result.config or {}).get(TARGET, ""))
+        counts[target] = counts.get(target, 0) + 1
+        failed[target] = failed.get(target, 0) + (result.error is not None)
 
 
 def _earlier_evidence(space: SearchSpace, tracker: Tracker) -> list[Evidence]:
