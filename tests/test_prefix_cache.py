@@ -395,3 +395,38 @@ def test_stats_count_hits_misses_and_saved_phases(tmp_path: Path) -> None:
     assert (s.hits, s.misses, s.writes, s.phases_requested, s.phases_saved) == (1, 2, 2, 6, 2)
     assert s.saved_share == pytest.approx(2 / 6)
     assert cache.stats.as_metrics()["prefix_cache/phases_saved"] == 2.0
+
+
+def test_a_claimed_prefix_is_waited_for_not_trained_twice(tmp_path: Path) -> None:
+    """Two trials (two caches, as on two nodes) miss the same prefix: the first claims it and
+    trains, the second waits for its entry instead of training it again."""
+    import threading
+
+    from raystilts.train.prefix_claims import PrefixClaims
+
+    keys = _keys()
+    root, claims = str(tmp_path / "cache"), str(tmp_path / "claims")
+    first = PrefixCache(
+        root=root, local_dir=tmp_path / "n1", claims=PrefixClaims(root=claims), owner="one"
+    )
+    second = PrefixCache(
+        root=root,
+        local_dir=tmp_path / "n2",
+        claims=PrefixClaims(root=claims),
+        owner="two",
+        poll_s=0.05,
+    )
+    assert first.longest_hit(keys) == (0, None)  # a miss: "one" claims keys[0] and trains
+    got: list[tuple[int, Any]] = []
+    waiter = threading.Thread(target=lambda: got.append(second.longest_hit(keys)))
+    waiter.start()
+    time.sleep(0.3)
+    assert not got  # still waiting: "one" has not put it
+    first.put(keys[0], _state(1), {"chain_prefix": "a"})  # releases the claim
+    waiter.join(timeout=10)
+    depth, state = got[0]
+    assert depth == 1 and state is not None  # read, not trained again
+    assert all(torch.equal(state[k], v) for k, v in _state(1).items())
+    assert second.claims is not None and second.claims.holder(keys[1]) == "two"  # next phase ours
+    second.release_claims()
+    assert second.claims.holder(keys[1]) is None

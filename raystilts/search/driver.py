@@ -123,6 +123,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     import torch
 
     from raystilts.train.prefix_cache import PrefixCache
+    from raystilts.train.prefix_claims import PrefixClaims
     from raystilts.train.runner import (
         ChainPlan,
         Dist,
@@ -196,7 +197,13 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         train.report(out, checkpoint=checkpoint)
 
     cache = PrefixCache(
-        root=cfg["prefix_root"], local_dir=storage_lib.node_cache_root() / node / "prefixes"
+        root=cfg["prefix_root"],
+        local_dir=storage_lib.node_cache_root() / node / "prefixes",
+        # a prefix another trial is training is waited for, not trained twice (any node)
+        claims=PrefixClaims(root=f"{cfg['prefix_root'].rstrip('/')}-claims")
+        if dist.rank == 0
+        else None,
+        owner=f"{cfg['trial_name']}/{node}/{os.getpid()}",
     )
     try:
         run_chain(
@@ -217,6 +224,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         key = selection_key(plan.target.task)
         train.report({key: 0.0, SCORE: 0.0, "diverged": 1.0, "diverged_reason": str(e)})
     finally:
+        cache.release_claims()  # a failed trial's claim must not make others wait for its ttl
         if final_dir is not None:
             shutil.rmtree(final_dir, ignore_errors=True)
 
@@ -245,6 +253,7 @@ def _trial(
         "languages": list(space.languages_for(target)),
         "seed": seed_of(config, space),
         "prefix_root": prefix_root,
+        "trial_name": trial_name,
         "model_fingerprint": model_fingerprint,
         "training": space.training,  # a frozen dataclass: pickles to the workers
         "mixture": space.intermediate.mixture,

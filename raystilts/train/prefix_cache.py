@@ -52,6 +52,7 @@ import torch
 from filelock import FileLock
 
 from raystilts.data import storage
+from raystilts.train.prefix_claims import PrefixClaims
 
 __all__ = [
     "RUNNER_VERSION",
@@ -332,7 +333,15 @@ class PrefixCache:
     written in place, locks live beside them). Safe across processes; use one object per thread.
     """
 
-    def __init__(self, *, root: str, local_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        root: str,
+        local_dir: Path,
+        claims: PrefixClaims | None = None,
+        owner: str = "",
+        poll_s: float = 10.0,
+    ) -> None:
         if not root:
             raise ValueError("PrefixCache root is empty; pass a directory or an s3:// gs:// URI")
         self.root = root
@@ -343,12 +352,51 @@ class PrefixCache:
         self.stats = CacheStats()
         self._locks: dict[str, FileLock] = {}
         self._found_damaged: set[str] = set()
+        # with claims: the first missing prefix is claimed across nodes, or waited for while
+        # another live trainer holds it (raystilts.train.prefix_claims)
+        self.claims = claims
+        self.owner = owner or f"{os.uname().nodename}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.poll_s = poll_s
+        self._held: dict[str, contextlib.ExitStack] = {}
 
     # -- public API ----------------------------------------------------------------------------
 
     def longest_hit(self, keys: Sequence[str]) -> tuple[int, dict[str, torch.Tensor] | None]:
         """``(k, state)`` for the deepest cached ``keys[k-1]`` (keys nest: ``keys[i]`` is the
-        prefix of ``i + 1`` phases), verified; ``(0, None)`` when none is cached."""
+        prefix of ``i + 1`` phases), verified; ``(0, None)`` when none is cached.
+
+        With ``claims``, the first missing prefix ``keys[k]`` is then claimed for this cache's
+        ``owner`` (it trains it; :meth:`put` releases), or, while another owner's claim is live,
+        waited for (polling every ``poll_s``) and read once that trainer has put it."""
+        depth, state = self._longest_hit(keys)
+        while depth < len(keys) and not self._claim(keys[depth]):
+            time.sleep(self.poll_s)  # another trial trains keys[depth]: its entry comes soon
+            waited = self._read(keys[depth])
+            if waited is not None:  # trained by the claim's holder: one phase saved
+                self.stats.phases_saved += 1
+                depth, state = depth + 1, waited
+        return depth, state
+
+    def _claim(self, key: str) -> bool:
+        """Claim ``key`` (and keep it renewed until :meth:`put` or :meth:`release_claims`)."""
+        if self.claims is None or key in self._held:
+            return True
+        if not self.claims.claim(key, self.owner):
+            return False
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.claims.heartbeat(key, self.owner))
+        self._held[key] = stack
+        return True
+
+    def release_claims(self, key: str | None = None) -> None:
+        """Drop this owner's claim of ``key`` (None: all of them); a trial's exit calls it."""
+        for k in [key] if key is not None else list(self._held):
+            stack = self._held.pop(k, None)
+            if stack is not None and self.claims is not None:
+                stack.close()
+                self.claims.release(k, self.owner)
+
+    def _longest_hit(self, keys: Sequence[str]) -> tuple[int, dict[str, torch.Tensor] | None]:
         self.stats.phases_requested += len(keys)
         for depth in range(len(keys), 0, -1):
             state = self._read(keys[depth - 1])
@@ -396,6 +444,7 @@ class PrefixCache:
                 wrote = self._put_remote(key, encoder_state, meta)
             else:
                 wrote = self._put_local(key, encoder_state, meta)
+        self.release_claims(key)  # the entry is there: whoever waited for it reads it now
         if wrote:
             self.stats.writes += 1
             if key in self._found_damaged:
