@@ -128,7 +128,72 @@ def test_job_on_two_nodes_trains_on_both_and_records_everything(
         assert not (d / "tokenizers").exists()  # the model directory carries its tokenizer
         assert any((d / "features").iterdir())
     assert (shared / "raystilts-cache" / "features").is_dir()
-    assert (shared / "multinode-mini_xnli").is_dir()  # Tune's experiment state
+    assert (shared / "multinode-pool").is_dir()  # Tune's experiment state: one for all targets
+
+
+POOLED = """
+name: pooled
+model: {model}
+targets: [mini_xnli, mini_udpos]
+languages: [en, qab]
+intermediate: {{tasks: [mini_mnli], min_chain_length: 1, max_chain_length: 1, lr: 1.0e-3,
+               steps: 6}}
+target: {{lr: 1.0e-3, steps: 4, eval_every: 2}}
+training: {{batch_size: 8, max_length: 32}}
+search: {{algorithm: grid, max_concurrent: 2, seeds: [0], scheduler: {{type: none}}}}
+resources: {{workers_per_trial: 1, cpus_per_worker: 0.4, use_gpu: false}}
+"""
+
+
+def test_two_targets_share_one_pool_and_train_their_common_prefix_once(
+    cluster: dict[str, str], tmp_path: Path, tiny_model: Path, mini_data: Path
+) -> None:
+    """Each target's one chain is mini_mnli>target: the two trials start together (one pool,
+    two slots), need the same mini_mnli prefix (same seed), and one of them waits for the
+    other's claim instead of training it again."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from raystilts.tracking.store import load_runs
+
+    space = tmp_path / "space.yaml"
+    space.write_text(POOLED.format(model=tiny_model))
+    shared, db = tmp_path / "shared", tmp_path / "mlflow.db"
+    entrypoint = " ".join(
+        [
+            sys.executable, "-m", "raystilts.cli", "search", str(space),
+            "--address", "auto", "--storage-path", str(shared),
+            "--workdir", str(tmp_path / "wd"), "--cache-dir", str(tmp_path / "driver-cache"),
+            "--tracking-uri", f"sqlite:///{db}", "--data-dir", str(mini_data),
+        ]
+    )  # fmt: skip
+    client = JobSubmissionClient(cluster["DASHBOARD"])
+    job = client.submit_job(entrypoint=entrypoint)
+    deadline = time.monotonic() + 600
+    while client.get_job_status(job) not in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    ):
+        assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
+        time.sleep(3)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    runs = load_runs(tracking_uri=f"sqlite:///{db}", experiment="pooled")
+    assert sorted(r.params["target"] for r in runs) == ["mini_udpos", "mini_xnli"]
+    assert all(r.status == "FINISHED" for r in runs)
+    import sqlite3
+
+    with sqlite3.connect(db) as con:  # MLflow's own start and end times of the trial runs
+        spans = con.execute(
+            "SELECT r.start_time, r.end_time FROM runs r JOIN params p ON p.run_uuid = "
+            "r.run_uuid AND p.key = 'target'"
+        ).fetchall()
+    (s1, e1), (s2, e2) = spans
+    assert s1 < e2 and s2 < e1  # the two targets' trials ran at the same time
+    # the prefix was trained once: one entry in the cache, one run read it instead
+    entries = [d for d in (shared / "raystilts-cache" / "prefixes").iterdir() if d.is_dir()]
+    assert len(entries) == 1
+    assert sorted(r.metrics.get("phase0/cached", 0.0) for r in runs) == [0.0, 1.0]
 
 
 def _ray_nodes(gcs: str) -> list[str]:
