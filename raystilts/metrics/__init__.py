@@ -1,5 +1,4 @@
-"""Benchmark metrics as pure numpy functions (scores are fractions in [0, 1]).
-"""
+"""Benchmark metrics as pure numpy functions (scores are fractions in [0, 1])."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Reports with plots: the only package that imports matplotlib (`render`).
-"""
+"""Reports with plots: the only package that imports matplotlib (`render`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""MLflow: the only package that imports mlflow (`store`).
-"""
+"""MLflow: the only package that imports mlflow (`store`)."""
 
 from __future__ import annotations
 

@@ -7,4 +7,3 @@ need: this package imports nothing so that a pure caller does not pay for torch.
 """
 
 from __future__ import annotations
-
