@@ -553,27 +553,51 @@ def _evaluate_target(
     plan: ChainPlan,
     score: Callable[..., dict[str, float]],
     model: nn.Module,
+    dist: Dist | None = None,
 ) -> dict[str, float]:
     """Dev, then test, of every evaluation language the task has the split in (a language's
     dev metrics go to its test evaluation: BUCC's threshold), plus the mean over languages
-    of each metric (``avg``; not of a BUCC threshold)."""
+    of each metric (``avg``; not of a BUCC threshold).
+
+    Under DDP every rank scores every ``world_size``-th language (dev and test of a language on
+    one rank, for the threshold) and the scores are gathered, so ranks do not idle at a barrier
+    while rank 0 evaluates alone; the merge keeps ``eval_languages`` order, so the means are
+    the same numbers. Every rank must call it (a collective) with the same weights."""
     target = plan.target.task
-    out: dict[str, float] = {}
-    dev: dict[str, dict[str, float]] = {}
+    dist = dist or Dist()
+    mine = plan.eval_languages[dist.rank :: dist.world_size]
+    scored: dict[str, dict[str, dict[str, float]]] = {"dev": {}, "test": {}}
     for split in ("dev", "test"):
-        per_lang: dict[str, dict[str, float]] = {}
-        for lang in plan.eval_languages:
-            if split not in target.splits(lang):
-                continue
-            per_lang[lang] = score(model, target, split, lang, dev.get(lang))
-            out.update({f"{split}/{target.name}/{lang}/{m}": v for m, v in per_lang[lang].items()})
-        if split == "dev":
-            dev = per_lang
+        for lang in mine:
+            if split in target.splits(lang):
+                scored[split][lang] = score(model, target, split, lang, scored["dev"].get(lang))
+    if dist.world_size > 1:
+        parts: list[Any] = [None] * dist.world_size
+        torch.distributed.all_gather_object(parts, scored)
+        for part in parts:
+            for split in ("dev", "test"):
+                scored[split].update(part[split])
+    out: dict[str, float] = {}
+    for split in ("dev", "test"):
+        per_lang = {
+            lang: scored[split][lang] for lang in plan.eval_languages if lang in scored[split]
+        }
+        for lang, metrics in per_lang.items():
+            out.update({f"{split}/{target.name}/{lang}/{m}": v for m, v in metrics.items()})
         names = sorted({m for d in per_lang.values() for m in d} - {"threshold"})
         for m in names:
             values = [d[m] for d in per_lang.values() if m in d]
             out[f"{split}/{target.name}/avg/{m}"] = sum(values) / len(values)
     return out
+
+
+def _weights_from_rank0(model: nn.Module, dist: Dist) -> None:
+    """Copy rank 0's parameters and buffers to every rank in place (rank 0 alone restored the
+    best checkpoint, or read a cached prefix into a model DDP never wrapped)."""
+    if dist.world_size == 1:
+        return
+    for tensor in unwrap(model).state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)
 
 
 def run_chain(
@@ -737,9 +761,10 @@ def run_chain(
         final["target/kept_step"] = float(kept)
         if prefix_cache is not None:
             final.update(prefix_cache.stats.as_metrics())
-        final.update(_evaluate_target(plan, score, model))
-        if final_model_dir is not None:
-            unwrap(model).save_pretrained(str(final_model_dir))  # type: ignore[operator]
+    _weights_from_rank0(model, dist)  # the kept weights on every rank: each scores languages
+    final.update(_evaluate_target(plan, score, model, dist))
+    if dist.rank == 0 and final_model_dir is not None:
+        unwrap(model).save_pretrained(str(final_model_dir))  # type: ignore[operator]
     dist.barrier()
     report(final)
     logging.getLogger(__name__).debug("chain %s done", plan.name)
