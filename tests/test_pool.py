@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from raystilts.core.space import SearchSpace, chain_from_params, load_space_dict
+from raystilts.core.space import SearchSpace, chain_from_params, chain_params, load_space_dict
 from raystilts.search.pool import TARGET, PoolLaunch, SearchPool, SharedPrior
 from raystilts.search.searcher import DONE, Launch, build_search
 from raystilts.train.prefix_claims import PrefixClaims
@@ -195,3 +195,29 @@ def test_heartbeat_renews(tmp_path: Path) -> None:
 def test_bad_ttl_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ttl_s"):
         PrefixClaims(root=str(tmp_path), ttl_s=0)
+
+
+def test_prefixes_in_training_block_until_the_trainer_reports() -> None:
+    from raystilts.search.pool import PrefixesInTraining
+
+    space = _space(seeds=(0,))
+    training = PrefixesInTraining(space)
+    pool = _pool(space, 4, blocked=training)
+    steps = []
+    for i in range(4):
+        step = pool.suggest()
+        assert isinstance(step, PoolLaunch)
+        training.started(f"t{i}", step.target, step.launch)
+        steps.append(step)
+    prefixes = [training.prefix(s.target, s.launch) for s in steps]
+    started = [p for p in prefixes if p is not None]
+    assert len(started) == len(set(started))  # no two running trials on one untrained prefix
+    trainer = next(i for i, p in enumerate(prefixes) if p is not None)
+    # the other target's trial of the same chain and seed needs the same prefix: it waits
+    other = next(t for t in space.targets if t != steps[trainer].target)
+    chain = chain_from_params(steps[trainer].launch.config, space, steps[trainer].target).tasks
+    twin = Launch("x", 0, {**chain_params(space, other, chain), "__trial_index__": 0})
+    assert training.prefix(other, twin) == prefixes[trainer]
+    assert training(other, twin)
+    training.progressed(f"t{trainer}")  # its first report: the prefix is in the cache
+    assert not training(other, twin)

@@ -38,7 +38,7 @@ from raystilts.core.progress import TrialProgress
 from raystilts.core.space import MIX, SearchSpace, all_chains, chain_from_params
 from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.data import storage as storage_lib
-from raystilts.search.pool import TARGET, SearchPool, SharedPrior
+from raystilts.search.pool import TARGET, PrefixesInTraining, SearchPool, SharedPrior
 from raystilts.search.pool_tune import SCORE, PerTargetCallback, PerTargetScheduler, PoolSearcher
 from raystilts.search.prior import (
     Evidence,
@@ -998,6 +998,7 @@ def _build_pool(
     tracker: Tracker,
     parent: str,
     warm: Mapping[str, Sequence[str]],
+    training: PrefixesInTraining,
     log: bool,
 ) -> SearchPool:
     """Every target's search (the objects the tabular replay drives) under one limit; longest
@@ -1013,6 +1014,7 @@ def _build_pool(
     return SearchPool(
         searches,
         max_concurrent=space.search.max_concurrent,
+        blocked=training,  # the slot goes to a trial that need not wait for a prefix
         cost={
             t: float(space.target_for(t).steps if CATALOG[t].has_train else 0)
             for t in space.targets
@@ -1040,7 +1042,8 @@ def _run_pool(
         if run.log:
             print(f"resuming {path}", flush=True)
     else:
-        pool = _build_pool(space, tracker, parent, warm, run.log)
+        training = PrefixesInTraining(space)
+        pool = _build_pool(space, tracker, parent, warm, training, run.log)
         if run.log:
             print(
                 f"{len(space.targets)} targets in one pool: {space.search.max_concurrent} trials "
@@ -1056,7 +1059,8 @@ def _run_pool(
             param_space={},
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(
-                    PoolSearcher(pool), max_concurrent=space.search.max_concurrent
+                    PoolSearcher(pool, training=training),
+                    max_concurrent=space.search.max_concurrent,
                 ),
                 scheduler=PerTargetScheduler({t: _scheduler(space, t) for t in space.targets}),
                 num_samples=-1,  # until the pool is done (Searcher.FINISHED)

@@ -30,10 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from raystilts.core.space import SearchSpace, chain_from_params
 from raystilts.search.prior import Evidence, Reranker, build_prior, evidence_from_search
-from raystilts.search.searcher import DONE, ChainSearch, Launch, _Done
+from raystilts.search.searcher import DONE, ChainSearch, Launch, _Done, seed_of
 
-__all__ = ["TARGET", "PoolLaunch", "SearchPool", "SharedPrior"]
+__all__ = ["TARGET", "PoolLaunch", "PrefixesInTraining", "SearchPool", "SharedPrior"]
 
 # The key of a trial's target in its config: one Tune experiment holds every target's trials.
 TARGET: Final = "__target__"
@@ -143,6 +144,39 @@ class SearchPool:
     def selection(self) -> dict[str, str | None]:
         """Each target's selected config (its own rule: best mean over its seeds)."""
         return {t: s.selection() for t, s in self.searches.items()}
+
+
+@dataclass(slots=True)
+class PrefixesInTraining:
+    """A ``blocked`` test from what the driver sees: a launch waits while a running trial with
+    the same intermediate phases and seed (any target: the prefix cache's key, but for the
+    base model and settings, which one search shares) has reported nothing yet, i.e. is still
+    in its intermediate phases; its first report comes from the target phase, after the prefix
+    is in the cache. The trainers' claims (:mod:`raystilts.train.prefix_claims`) still guard
+    what this misses (another search, a restarted driver)."""
+
+    space: SearchSpace
+    fresh: dict[str, tuple[object, ...]] = field(default_factory=dict)  # trial -> prefix
+
+    def prefix(self, target: str, launch: Launch) -> tuple[object, ...] | None:
+        plan = chain_from_params(launch.config, self.space, target)
+        if not plan.phases:
+            return None
+        phases = tuple((p.task, p.lr, p.steps) for p in plan.phases)
+        return (phases, seed_of(launch.config, self.space))
+
+    def started(self, trial_id: str, target: str, launch: Launch) -> None:
+        key = self.prefix(target, launch)
+        if key is not None:
+            self.fresh[trial_id] = key
+
+    def progressed(self, trial_id: str) -> None:
+        """The trial reported (or ended): its prefix is trained, or will not be."""
+        self.fresh.pop(trial_id, None)
+
+    def __call__(self, target: str, launch: Launch) -> bool:
+        key = self.prefix(target, launch)
+        return key is not None and key in self.fresh.values()
 
 
 @dataclass(frozen=True, slots=True)

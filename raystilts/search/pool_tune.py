@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from raystilts.search.pool import TARGET, PoolLaunch, SearchPool
+from raystilts.search.pool import TARGET, PoolLaunch, PrefixesInTraining, SearchPool
 from raystilts.search.searcher import DONE
 
 if TYPE_CHECKING:
@@ -43,9 +43,11 @@ class PoolSearcher(Searcher):
     ``suggest`` returns None to make Tune ask again and ``Searcher.FINISHED`` once every target
     is done. Its state (the pool: every target's Optuna study and seed race) pickles."""
 
-    def __init__(self, pool: SearchPool) -> None:
+    def __init__(self, pool: SearchPool, *, training: PrefixesInTraining | None = None) -> None:
         self.pool = pool
         self.trials: dict[str, tuple[str, str, int]] = {}  # trial id -> (target, key, seed index)
+        # with a pool whose ``blocked`` is ``training``: which trials are still in their prefix
+        self.training = training
         super().__init__(metric=SCORE, mode="max")
 
     def set_search_properties(
@@ -60,11 +62,19 @@ class PoolSearcher(Searcher):
         if not isinstance(step, PoolLaunch):
             return None
         self.trials[trial_id] = (step.target, step.launch.key, step.launch.index)
+        if self.training is not None:
+            self.training.started(trial_id, step.target, step.launch)
         return step.config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if self.training is not None:  # a first report comes from the target phase
+            self.training.progressed(trial_id)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        if self.training is not None:
+            self.training.progressed(trial_id)
         if trial_id not in self.trials:
             return
         target, key, index = self.trials[trial_id]
@@ -74,7 +84,7 @@ class PoolSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"pool": self.pool, "trials": self.trials}, f)
+            pickle.dump({"pool": self.pool, "trials": self.trials, "training": self.training}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
