@@ -1,4 +1,5 @@
-"""Analysis of the runs: the only package that imports polars (`tables`)."""
+"""Analysis of the runs: the only package that imports polars (`tables`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Benchmark metrics as pure numpy functions (scores are fractions in [0, 1])."""
+"""Benchmark metrics as pure numpy functions (scores are fractions in [0, 1]).
+"""
 
 from __future__ import annotations
 

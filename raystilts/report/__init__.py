@@ -1,4 +1,5 @@
-"""Reports with plots: the only package that imports matplotlib (`render`)."""
+"""Reports with plots: the only package that imports matplotlib (`render`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""MLflow: the only package that imports mlflow (`store`)."""
+"""MLflow: the only package that imports mlflow (`store`).
+"""
 
 from __future__ import annotations
 

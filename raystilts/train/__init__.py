@@ -7,3 +7,4 @@ need: this package imports nothing so that a pure caller does not pay for torch.
 """
 
 from __future__ import annotations
+
