@@ -65,9 +65,11 @@ def _with_resources(space: SearchSpace, args: argparse.Namespace) -> SearchSpace
             raise UserError(f"--workers-per-trial {args.workers_per_trial}: give an integer >= 1")
         res = dataclasses.replace(res, workers_per_trial=args.workers_per_trial)
     if args.gpus_per_worker is not None:
-        if not args.gpus_per_worker > 0:
+        g = args.gpus_per_worker
+        if not (0 < g <= 1 or (g > 1 and float(g).is_integer())):
             raise UserError(
-                f"--gpus-per-worker {args.gpus_per_worker}: give a number > 0 "
+                f"--gpus-per-worker {g}: give a fraction in (0, 1] (trials share a GPU) or a "
+                "whole number "
                 "(or leave it out and set resources.use_gpu: false for CPU workers)"
             )
         res = dataclasses.replace(res, gpus_per_worker=args.gpus_per_worker, use_gpu=True)
@@ -268,6 +270,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         + ("" if workers * micro * steps == space.training.batch_size else
            f" (batch_size {space.training.batch_size} does not split evenly)")
     )  # fmt: skip
+    if res.use_gpu is not False:  # how a cluster's GPUs fill: size max_concurrent from this
+        per_gpu, limit = res.trials_per_gpu(), space.search.max_concurrent
+        print(
+            f"  GPUs: {res.gpus_per_worker:g} per worker, {res.workers_per_gpu()} worker(s) per "
+            f"GPU, {per_gpu:g} trial(s) per GPU; max_concurrent {limit} fills "
+            f"{limit / per_gpu:g} GPU(s) (set it to GPUs x {per_gpu:g} to fill a cluster)"
+        )
     return 0
 
 

@@ -95,7 +95,7 @@ def test_console_entry_point_runs() -> None:
         ),
         (["--storage-path", "nosuch://x"], "storage path 'nosuch://x'"),
         (["--workers-per-trial", "0"], "--workers-per-trial 0: give an integer >= 1"),
-        (["--gpus-per-worker", "0"], "--gpus-per-worker 0.0: give a number > 0"),
+        (["--gpus-per-worker", "0"], "--gpus-per-worker 0.0: give a fraction in (0, 1]"),
         (["--resume"], "--resume: no interrupted search 'demo' under"),  # nothing to resume
     ],
 )

@@ -240,7 +240,10 @@ def with_(*changes: Any) -> dict[str, Any]:
             "resources.placement_strategy: expected one of PACK, SPREAD, STRICT_PACK, "
             "STRICT_SPREAD, got 'SPRED' (did you mean 'SPREAD'?)",
         ),
-        (with_("resources.gpus_per_worker", 0), "resources.gpus_per_worker: expected a number > 0"),
+        (
+            with_("resources.gpus_per_worker", 0),
+            "resources.gpus_per_worker: expected a fraction in (0, 1] or a whole number",
+        ),
         (
             with_("training.max_device_batch_size", 0),
             "training.max_device_batch_size: expected an integer >= 1",
@@ -546,3 +549,12 @@ def test_languages_per_target_mapping() -> None:
     ):
         with pytest.raises(UserError, match=message):
             load_space_dict({**raw, "languages": bad}, catalog=REAL)
+
+
+def test_fractional_gpus_say_how_many_trials_share_a_gpu() -> None:
+    from raystilts.core.space import Resources
+
+    assert Resources(gpus_per_worker=0.25).trials_per_gpu() == 4
+    assert Resources(gpus_per_worker=0.2).workers_per_gpu() == 5  # not 4 by rounding 1/0.2
+    assert Resources(gpus_per_worker=0.25, workers_per_trial=2).trials_per_gpu() == 2
+    assert Resources(gpus_per_worker=2, workers_per_trial=1).trials_per_gpu() == 0.5

@@ -205,6 +205,21 @@ class Resources:
     # from its last completed phase (the prefix cache), under the same MLflow run
     max_failures: int = 2
 
+    def workers_per_gpu(self) -> int:
+        """Workers that fit on one GPU: ``floor(1 / gpus_per_worker)`` for a fraction (Ray packs
+        fractional GPU requests onto one device), 1 for a whole GPU or more.
+
+        >>> Resources(gpus_per_worker=0.25).workers_per_gpu(), Resources().workers_per_gpu()
+        (4, 1)
+        """
+        if self.gpus_per_worker >= 1:
+            return 1
+        return int(1 / self.gpus_per_worker + 1e-9)  # 1/0.2 is 4.999...: not 4 workers
+
+    def trials_per_gpu(self) -> float:
+        """Trials that share one GPU (a fraction: a trial spanning several GPUs)."""
+        return self.workers_per_gpu() / (self.workers_per_trial * max(1.0, self.gpus_per_worker))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SearchSpace:
@@ -582,7 +597,9 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
             workers_per_trial=res.get_int("workers_per_trial", 1, minimum=1),
             cpus_per_worker=res.get_float("cpus_per_worker", 1.0, "a number > 0", _positive),
             use_gpu=use_gpu,
-            gpus_per_worker=res.get_float("gpus_per_worker", 1.0, "a number > 0", _positive),
+            gpus_per_worker=res.get_float(
+                "gpus_per_worker", 1.0, "a fraction in (0, 1] or a whole number", _gpus
+            ),
             placement_strategy=_placement(res.raw("placement_strategy", "PACK")),
             max_failures=res.get_int("max_failures", 2, minimum=0),
         ),
@@ -817,6 +834,11 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
 
 
 # --------------------------------------------------------------------------- field readers
+
+
+def _gpus(x: float) -> bool:
+    """Ray accepts a fraction of one GPU, or whole GPUs: 1.5 of a GPU is no device."""
+    return 0 < x <= 1 or (x > 1 and float(x).is_integer())
 
 
 def _positive(x: float) -> bool:
