@@ -55,20 +55,15 @@ F/T: targets whose best chain the default search found, out of all targets).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
-import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -333,16 +328,16 @@ def ensure_search(
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
         print(f"{kind}: running in {workdir} (attempt {attempt})", flush=True)
-        with own_dashboard():
-            summary = run_search(
-                space,
-                run=SearchRun(
-                    workdir=workdir,
-                    cache_dir=default_cache_dir() if assets is None else SMOKE_CACHE,
-                    tracking_uri=uri(workdir),
-                    data_dir=None if assets is None else assets[1],
-                ),
-            )
+        # (the driver pins Ray's dashboard address for Train's State API itself)
+        summary = run_search(
+            space,
+            run=SearchRun(
+                workdir=workdir,
+                cache_dir=default_cache_dir() if assets is None else SMOKE_CACHE,
+                tracking_uri=uri(workdir),
+                data_dir=None if assets is None else assets[1],
+            ),
+        )
         if not any(summary["failed"].values()):
             marker.write_text(json.dumps({"settings": settings, "seconds": summary["seconds"]}))
             return float(summary["seconds"])
@@ -353,29 +348,6 @@ def ensure_search(
 
         ray.shutdown()
     raise SystemExit(f"{kind}: trials failed in {ATTEMPTS} attempts; see the Ray logs above")
-
-
-@contextlib.contextmanager
-def own_dashboard() -> Iterator[None]:
-    """Point Ray Train's State API calls at this process's own Ray dashboard.
-
-    Train V2 asks the dashboard whether its actors live; without an address it looks for Ray's
-    GCS among the machine's processes and, on a machine where other users run Ray too, fails
-    with "Found multiple active Ray instances" and the trial hangs. ``RAY_API_SERVER_ADDRESS``,
-    set before Ray starts, is inherited by the raylet and every worker; ``ray.init`` is told
-    the matching free port. Nothing changes when Ray is already running.
-    """
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    with mock.patch.object(ray, "init", functools.partial(ray.init, dashboard_port=port)):
-        yield
 
 
 # ----------------------------------------------------------------------------- compute
