@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,12 +91,14 @@ def test_scaling_reference_pairs_seeds_like_best_chains(
     assert ours.chain_name == CHAIN and ours.n_paired_seeds == 1
     assert ours.gains == pytest.approx(PAIRED_GAINS)
 
-    previous = mlflow.get_tracking_uri()
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to child processes: restore the
+    # variable as it was (None unsets it), or later tests' searches log to this store
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracker.tracking_uri)
     try:
         frame = mlflow.search_runs(experiment_names=[scaling.EXPERIMENT])
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
     [theirs] = scaling._pandas_best_chains(frame)
     assert theirs.chain_name == CHAIN and theirs.baseline_config_key == f"key-{TARGET}"
     assert theirs.gains == pytest.approx(PAIRED_GAINS)
