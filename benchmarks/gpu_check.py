@@ -264,7 +264,7 @@ def check(args: argparse.Namespace) -> dict[str, Result]:
         shape = TINY if args.smoke else LARGE
         model_dir = build_dir(Path(tmp) / "model", shape, args.vocab)
         for length in args.lengths:
-            for n in sorted({g for g in args.gpus if g <= max(gpus, 1)}):
+            for n in sorted({g for g in args.gpus if 1 <= g <= max(gpus, 1)}):  # 0: no GPU here
                 if n == 1:
                     results[f"raystilts/1/{length}"] = run_raystilts(0, 1, args, model_dir, length)
                 else:
