@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raystilts.tasks import CATALOG
 from raystilts.tasks.embedded import generate
-from raystilts.train.pretrain import PretrainSettings, ensure_base_model
+from raystilts.train.pretrain import SMOKE_PRETRAIN, ensure_base_model
 from raystilts.train.runner import ChainPlan, Phase, TrainSettings, run_chain
 from raystilts.train.workspace import default_cache_dir, prepare_workspace
 
@@ -49,17 +49,7 @@ SMOKE = {
     "tiny_model": True,
 }
 SMOKE_CACHE = Path(tempfile.gettempdir()) / "raystilts-bench" / "smoke-cache"
-# A 5-step tiny encoder (tests/conftest.py's): pretraining the real base model takes minutes,
-# far more than the rest of a smoke run.
-TINY = PretrainSettings(
-    steps=5,
-    batch_size=8,
-    hidden_size=32,
-    num_layers=2,
-    num_heads=2,
-    intermediate_size=64,
-    sentences_per_language=200,
-)
+TINY = SMOKE_PRETRAIN  # 5 steps: a smoke run must not spend minutes pretraining
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ from raystilts.search import SearchRun, run_search
 from raystilts.tasks import CATALOG
 from raystilts.tasks.embedded import generate
 from raystilts.tracking import RunRecord, default_tracking_uri, load_runs
-from raystilts.train.pretrain import PretrainSettings, ensure_base_model
+from raystilts.train.pretrain import SMOKE_PRETRAIN, ensure_base_model
 from raystilts.train.workspace import default_cache_dir
 
 SEARCHES = ("grid", "random", "default")  # the references first: the default is iterated on
@@ -96,17 +96,7 @@ SMOKE: dict[str, Any] = {
     "tiny_model": True,
 }
 SMOKE_CACHE = Path(tempfile.gettempdir()) / "raystilts-bench" / "smoke-cache"
-# A 5-step tiny encoder (tests/conftest.py's): pretraining the real base model takes minutes,
-# far more than the rest of a smoke run.
-TINY = PretrainSettings(
-    steps=5,
-    batch_size=8,
-    hidden_size=32,
-    num_layers=2,
-    num_heads=2,
-    intermediate_size=64,
-    sentences_per_language=200,
-)
+TINY = SMOKE_PRETRAIN  # 5 steps: a smoke run must not spend minutes pretraining
 
 
 @dataclass(frozen=True, slots=True)

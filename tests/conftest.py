@@ -22,17 +22,9 @@ def mini_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real XLM-R-shaped model and tokenizer, MLM-pretrained for a few steps only (fast)."""
-    from raystilts.train.pretrain import PretrainSettings, ensure_base_model
+    from raystilts.train.pretrain import SMOKE_PRETRAIN, ensure_base_model
 
-    settings = PretrainSettings(
-        steps=5,
-        batch_size=8,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        sentences_per_language=200,
-    )
+    settings = SMOKE_PRETRAIN
     return ensure_base_model(tmp_path_factory.mktemp("model"), settings, log=False)
 
 

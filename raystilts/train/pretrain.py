@@ -47,6 +47,19 @@ class PretrainSettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# A 5-step tiny encoder for tests and benchmark smoke runs: pretraining the real base model takes
+# minutes, far more than the rest of such a run; the scores it gives mean nothing.
+SMOKE_PRETRAIN = PretrainSettings(
+    steps=5,
+    batch_size=8,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    sentences_per_language=200,
+)
+
+
 def build_tokenizer(lines: list[str], *, vocab_size: int) -> Any:
     """A Unigram tokenizer (XLM-R's model type and special ids) wrapped as XLM-R's fast tokenizer.
 
