@@ -39,6 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 if TYPE_CHECKING:
     from raystilts.search.searcher import ChainSearch
 
@@ -77,6 +79,10 @@ class Prior:
     support: dict[str, float]  # task -> (weighted) number of other targets that ran it
     sources: tuple[str, ...]  # the other targets the evidence came from
     means: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> task -> mean
+    # target -> task -> scaled rank (scaled_ranks of ``means``), kept so that reweighting on
+    # every local turn of a search does not sort every other target again (400 tasks x 40
+    # targets: most of a replay's time)
+    ranks: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def reweighted(self, observed: Mapping[str, float]) -> Prior:
         """The prior with each other target weighted by the Spearman correlation of its task
@@ -94,10 +100,11 @@ class Prior:
         sums: dict[str, float] = defaultdict(float)
         support: dict[str, float] = defaultdict(float)
         for other, w in weights.items():
-            for t, r in scaled_ranks(self.means[other]).items():
+            ranks = self.ranks.get(other) or scaled_ranks(self.means[other])
+            for t, r in ranks.items():
                 sums[t] += w * r
                 support[t] += w
-        return Prior(self.target, dict(sums), dict(support), self.sources, self.means)
+        return Prior(self.target, dict(sums), dict(support), self.sources, self.means, self.ranks)
 
     def score(self, task: str, warm: float | None = None) -> float:
         """The task's prior; ``warm`` (its scaled warm-start rank) replaces the pseudo-target."""
@@ -157,41 +164,104 @@ def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: s
     support: dict[str, float] = defaultdict(float)
     sources = []
     all_means = {}
+    all_ranks = {}
     for other in sorted(cells):
         means = {t: statistics.fmean(v) for t, v in cells[other].items()}
         if len(means) < 2:  # one task alone ranks against nothing
             continue
         sources.append(other)
         all_means[other] = means
-        for t, r in scaled_ranks(means).items():
+        all_ranks[other] = scaled_ranks(means)
+        for t, r in all_ranks[other].items():
             sums[t] += r
             support[t] += 1
-    return Prior(target, dict(sums), dict(support), tuple(sources), all_means)
+    return Prior(target, dict(sums), dict(support), tuple(sources), all_means, all_ranks)
 
 
-def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (Pearson's on tied-average ranks); 0 when one is constant."""
-    ra = scaled_ranks({str(i): v for i, v in enumerate(a)})
-    rb = scaled_ranks({str(i): v for i, v in enumerate(b)})
-    xs, ys = [ra[str(i)] for i in range(len(a))], [rb[str(i)] for i in range(len(b))]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    return sxy / math.sqrt(sxx * syy) if sxx and syy else 0.0
+def _spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Spearman's rank correlation (Pearson's on tied-average ranks); 0 when one is constant.
+    numpy: a search reweights its prior on every local turn, over every other target."""
+    ra, rb = _average_ranks(np.asarray(a, dtype=float)), _average_ranks(np.asarray(b, dtype=float))
+    if len(ra) < 2:
+        return 0.0
+    ra -= ra.mean()
+    rb -= rb.mean()
+    sxx, syy = float(ra @ ra), float(rb @ rb)
+    return float(ra @ rb) / math.sqrt(sxx * syy) if sxx and syy else 0.0
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """0-based ranks of ``x``, ties at their mean rank (as :func:`scaled_ranks`, unscaled)."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    new = np.empty(len(x), dtype=bool)  # where a run of equal values starts
+    new[:1] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], len(x)) - 1
+    ranks = np.empty(len(x))
+    ranks[order] = ((starts + ends) / 2)[np.cumsum(new) - 1]
+    return ranks
 
 
 @dataclass(frozen=True, slots=True)
 class Reranker:
     """The ranking of ``tasks`` given this target's task means so far (picklable, for Tune's
-    searcher checkpoints): :meth:`Prior.reweighted`, then :meth:`Prior.ranking`."""
+    searcher checkpoints): :meth:`Prior.reweighted`, then :meth:`Prior.ranking`.
+
+    The same arithmetic as :meth:`Prior.reweighted`, in the same order, on numpy rows built
+    once: a search calls it on every local turn, and with 400 tasks x 40 other targets the
+    dict version was most of a replay's time (benchmarks/transfer_tables.py)."""
 
     prior: Prior
     tasks: tuple[str, ...]
     warm: tuple[str, ...] | None = None
+    _rows: tuple[dict[str, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        names = sorted({t for means in self.prior.means.values() for t in means})
+        column = {t: j for j, t in enumerate(names)}
+        rows = []
+        for other, means in self.prior.means.items():  # the order reweighted() sums in
+            ranks = self.prior.ranks.get(other) or scaled_ranks(means)
+            mean_row, rank_row, has = (
+                np.full(len(names), np.nan),
+                np.zeros(len(names)),
+                np.zeros(len(names)),
+            )
+            for t, m in means.items():
+                mean_row[column[t]], rank_row[column[t]], has[column[t]] = m, ranks[t], 1.0
+            rows.append((mean_row, rank_row, has))
+        object.__setattr__(self, "_rows", (column, rows))
 
     def __call__(self, observed: Mapping[str, float]) -> tuple[str, ...]:
-        return self.prior.reweighted(observed).ranking(self.tasks, self.warm)
+        column, rows = self._rows
+        seen = [t for t in observed if t in column]
+        cols = np.array([column[t] for t in seen], dtype=int)
+        values = np.array([observed[t] for t in seen], dtype=float)
+        weights: list[tuple[float, int]] = []
+        for i, (mean_row, _, has) in enumerate(rows):
+            shared = has[cols] > 0 if len(cols) else np.zeros(0, dtype=bool)
+            if int(shared.sum()) >= MIN_SHARED:
+                rho = _spearman(values[shared], mean_row[cols][shared])
+                weights.append((max(0.0, rho), i))
+        if not weights or not any(w for w, _ in weights):
+            return self.prior.ranking(self.tasks, self.warm)
+        sums, support = np.zeros(len(column)), np.zeros(len(column))
+        for w, i in weights:
+            sums += w * rows[i][1]
+            support += w * rows[i][2]
+        reweighted = Prior(
+            self.prior.target,
+            {t: float(sums[j]) for t, j in column.items()},
+            {t: float(support[j]) for t, j in column.items()},
+            self.prior.sources,
+            self.prior.means,
+            self.prior.ranks,
+        )
+        return reweighted.ranking(self.tasks, self.warm)
 
 
 class _Run(Protocol):
