@@ -109,6 +109,28 @@ def test_race_minimises_in_min_mode_and_one_seed_never_promotes() -> None:
     assert single.record("k", 0, 0.9) == () and single.done("k")
 
 
+def test_race_stops_its_rungs_at_max_seeds() -> None:
+    # 8 seeds, capped at 4: a challenger level with the best earns 2, then 4, never 8
+    race = SeedRace(n_seeds=8, max_seeds=4)
+    race.start("a")
+    assert race.record("a", 0, 0.50) == (1,)
+    assert race.record("a", 1, 0.52) == ()
+    race.start("b")
+    assert race.record_all("b", 0, 0.51) == [("b", 1)]
+    assert race.record_all("b", 1, 0.51) == [("b", 2), ("b", 3), ("a", 2), ("a", 3)]
+    for i, score in ((2, 0.52), (3, 0.50)):
+        race.record_all("b", i, score)
+    for i, score in ((2, 0.51), (3, 0.51)):
+        assert race.record_all("a", i, score) == []  # at the cap: no 5th seed
+    assert race.done("a") and race.done("b") and not race.pending()
+    # without a race (promote), every seed runs whatever the cap
+    race.start("all")
+    race.promote("all")
+    assert race.configs["all"].scheduled == 8
+    with pytest.raises(ValueError, match="max_seeds"):
+        SeedRace(n_seeds=2, max_seeds=0)
+
+
 def test_race_refuses_bad_arguments_and_unscheduled_seeds() -> None:
     with pytest.raises(ValueError, match="n_seeds"):
         SeedRace(n_seeds=0)

@@ -222,6 +222,7 @@ def with_(*changes: Any) -> dict[str, Any]:
         (with_("search.scheduler.type", "hyperband"), "search.scheduler.type: expected asha"),
         (with_("search.scheduler", None), "search.scheduler: expected a mapping"),
         (with_("search.seeds", []), "search.seeds: expected a non-empty list"),
+        (with_("search.race_max_seeds", 0), "search.race_max_seeds: expected an integer >= 1"),
         (with_("search.seeds", [1, 1]), "search.seeds: duplicates in [1, 1]"),
         (
             with_("search.warm_start", "textembb"),

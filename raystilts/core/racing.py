@@ -32,6 +32,13 @@ first configuration), it stops once the sd can be estimated: more seeds would de
 when a challenger later earns more seeds than the best, the best runs as many
 (:meth:`SeedRace.record_all`), so the race compares means of equal evidence.
 
+Where the rungs stop (``max_seeds``, the search's ``race_max_seeds``, 4 by default): chains
+whose means differ by less than one seed sd are a tie for the selection (the tolerance of
+:mod:`raystilts.analysis` and of the replay benchmark's "found"), and after 4 seeds a mean's
+standard error is half a seed sd, so the difference of two such means (sd x sqrt(2/4), 0.71 sd)
+rarely hides a gap beyond the tolerance; the 5th to 8th seeds would halve that error again at
+twice the cost of the config, on the chains closest to the best, where a search spends most.
+
 Pure (no Ray): :class:`raystilts.search.driver.RacingSearcher` drives it from Tune.
 """
 
@@ -67,14 +74,25 @@ class SeedRace:
     (1,)
     """
 
-    def __init__(self, *, n_seeds: int, within_sd: float = 1.0, mode: str = "max") -> None:
+    def __init__(
+        self,
+        *,
+        n_seeds: int,
+        within_sd: float = 1.0,
+        mode: str = "max",
+        max_seeds: int | None = None,
+    ) -> None:
         if n_seeds < 1:
             raise ValueError(f"n_seeds must be at least 1, got {n_seeds}")
+        if max_seeds is not None and max_seeds < 1:
+            raise ValueError(f"max_seeds must be at least 1, got {max_seeds}")
         if not within_sd >= 0:
             raise ValueError(f"within_sd must be >= 0, got {within_sd}")
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.n_seeds = n_seeds
+        # the most seeds a raced configuration earns (module docstring: why more stop paying)
+        self.cap = n_seeds if max_seeds is None else min(n_seeds, max_seeds)
         self.within_sd = within_sd
         self.sign = 1.0 if mode == "max" else -1.0
         self.configs: dict[str, _Config] = {}
@@ -98,12 +116,12 @@ class SeedRace:
             raise ValueError(f"seed index {index} of {key!r} was not scheduled or is reported")
         config.scores[index] = float(score)
         run = len(config.scores)
-        if run < config.scheduled or config.scheduled == self.n_seeds:
+        if run < config.scheduled or config.scheduled >= self.cap:
             return ()
         finite = [s for s in config.scores.values() if math.isfinite(s)]
         if len(finite) < run or not self.promotes(key, statistics.fmean(finite), seeds=run):
             return ()  # a failed seed never earns more
-        old, config.scheduled = config.scheduled, min(self.n_seeds, 2 * config.scheduled)
+        old, config.scheduled = config.scheduled, min(self.cap, 2 * config.scheduled)
         return tuple(range(old, config.scheduled))
 
     def record_all(self, key: str, index: int, score: float) -> list[tuple[str, int]]:

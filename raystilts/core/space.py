@@ -187,6 +187,9 @@ class SearchSettings:
     # tpe only (raystilts.core.racing): a config runs its further seeds only when its first seed is
     # within this many pooled seed-sds of the best mean; null: every config runs every seed
     race_within_sd: float | None = 1.0
+    # tpe only: a raced config earns at most this many seeds (raystilts.core.racing: by 4 a
+    # mean's standard error is half a seed sd, finer than the one-sd tie tolerance)
+    race_max_seeds: int = 4
     # tpe only: share of the new configs, after the baseline and warm start, that are
     # neighbours of the best chain so far (raystilts.search.driver.neighbours); 0: TPE alone
     neighbour_share: float = 0.5
@@ -816,6 +819,7 @@ def _search(sec: _Section, intermediate: IntermediateSpace, target: TargetSpace)
             other_targets=prior.get_bool("other_targets", True),
         ),
         race_within_sd=race,
+        race_max_seeds=sec.get_int("race_max_seeds", 4, minimum=1),
         neighbour_share=sec.get_float("neighbour_share", 0.5, "a number in [0, 1]", _share),
         num_samples=sec.get_int("num_samples", 6, minimum=1),
         max_concurrent=sec.get_int("max_concurrent", 2, minimum=1),
@@ -939,7 +943,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "search": (
         *("num_samples", "max_concurrent", "seeds"),
         *("baseline_first", "sampler_seed", "scheduler", "warm_start", "warm_start_chains"),
-        *("algorithm", "race_within_sd", "neighbour_share", "prior"),
+        *("algorithm", "race_within_sd", "race_max_seeds", "neighbour_share", "prior"),
     ),
     "search.scheduler": ("type", "grace_period", "reduction_factor"),
     "search.prior": ("experiments", "other_targets"),

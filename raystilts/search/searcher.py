@@ -192,6 +192,7 @@ class ChainSearch:
         sampler: optuna.samplers.BaseSampler,
         num_samples: int,
         within_sd: float | None,
+        max_seeds: int | None = None,
         points: Sequence[Mapping[str, Any]] = (),
         order: Sequence[str] = (),
         local_share: float = 0.0,
@@ -207,7 +208,9 @@ class ChainSearch:
             self.study.enqueue_trial(dict(p))
         self.race_seeds = within_sd is not None
         self.race = SeedRace(
-            n_seeds=len(space.search.seeds), within_sd=math.inf if within_sd is None else within_sd
+            n_seeds=len(space.search.seeds),
+            within_sd=math.inf if within_sd is None else within_sd,
+            max_seeds=None if within_sd is None else max_seeds,
         )
         self.configs: dict[str, dict[str, Any]] = {}  # identity -> the config (no seed)
         self.waiting: dict[str, list[int]] = {}  # identity -> study trials awaiting its score
@@ -220,6 +223,10 @@ class ChainSearch:
         self.ranked = ranked
         self.rerank = rerank  # the ranking again, given this target's task means so far
         self.local = 0  # configs proposed by the local rule
+        # caches (a config never changes once proposed): its chain, and per task the params
+        # and identity of its single-task chain; a 400-task replay asks for them every turn
+        self._chains: dict[str, tuple[str, ...]] = {}
+        self._singles: dict[str, tuple[dict[str, Any], str] | None] = {}
 
     def _launch(self, key: str, index: int) -> Launch:
         return Launch(key, index, {**self.configs[key], TRIAL_INDEX: index})
@@ -264,7 +271,9 @@ class ChainSearch:
 
     def chain(self, key: str) -> tuple[str, ...]:
         """The phases of config ``key`` (``("a+b",)`` for a mixture)."""
-        return chain_from_params(self.configs[key], self.space, self.target).tasks
+        if key not in self._chains:
+            self._chains[key] = chain_from_params(self.configs[key], self.space, self.target).tasks
+        return self._chains[key]
 
     def _tell(self, key: str) -> None:
         if not self.race.done(key):
@@ -301,11 +310,20 @@ class ChainSearch:
                 self.rerank({c[0]: m for c, m in singles if len(c) == 1 and math.isfinite(m)})
             )
         for t in order:
-            if _in_space(self.space, self.target, (t,)):
-                params = chain_params(self.space, self.target, (t,))
-                if chain_identity(params, self.space, self.target) not in self.configs:
-                    return [params]
+            single = self._single(t)
+            if single is not None and single[1] not in self.configs:
+                return [single[0]]
         return []
+
+    def _single(self, task: str) -> tuple[dict[str, Any], str] | None:
+        """Params and identity of the single-task chain ``task`` (None: outside the space)."""
+        if task not in self._singles:
+            single = None
+            if _in_space(self.space, self.target, (task,)):
+                params = chain_params(self.space, self.target, (task,))
+                single = (params, chain_identity(params, self.space, self.target))
+            self._singles[task] = single
+        return self._singles[task]
 
     def _untried_neighbours(self, best: str) -> list[dict[str, Any]]:
         """Params of the best chain's untried neighbours, cheapest first (stable): one whose
@@ -389,6 +407,7 @@ def build_search(
         sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
         num_samples=settings.num_samples,
         within_sd=settings.race_within_sd,
+        max_seeds=settings.race_max_seeds,
         points=points,
         # the ranking's tasks first, then the rest of the pool in the space's order
         order=(*ranked, *(t for t in pool if t not in ranked)),
