@@ -55,6 +55,9 @@ __all__ = ["SeedRace"]
 class _Config:
     scheduled: int = 1  # seeds this configuration will run (1 until promoted)
     scores: dict[int, float] = field(default_factory=dict)  # seed index -> score (nan: failed)
+    mean: float = math.nan  # of the finite scores (kept: the race reads every mean per record)
+    spread: float = 0.0  # variance x (n - 1) of the finite scores, when n >= 2 ...
+    dof: int = 0  # ... and n - 1 (else 0): the configuration's share of the pooled sd
 
 
 class SeedRace:
@@ -115,6 +118,7 @@ class SeedRace:
         if not 0 <= index < config.scheduled or index in config.scores:
             raise ValueError(f"seed index {index} of {key!r} was not scheduled or is reported")
         config.scores[index] = float(score)
+        self._update(config)
         run = len(config.scores)
         if run < config.scheduled or config.scheduled >= self.cap:
             return ()
@@ -168,8 +172,15 @@ class SeedRace:
 
     def mean(self, key: str) -> float:
         """Mean of the finite scores of ``key`` (nan when none)."""
-        finite = [s for s in self.configs[key].scores.values() if math.isfinite(s)]
-        return statistics.fmean(finite) if finite else math.nan
+        return self.configs[key].mean
+
+    def _update(self, config: _Config) -> None:
+        """Recompute a configuration's mean and its share of the pooled sd."""
+        finite = [s for s in config.scores.values() if math.isfinite(s)]
+        if len(finite) >= 2:
+            config.spread = statistics.variance(finite) * (len(finite) - 1)
+            config.dof = len(finite) - 1
+        config.mean = statistics.fmean(finite) if finite else math.nan
 
     def best_key(self) -> str | None:
         """The configuration with the best mean (ties: the first started), None before any."""
@@ -188,12 +199,12 @@ class SeedRace:
 
     def seed_sd(self) -> float | None:
         """Pooled sample sd over seeds: sqrt of the degrees-of-freedom-weighted mean of the
-        per-configuration variances, over configurations with two or more finite scores."""
+        per-configuration variances, over configurations with two or more finite scores
+        (each configuration's share kept by :meth:`record`; summed in the same order as ever)."""
         num = 0.0
         dof = 0
         for config in self.configs.values():
-            finite = [s for s in config.scores.values() if math.isfinite(s)]
-            if len(finite) >= 2:
-                num += statistics.variance(finite) * (len(finite) - 1)
-                dof += len(finite) - 1
+            if config.dof:
+                num += config.spread
+                dof += config.dof
         return math.sqrt(num / dof) if dof else None
