@@ -263,6 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             busy = c.busy_s / (gpus * c.now)
             print(f"{gpus:>5} {name:16} {c.now / 3600:>10.2f} {busy:>6.3f} {c.prefix_trainings:>8}")
         pool, seq = rows["pool"], rows["sequential"]
+        # no schedule of the same work ends before work / GPUs: the ratio any scheduler can reach
+        bound = pool.busy_s / gpus
+        print(
+            f"{gpus:>5} {'(work / GPUs)':16} {bound / 3600:>10.2f}  lowest makespan of any "
+            f"scheduler doing this work: {bound / seq.now:.3f} of sequential"
+        )
         if gpus == 32 or not line:
             line = (
                 f"cluster_sim: busy={pool.busy_s / (gpus * pool.now):.3f} "

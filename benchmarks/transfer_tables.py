@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import statistics
 import sys
@@ -420,7 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=list(BUDGETS),
         help="budgets for the regret, as fractions of the grid (0.1 is always added)",
     )
-    ap.add_argument("--workers", type=int, default=1, help="processes, one target each")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes, one target at a time each (default: the CPU count)",
+    )
     ap.add_argument("--smoke", action="store_true", help="a tiny generated table, 2 repeats")
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
