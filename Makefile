@@ -34,10 +34,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check raystilts tests benchmarks
 	$(BIN)/mypy raystilts
 
-bench: $(BIN)/.installed  ## chain effects over seeds; analysis scaling vs mlflow.search_runs; search efficiency vs grid and random
+bench: $(BIN)/.installed  ## every benchmark at full size (search_efficiency and throughput take the longest)
 	$(BIN)/python benchmarks/chain_effects.py
 	$(BIN)/python benchmarks/analysis_scaling.py
 	$(BIN)/python benchmarks/search_efficiency.py
+	$(BIN)/python benchmarks/transfer_tables.py --table ../shared/data/transfer/*.csv
+	$(BIN)/python benchmarks/cluster_sim.py
+	$(BIN)/python benchmarks/throughput.py
 
 # Every script in benchmarks/ at its tiny --smoke size (seconds to a minute each), so that a
 # benchmark cannot rot silently; a loop over the folder, so a new script is covered the day it

@@ -36,7 +36,7 @@ def test_signal_inside_tune_asks_tune_to_stop_then_raises_when_fit_returns() -> 
 
     after_signal = []
     with pytest.raises(SearchInterrupted) as caught, stopping.installed():
-        # ray.init replaces the SIGTERM handler; search.py reclaims it after init
+        # ray.init replaces the SIGTERM handler; search/driver.py reclaims it after init
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         stopping.reclaim()
         with stopping.tune_run():

@@ -64,3 +64,21 @@ def test_runs_without_config_key_group_by_chain_and_hyperparameters() -> None:
         "analyze: 3 of 6 runs not used; status KILLED: 1 (k1); "
         "no target param or raystilts.target tag: 1 (n1); no test score: 1 (d1)"
     )
+
+
+def test_imported_seed_numbers_stay_distinct_when_labels_mix_numbers_and_names(
+    tmp_path: Path,
+) -> None:
+    from raystilts.core.transfer_tables import imported_runs, read_table
+
+    rows = "".join(
+        f"a,x,en,{seed},{score},,acc,f.csv\n"
+        for seed, score in (("b", 0.6), ("0", 0.7), ("3", 0.5))
+    )
+    path = tmp_path / "t.csv"
+    path.write_text(HEADER + rows)
+    table = read_table(path)
+    runs, _ = imported_runs(table, source="f.csv")
+    numbers = sorted(r.params["seed"] for r in runs)
+    assert numbers == ["0", "1", "2"]  # positions: "b" would have been numbered "0" too
+    assert {r.params["table_seed"] for r in runs} == {"b", "0", "3"}

@@ -27,6 +27,8 @@ __all__ = [
     "DIVERGED_REASON_TAG",
     "EXPERIMENT_KIND",
     "EXPERIMENT_KIND_TAG",
+    "IMPORTED_FROM_TAG",
+    "IMPORTED_NOTE_TAG",
     "KEY_FIELDS",
     "KEY_SEP",
     "KIND_TAG",
@@ -64,6 +66,8 @@ SEARCH_ID_TAG = "raystilts.search_id"
 OUTCOME_TAG = "raystilts.outcome"  # finished | diverged | stopped | error | interrupted
 DIVERGED_REASON_TAG = "raystilts.diverged_reason"
 KIND_TAG = "raystilts.kind"  # search | trial | summary
+IMPORTED_FROM_TAG = "raystilts.imported_from"  # on runs of a published table: its file name
+IMPORTED_NOTE_TAG = "raystilts.imported_note"
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under this run id
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description (markdown) in the UI
 # MLflow 3 opens an experiment of unknown kind as a GenAI one (an empty "Traces" page); ours

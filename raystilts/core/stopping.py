@@ -1,7 +1,7 @@
 """Clean stops: SIGTERM and Ctrl-C end a search the way ``--resume`` expects.
 
     with stopping.installed() as stops:        # the CLI, around a search
-        run_search(space, run=run)              # search.py wraps each tuner.fit() in tune_run()
+        run_search(space, run=run)              # search/driver.py wraps each tuner.fit() in tune_run()
 
 SIGTERM is what ``ray job stop``, Slurm and spot preemption send. Without a handler of our own,
 ``ray.init`` installs one that calls ``sys.exit`` from inside the driver, which aborts it with a

@@ -25,6 +25,8 @@ from pathlib import Path
 from raystilts.core.errors import UserError
 from raystilts.core.schema import (
     CHAIN_TAG,
+    IMPORTED_FROM_TAG,
+    IMPORTED_NOTE_TAG,
     KEY_SEP,
     KIND_TAG,
     MIX,
@@ -228,7 +230,10 @@ def imported_runs(table: TransferTable, *, source: str) -> tuple[list[ImportedRu
         chain = chain_name(tasks, target)
         scores = {r.language: r.score for r in rows if math.isfinite(r.score)}
         lang = "en" if "en" in scores else min(scores, default="en")
-        number = seed if seed.isdigit() else str(labels[target].index(seed))
+        # seed numbers: the labels when every label of the target is a number, else positions
+        # (numbering only the non-numeric labels could collide with a numeric one: "2" and "b")
+        numeric = all(label.isdigit() for label in labels[target])
+        number = seed if numeric else str(labels[target].index(seed))
         params = {
             "target": target,
             "chain": chain,
@@ -250,8 +255,8 @@ def imported_runs(table: TransferTable, *, source: str) -> tuple[list[ImportedRu
             TARGET_TAG: target,
             CHAIN_TAG: chain,
             KIND_TAG: "trial",
-            "raystilts.imported_from": source,
-            "raystilts.imported_note": "the study's one score per run, logged as dev and test",
+            IMPORTED_FROM_TAG: source,
+            IMPORTED_NOTE_TAG: "the study's one score per run, logged as dev and test",
         }
         status = "FINISHED" if scores else "FAILED"
         runs.append(ImportedRun(f"{chain}#{seed}", params, metrics, tags, status))

@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from raystilts.core.errors import UserError
-from raystilts.core.schema import OUTCOME_TAG
+from raystilts.core.schema import IMPORTED_FROM_TAG, OUTCOME_TAG
 from raystilts.core.transfer_tables import imported_runs, read_table
 from raystilts.tracking.store import Tracker
 
@@ -47,7 +47,7 @@ def import_table(path: str | Path, *, experiment: str, tracking_uri: str) -> str
     quoted = source.replace("'", "\\'")
     done = client.search_runs(
         [tracker.experiment_id],
-        filter_string=f"tags.`raystilts.imported_from` = '{quoted}'",
+        filter_string=f"tags.`{IMPORTED_FROM_TAG}` = '{quoted}'",
         max_results=1,
     )
     if done:
