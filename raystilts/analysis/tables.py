@@ -301,7 +301,36 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
     then over seeds. Ties on English dev go to fewer phases, then the chain name.
     Results are sorted by target.
     """
-    keys = ["target", "config_key"]
+    per_seed, meta = _finished_per_seed(long)
+    configs = _ranked_configs(per_seed, meta)
+    best = configs.group_by("target", maintain_order=True).first()
+    baseline = (
+        configs.filter(pl.col("phases") == 0)
+        .group_by("target", maintain_order=True)
+        .first()
+        .select("target", baseline_config_key="config_key")
+    )
+    per_lang, averages, shared = _test_gains(per_seed, best, baseline)
+    summary = (
+        best.join(baseline, on="target", how="left")
+        .join(averages, on="target", how="left")
+        .join(shared, on="target", how="left")
+        .sort("target")
+        .collect()
+    )
+    lang_rows = per_lang.sort("target", "lang").collect()
+    return [
+        _target_result(row, lang_rows.filter(pl.col("target") == row["target"]))
+        for row in summary.iter_rows(named=True)
+    ]
+
+
+_CONFIG = ["target", "config_key"]  # what identifies a configuration in the analyses
+
+
+def _finished_per_seed(long: pl.DataFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Per (configuration, split, language, seed): the mean score of its finished runs with
+    test scores of the target's primary metric; and each configuration's text (chain...)."""
     finished = (
         long.lazy()
         .filter(
@@ -320,19 +349,25 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
         frame.lazy()
         for frame in pl.collect_all(
             [
-                finished.group_by(*keys, "split", "lang", "seed").agg(pl.col("value").mean()),
+                finished.group_by(*_CONFIG, "split", "lang", "seed").agg(pl.col("value").mean()),
                 _config_meta(finished),
             ]
         )
     )
-    scores = per_seed.group_by(*keys, "split", "lang").agg(
+    return per_seed, meta
+
+
+def _ranked_configs(per_seed: pl.LazyFrame, meta: pl.LazyFrame) -> pl.LazyFrame:
+    """Every configuration with an English dev score, best first within its target (ties:
+    fewer phases, then the chain name), with its seed count and the target's candidates."""
+    scores = per_seed.group_by(*_CONFIG, "split", "lang").agg(
         pl.col("value").mean(), pl.col("seed").n_unique().alias("n_seeds")
     )
-    configs = (
-        scores.group_by(keys)
+    return (
+        scores.group_by(_CONFIG)
         .agg(pl.col("n_seeds").max(), dev_en=_selection_score("first"))
         # per-config text joined once per config, not onto every (split, language) row
-        .join(meta, on=keys)
+        .join(meta, on=_CONFIG)
         .with_columns(
             phases=pl.col("chain").str.count_matches(PHASE_SEP),
             n_candidates=pl.len().over("target"),
@@ -346,29 +381,29 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
             "config_key",
             descending=[False, True, False, False, False],
         )
-        .collect()  # kept: best, baseline and the two collects below all read it
+        .collect()  # kept: best, baseline and the two collects of best_chains all read it
         .lazy()
     )
-    best = configs.group_by("target", maintain_order=True).first()
-    baseline = (
-        configs.filter(pl.col("phases") == 0)
-        .group_by("target", maintain_order=True)
-        .first()
-        .select("target", baseline_config_key="config_key")
-    )
+
+
+def _test_gains(
+    per_seed: pl.LazyFrame, best: pl.LazyFrame, baseline: pl.LazyFrame
+) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """The best configuration's test scores against the baseline's, on the seeds both ran:
+    per (target, language), the target's averages, and the number of paired seeds."""
     tests = per_seed.filter(pl.col("split") == "test", pl.col("value").is_not_null()).select(
-        *keys, "lang", "seed", "value"
+        *_CONFIG, "lang", "seed", "value"
     )
-    chain_runs = tests.join(best.select(keys), on=keys, how="semi").select(
+    chain_runs = tests.join(best.select(_CONFIG), on=_CONFIG, how="semi").select(
         "target", "lang", "seed", a="value"
     )
     base_runs = tests.join(
-        baseline, left_on=keys, right_on=["target", "baseline_config_key"]
+        baseline, left_on=_CONFIG, right_on=["target", "baseline_config_key"]
     ).select("target", "lang", "seed", b="value")
     per_lang = (
         _paired_means(chain_runs, base_runs, ["target", "lang"])
         .rename({"a": "test", "b": "baseline"})
-        .collect()  # kept: both collects below read it
+        .collect()  # kept: both collects of best_chains read it
         .lazy()
     )
     shared = (
@@ -385,39 +420,30 @@ def best_chains(long: pl.DataFrame) -> list[TargetResult]:
         .otherwise(pl.col("test").mean()),
         baseline_avg=pl.col("baseline").filter(both).mean(),
     )
-    summary = (
-        best.join(baseline, on="target", how="left")
-        .join(averages, on="target", how="left")
-        .join(shared, on="target", how="left")
-        .sort("target")
-        .collect()
+    return per_lang, averages, shared
+
+
+def _target_result(row: dict[str, Any], rows: pl.DataFrame) -> TargetResult:
+    """One target's summary row and its per-language rows as a :class:`TargetResult`."""
+    avg, baseline_avg = _nan_if_none(row["avg"]), _nan_if_none(row["baseline_avg"])
+    return TargetResult(
+        target=row["target"],
+        metric=row["primary_metric"],
+        chain=list(row["intermediate"] or []),
+        chain_name=row["chain"],
+        config_key=row["config_key"],
+        n_seeds=int(row["n_seeds"]),
+        dev_en=float(row["dev_en"]),
+        languages=_column_dict(rows, "test"),
+        baseline=_column_dict(rows, "baseline"),
+        gains=_column_dict(rows, "gain"),
+        avg=avg,
+        baseline_avg=baseline_avg,
+        gain_avg=avg - baseline_avg,
+        n_candidates=int(row["n_candidates"]),
+        baseline_config_key=row["baseline_config_key"],
+        n_paired_seeds=int(row["n_paired_seeds"] or 0),
     )
-    lang_rows = per_lang.sort("target", "lang").collect()
-    results = []
-    for row in summary.iter_rows(named=True):
-        rows = lang_rows.filter(pl.col("target") == row["target"])
-        avg, baseline_avg = _nan_if_none(row["avg"]), _nan_if_none(row["baseline_avg"])
-        results.append(
-            TargetResult(
-                target=row["target"],
-                metric=row["primary_metric"],
-                chain=list(row["intermediate"] or []),
-                chain_name=row["chain"],
-                config_key=row["config_key"],
-                n_seeds=int(row["n_seeds"]),
-                dev_en=float(row["dev_en"]),
-                languages=_column_dict(rows, "test"),
-                baseline=_column_dict(rows, "baseline"),
-                gains=_column_dict(rows, "gain"),
-                avg=avg,
-                baseline_avg=baseline_avg,
-                gain_avg=avg - baseline_avg,
-                n_candidates=int(row["n_candidates"]),
-                baseline_config_key=row["baseline_config_key"],
-                n_paired_seeds=int(row["n_paired_seeds"] or 0),
-            )
-        )
-    return results
 
 
 def _paired_means(a: pl.LazyFrame, b: pl.LazyFrame, by: Sequence[str]) -> pl.LazyFrame:
