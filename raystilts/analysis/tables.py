@@ -174,34 +174,7 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
     >>> runs_to_long([run]).select("intermediate", "lang", "value").rows()
     [(['m'], 'en', 0.5)]
     """
-    runs = pl.LazyFrame(
-        {
-            "run_id": [r.run_id for r in records],
-            "status": [r.status for r in records],
-            "target": [r.params.get("target", r.tags.get(TARGET_TAG)) for r in records],
-            "chain": [r.params.get("chain", r.tags.get(CHAIN_TAG)) for r in records],
-            "intermediate_json": [r.params.get("intermediate") for r in records],
-            "seed": [r.params.get("seed") for r in records],
-            "config_key": [r.params.get("config_key") or derived_config_key(r) for r in records],
-            "primary_metric": [r.params.get("metric") for r in records],
-        },
-        schema={
-            "run_id": pl.String,
-            "status": pl.String,
-            "target": pl.String,
-            "chain": pl.String,
-            "intermediate_json": pl.String,
-            "seed": pl.String,
-            "config_key": pl.String,
-            "primary_metric": pl.String,
-        },
-    ).with_columns(
-        intermediate=pl.coalesce(
-            pl.col("intermediate_json").str.json_decode(pl.List(pl.String)),
-            pl.col("chain").str.split(PHASE_SEP).list.slice(0, pl.col("chain").str.count_matches(PHASE_SEP)),
-        ),
-        seed=pl.col("seed").cast(pl.Int64, strict=False),
-    )
+    runs = _runs_frame(records)
     # Millions of (run, key, value) rows but a few thousand distinct keys: each key is split
     # once, rows carry the run's index (not its id string), and chain.from_iterable flattens
     # the dicts in C instead of three nested comprehensions.
@@ -234,6 +207,41 @@ def runs_to_long(records: Sequence[RunLike]) -> pl.DataFrame:
         .select(list(_LONG_SCHEMA))
         .cast(_LONG_SCHEMA)
         .collect()
+    )
+
+
+def _runs_frame(records: Sequence[RunLike]) -> pl.LazyFrame:
+    """One row per run: its id, status and the params the analyses group by (tags and the
+    chain as fallbacks), ``intermediate`` as a list of phases."""
+    return pl.LazyFrame(
+        {
+            "run_id": [r.run_id for r in records],
+            "status": [r.status for r in records],
+            "target": [r.params.get("target", r.tags.get(TARGET_TAG)) for r in records],
+            "chain": [r.params.get("chain", r.tags.get(CHAIN_TAG)) for r in records],
+            "intermediate_json": [r.params.get("intermediate") for r in records],
+            "seed": [r.params.get("seed") for r in records],
+            "config_key": [r.params.get("config_key") or derived_config_key(r) for r in records],
+            "primary_metric": [r.params.get("metric") for r in records],
+        },
+        schema={
+            "run_id": pl.String,
+            "status": pl.String,
+            "target": pl.String,
+            "chain": pl.String,
+            "intermediate_json": pl.String,
+            "seed": pl.String,
+            "config_key": pl.String,
+            "primary_metric": pl.String,
+        },
+    ).with_columns(
+        intermediate=pl.coalesce(
+            pl.col("intermediate_json").str.json_decode(pl.List(pl.String)),
+            pl.col("chain")
+            .str.split(PHASE_SEP)
+            .list.slice(0, pl.col("chain").str.count_matches(PHASE_SEP)),
+        ),
+        seed=pl.col("seed").cast(pl.Int64, strict=False),
     )
 
 
@@ -1515,23 +1523,18 @@ def analyze(
         unknown: list[str] = []
         distances: dict[str, dict[str, float | None]] = {}
     else:
-        for grouping in groupings:
-            frames.append(
-                _gains(
-                    scores,
-                    grouping=cast("Grouping", grouping),
-                    languages=languages,
-                    distance_kind=distance_kind,
-                    **kw,
-                )
+        frames += [
+            _gains(
+                scores,
+                grouping=cast("Grouping", grouping),
+                languages=languages,
+                distance_kind=distance_kind,
+                **kw,
             )
+            for grouping in groupings
+        ]
         correlations = distance_correlations(per_lang, languages)
-        unknown = unknown_languages(long, languages)
-        distances = {
-            code: {kind: languages[code].distance(kind) for kind in DISTANCE_KINDS}
-            for code in sorted(set(long["lang"].unique().to_list()) - set(unknown))
-            if code in languages
-        }
+        unknown, distances = _language_distances(long, languages)
         if unknown:
             notes.append(
                 f"languages without typology/resource data (group 'unknown', left out of "
@@ -1561,6 +1564,19 @@ def analyze(
         distances=distances,
         notes=notes,
     )
+
+
+def _language_distances(
+    long: pl.DataFrame, languages: Mapping[str, LanguageLike]
+) -> tuple[list[str], dict[str, dict[str, float | None]]]:
+    """The run languages the table does not know, and each known one's distances to English."""
+    unknown = unknown_languages(long, languages)
+    distances = {
+        code: {kind: languages[code].distance(kind) for kind in DISTANCE_KINDS}
+        for code in sorted(set(long["lang"].unique().to_list()) - set(unknown))
+        if code in languages
+    }
+    return unknown, distances
 
 
 def _single_seed_targets(scores: pl.LazyFrame) -> list[str]:
