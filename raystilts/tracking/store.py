@@ -521,31 +521,7 @@ def _load_runs_sqlite(db_path: Path, *, uri: str, experiment: str) -> list[RunRe
             "WHERE experiment_id = ? AND lifecycle_stage = 'active'",
             (experiment_id,),
         ).fetchall()
-        params: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in runs}
-        tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in runs}
-        metrics: dict[str, dict[str, float]] = {run_id: {} for run_id, _, _ in runs}
-        in_experiment = (
-            "WHERE run_uuid IN (SELECT run_uuid FROM runs "
-            "WHERE experiment_id = ? AND lifecycle_stage = 'active')"
-        )
-        for table, into in (("params", params), ("tags", tags)):
-            for run_id, key, value in conn.execute(
-                f"SELECT run_uuid, key, value FROM {table} {in_experiment}", (experiment_id,)
-            ):
-                into[run_id][key] = value
-        # One query per run, its rows straight into a dict (C): metrics are most of the rows
-        # (10,000 runs x a few hundred keys), and a single query would build a run_uuid string,
-        # an is_nan int and a 4-tuple per row and loop over them in Python (about 40% more CPU).
-        # MLflow stores NaN as 0.0 with is_nan = 1; NULL marks it here (values are NOT NULL).
-        per_run = (
-            "SELECT key, CASE WHEN is_nan THEN NULL ELSE value END "
-            "FROM latest_metrics WHERE run_uuid = ?"
-        )
-        for run_id in metrics:
-            values = dict(conn.execute(per_run, (run_id,)))
-            if None in values.values():
-                values = {k: math.nan if v is None else v for k, v in values.items()}
-            metrics[run_id] = values
+        params, tags, metrics = _sqlite_run_values(conn, experiment_id, [r[0] for r in runs])
     except sqlite3.Error as exc:
         raise _NoFastPath(f"sqlite cannot read {db_path}: {exc}") from None
     finally:
@@ -561,6 +537,38 @@ def _load_runs_sqlite(db_path: Path, *, uri: str, experiment: str) -> list[RunRe
         )
         for run_id, status, _ in runs
     ]
+
+
+def _sqlite_run_values(
+    conn: sqlite3.Connection, experiment_id: int | str, run_ids: list[str]
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]], dict[str, dict[str, float]]]:
+    """Params, tags and latest metrics of the experiment's active runs, by run id."""
+    params: dict[str, dict[str, str]] = {run_id: {} for run_id in run_ids}
+    tags: dict[str, dict[str, str]] = {run_id: {} for run_id in run_ids}
+    metrics: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
+    in_experiment = (
+        "WHERE run_uuid IN (SELECT run_uuid FROM runs "
+        "WHERE experiment_id = ? AND lifecycle_stage = 'active')"
+    )
+    for table, into in (("params", params), ("tags", tags)):
+        for run_id, key, value in conn.execute(
+            f"SELECT run_uuid, key, value FROM {table} {in_experiment}", (experiment_id,)
+        ):
+            into[run_id][key] = value
+    # One query per run, its rows straight into a dict (C): metrics are most of the rows
+    # (10,000 runs x a few hundred keys), and a single query would build a run_uuid string,
+    # an is_nan int and a 4-tuple per row and loop over them in Python (about 40% more CPU).
+    # MLflow stores NaN as 0.0 with is_nan = 1; NULL marks it here (values are NOT NULL).
+    per_run = (
+        "SELECT key, CASE WHEN is_nan THEN NULL ELSE value END "
+        "FROM latest_metrics WHERE run_uuid = ?"
+    )
+    for run_id in metrics:
+        values = dict(conn.execute(per_run, (run_id,)))
+        if None in values.values():
+            values = {k: math.nan if v is None else v for k, v in values.items()}
+        metrics[run_id] = values
+    return params, tags, metrics
 
 
 def _check_sqlite_schema(conn: sqlite3.Connection) -> None:
