@@ -17,14 +17,18 @@ ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "tasks": {"core"},
     "metrics": {"core"},
-    "data": {"core", "tasks", "metrics"},
-    "train": {"core", "tasks", "metrics", "data"},
+    "kinds": {"core", "tasks", "metrics"},
+    "data": {"core", "tasks", "metrics", "kinds"},
+    "train": {"core", "tasks", "metrics", "kinds", "data"},
     "tracking": {"core"},
     "analysis": {"core", "tasks", "metrics"},
     "report": {"core", "tasks", "metrics", "tracking", "analysis"},
-    "search": {"core", "tasks", "metrics", "data", "train", "tracking"},
-    "cli": {"core", "tasks", "metrics", "data", "train", "tracking", "analysis", "report", "search"},
-    "qa": {"data"},  # compatibility alias of raystilts.data.qa
+    "search": {"core", "tasks", "metrics", "kinds", "data", "train", "tracking"},
+    "cli": {
+        *("core", "tasks", "metrics", "kinds", "data", "train"),
+        *("tracking", "analysis", "report", "search"),
+    },
+    "qa": {"data"},  # compatibility alias of raystilts.data.qa (itself one of raystilts.kinds.qa)
 }
 # a library -> the only package allowed to import it
 OWNER = {"ray": "search", "mlflow": "tracking", "polars": "analysis", "matplotlib": "report"}

@@ -1,4 +1,11 @@
-"""Extractive QA (SQuAD v1.1/v2.0, XQuAD, MLQA, TyDiQA-GoldP): windows in, answer strings out.
+"""The extractive QA kind (SQuAD v1.1/v2.0, XQuAD, MLQA, TyDiQA-GoldP): windows in, answer
+strings out.
+
+Canonical example: ``{"id", "context", "question", "answers": {"text": [...], "answer_start":
+[...]}}``. Features: :func:`featurize_qa` windows (train windows carry start/end positions, the
+others ``example_id`` and ``offsets``, and the cache keeps the examples decoding needs). Head:
+``AutoModelForQuestionAnswering``. Score: span logits per window, :func:`decode_answers` per
+example, SQuAD EM/F1 (MLQA's normalisation by language). :data:`KIND` is the kind's object.
 
     feats = featurize_qa(examples, tokenizer, max_length=384, doc_stride=128, train=False)
     # ... the model gives one start and one end logit per token of each feature ...
@@ -23,11 +30,35 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["MAX_QUESTION_LENGTH", "decode_answers", "featurize_qa", "max_context_masks"]
+from raystilts.kinds.base import (
+    Batch,
+    Columns,
+    EvalContext,
+    Features,
+    Kind,
+    collate_rows,
+    fixture_rng,
+    fixture_sentence,
+    made_up_task,
+)
+from raystilts.tasks.catalog import TaskSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "KIND",
+    "MAX_QUESTION_LENGTH",
+    "ExtractiveQA",
+    "decode_answers",
+    "doc_stride",
+    "featurize_qa",
+    "max_context_masks",
+]
 
 # XTREME's max_query_length: a longer question is cut to its first 64 tokens so that every
 # window keeps room for context (a question filling the window would leave none to truncate).
@@ -225,39 +256,26 @@ def decode_answers(
     predictions: dict[str, str] = {}
     for ex in examples:
         ex_id, context = str(ex["id"]), str(ex["context"])
-        best: tuple[float, Span] | None = None
-        null_score = np.inf
         windows = by_example.get(ex_id, [])
-        in_context = [_in_context(features["offsets"][i]) for i in windows]
-        max_context = _max_context([features["offsets"][i] for i in windows], in_context)
-        for i, ok_in, starts_ok in zip(windows, in_context, max_context, strict=True):
-            offsets = features["offsets"][i]
-            n = len(offsets)
-            starts = np.asarray(start_logits[i], dtype=np.float64)[:n]
-            ends = np.asarray(end_logits[i], dtype=np.float64)[:n]
-            cls = int(cls_indices[i])
-            null_score = min(null_score, float(starts[cls] + ends[cls]))
-            span = _best_span(
-                starts, ends, offsets, ok_in, starts_ok, n_best=n_best, max_len=max_answer_length
+        offsets = [features["offsets"][i] for i in windows]
+        logits = [
+            (
+                np.asarray(start_logits[i], dtype=np.float64)[: len(o)],
+                np.asarray(end_logits[i], dtype=np.float64)[: len(o)],
             )
-            if span is not None and (best is None or span[0] > best[0]):
-                best = span
+            for i, o in zip(windows, offsets, strict=True)
+        ]
+        null_score = min(
+            (
+                float(s[int(cls_indices[i])] + e[int(cls_indices[i])])
+                for i, (s, e) in zip(windows, logits, strict=True)
+            ),
+            default=np.inf,
+        )
+        best = _best_of_windows(logits, offsets, n_best=n_best, max_len=max_answer_length)
         if best is None and not allow_unanswerable:
             # no n-best pair was well-formed: search them all rather than answer nothing
-            for i, ok_in, starts_ok in zip(windows, in_context, max_context, strict=True):
-                offsets = features["offsets"][i]
-                n = len(offsets)
-                span = _best_span(
-                    np.asarray(start_logits[i], dtype=np.float64)[:n],
-                    np.asarray(end_logits[i], dtype=np.float64)[:n],
-                    offsets,
-                    ok_in,
-                    starts_ok,
-                    n_best=n,
-                    max_len=max_answer_length,
-                )
-                if span is not None and (best is None or span[0] > best[0]):
-                    best = span
+            best = _best_of_windows(logits, offsets, n_best=None, max_len=max_answer_length)
         if best is None or (
             allow_unanswerable and null_score - best[0] > null_score_diff_threshold
         ):
@@ -266,6 +284,35 @@ def decode_answers(
             (char_start, char_end) = best[1]
             predictions[ex_id] = context[char_start:char_end]
     return predictions
+
+
+def _best_of_windows(
+    logits: Sequence[tuple[np.ndarray, np.ndarray]],
+    offsets: Sequence[Sequence[Sequence[int] | None]],
+    *,
+    n_best: int | None,
+    max_len: int,
+) -> tuple[float, Span] | None:
+    """The best-scoring valid span over one example's windows (in window order; the first of
+    equal scores wins); ``n_best`` None pairs every start with every end."""
+    in_context = [_in_context(o) for o in offsets]
+    max_context = _max_context(offsets, in_context)
+    best: tuple[float, Span] | None = None
+    for (starts, ends), off, ok_in, starts_ok in zip(
+        logits, offsets, in_context, max_context, strict=True
+    ):
+        span = _best_span(
+            starts,
+            ends,
+            off,
+            ok_in,
+            starts_ok,
+            n_best=len(off) if n_best is None else n_best,
+            max_len=max_len,
+        )
+        if span is not None and (best is None or span[0] > best[0]):
+            best = span
+    return best
 
 
 def max_context_masks(windows: Sequence[Sequence[Sequence[int] | None]]) -> list[np.ndarray]:
@@ -355,3 +402,121 @@ def _best_span(
     if start_offset is None or end_offset is None:  # cannot happen (ok[s, e]); narrows the type
         return None
     return float(scores[s, e]), (int(start_offset[0]), int(end_offset[1]))
+
+
+# --------------------------------------------------------------------------- the kind
+
+
+def doc_stride(max_length: int) -> tuple[int, int]:
+    """(doc_stride, max_question_length) for QA windows of ``max_length`` tokens: XTREME's
+    128 and 64 at its 384; scaled down for shorter windows so the context keeps room."""
+    question = min(64, max_length // 4)
+    room = max_length - 4 - question  # 4: the most special tokens a pair gets (XLM-R)
+    return min(128, max(room // 2, 1)), question
+
+
+class ExtractiveQA(Kind):
+    name = "qa"
+
+    def featurize(
+        self,
+        task: TaskSpec,
+        examples: Sequence[dict[str, Any]],
+        tokenizer: Any,
+        *,
+        max_length: int,
+        split: str,
+    ) -> Columns:
+        stride, question = doc_stride(max_length)
+        return featurize_qa(
+            examples,
+            tokenizer,
+            max_length=max_length,
+            doc_stride=stride,
+            max_question_length=question,
+            train=split == "train",
+        )
+
+    def keeps_examples(self, split: str) -> bool:
+        return split != "train"  # decoding maps windows to examples
+
+    def collate(
+        self, feats: Features, idx: Sequence[int], *, pad_id: int, mlm: Any = None
+    ) -> Batch:
+        import torch
+
+        out = collate_rows(feats, idx, pad_id=pad_id)
+        for name in ("start_positions", "end_positions"):  # training windows
+            if name in feats.columns:
+                out[name] = torch.tensor([feats.columns[name][i] for i in idx], dtype=torch.long)
+        return out
+
+    def build_head(
+        self, base_model: str, config: Any, task: TaskSpec, *, retrieval_layer: int | None = None
+    ) -> nn.Module:
+        from transformers import AutoModelForQuestionAnswering
+
+        model: nn.Module = AutoModelForQuestionAnswering.from_pretrained(base_model, config=config)
+        return model
+
+    def evaluate(
+        self,
+        ev: EvalContext,
+        task: TaskSpec,
+        feats: Features,
+        lang: str,
+        dev: Mapping[str, float],
+    ) -> dict[str, float]:
+        from raystilts.metrics import scores as metrics_lib
+
+        starts: list[np.ndarray] = [np.empty(0)] * len(feats)
+        ends: list[np.ndarray] = [np.empty(0)] * len(feats)
+        for idx, _, out in ev.outputs(feats):
+            s = out.start_logits.float().cpu().numpy()  # (B, T)
+            e = out.end_logits.float().cpu().numpy()
+            for row, i in enumerate(idx):
+                n = len(feats.input_ids[i])
+                starts[i], ends[i] = s[row, :n], e[row, :n]
+        windows = {"input_ids": feats.input_ids, **feats.columns}
+        predictions = decode_answers(
+            feats.examples, windows, starts, ends, allow_unanswerable=task.allow_unanswerable
+        )
+        answers = {str(ex["id"]): list(ex["answers"]["text"]) for ex in feats.examples}
+        style = metrics_lib.qa_style(task.name)
+        # XTREME scores XQuAD, MLQA and TyDiQA with v1.1 rules; SQuAD v2.0 keeps its own
+        version: metrics_lib.SquadVersion = "v2.0" if task.allow_unanswerable else "v1.1"
+        scores = metrics_lib.squad_scores(
+            predictions, answers, lang=lang, style=style, version=version
+        )
+        return {k: float(v) for k, v in scores.items()}
+
+    def fixture_task(self) -> TaskSpec:
+        return made_up_task(
+            "k_qa", self.name, "f1", max_length=64, score_metrics=("exact_match", "f1")
+        )
+
+    def fixture_examples(
+        self, task: TaskSpec, split: str, lang: str, *, n: int
+    ) -> list[dict[str, Any]]:
+        rng = fixture_rng(task, split, lang)
+        out = []
+        for i in range(n):
+            words = fixture_sentence(rng, rng.randint(8, 40))  # some contexts need two windows
+            answer = words[len(words) // 2]
+            start = len(" ".join(words[: len(words) // 2])) + 1
+            answerable = not (task.allow_unanswerable and i % 3 == 0)
+            out.append(
+                {
+                    "id": f"{lang}-{split}-{i}",
+                    "context": " ".join(words),
+                    "question": f"where is {answer}",
+                    "answers": {
+                        "text": [answer] if answerable else [],
+                        "answer_start": [start] if answerable else [],
+                    },
+                }
+            )
+        return out
+
+
+KIND = ExtractiveQA()

@@ -5,9 +5,10 @@
 
 Plain PyTorch, rank-aware and Ray-free: under Ray Train the process group already exists and
 the model is wrapped in DDP; alone it runs in one process. The encoder is carried from phase to
-phase; each phase gets a fresh head chosen by its task type (raystilts.train.models: Hugging Face's
+phase; each phase gets a fresh head chosen by its task kind (raystilts.train.models: Hugging Face's
 ``AutoModelFor...`` classes, so any family works; decoder-only models for classification and
-multiple choice). Every task type trains and evaluates here (metrics by type: EVALUATORS).
+multiple choice). Every task kind trains and evaluates here (metrics: the kind's ``evaluate``,
+raystilts.kinds).
 A target without training data (zero-shot retrieval) is not trained: the chain's
 intermediate phases run, then its encoder is evaluated.
 
@@ -23,28 +24,26 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from raystilts.core.schema import AVG, PHASE_SEP, chain_name, metric_key
 from raystilts.core.space import TRAINING_DEFAULTS
 from raystilts.data.features import (
-    IGNORE_INDEX,
     Features,
     FeatureStore,
     batches,
     collate,
     dev_language,
     eval_batches,
-    mlm_collator,
 )
+from raystilts.kinds import get_kind
 from raystilts.metrics import scores as metrics_lib
 from raystilts.tasks.catalog import TaskSpec, selection_key
 from raystilts.train.accel import adamw, autocast, bf16_active, to_device
@@ -183,7 +182,8 @@ def _autocast(device: torch.device, bf16: bool, cpu: bool = False) -> Any:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Eval:
-    """What every evaluator needs besides the task and its features."""
+    """What a kind's evaluate needs besides the task and its features
+    (:class:`raystilts.kinds.EvalContext`)."""
 
     model: nn.Module  # unwrapped, in eval mode
     store: FeatureStore
@@ -191,7 +191,21 @@ class _Eval:
     device: torch.device
     pad_id: int
 
-    def outputs(self, feats: Features, *, batch_size: int | None = None, mlm: Any = None) -> Any:
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.store.tokenizer_dir
+
+    @property
+    def train_batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def pos_scheme(self) -> metrics_lib.TaggingScheme:
+        return self.settings.pos_scheme
+
+    def outputs(
+        self, feats: Features, *, batch_size: int | None = None, mlm: Any = None
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
         """(row indices, CPU batch, model output) per evaluation batch, shortest rows first."""
         size = batch_size or self.settings.eval_batch_size
         for idx in eval_batches(feats.lengths, batch_size=size):
@@ -208,143 +222,6 @@ class _Eval:
                 yield idx, batch, self.model(**inputs)
 
 
-def _eval_choice(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Classification and multiple choice: accuracy of the argmax class (choice)."""
-    gold: list[int] = []
-    pred: list[int] = []
-    for _, batch, out in ev.outputs(feats):
-        gold.extend(batch["labels"].tolist())
-        pred.extend(out.logits.argmax(-1).cpu().tolist())
-    return {"accuracy": metrics_lib.accuracy(gold, pred)}
-
-
-def _eval_tagging(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Tags of first subwords as names: NER entity-level F1/precision/recall (IOB2, as
-    seqeval), POS-style tag sets F1 and accuracy as XTREME reports them."""
-    gold: list[list[str]] = []
-    pred: list[list[str]] = []
-    for _, batch, out in ev.outputs(feats):
-        predicted = out.logits.argmax(-1).cpu()  # (B, T)
-        for row, labels in enumerate(batch["labels"]):
-            keep = labels != IGNORE_INDEX  # first subwords
-            gold.append([task.labels[i] for i in labels[keep].tolist()])
-            pred.append([task.labels[i] for i in predicted[row][keep].tolist()])
-    scheme = metrics_lib.tagging_scheme(task.labels)
-    scheme = ev.settings.pos_scheme if scheme != "iob2" else scheme
-    scores = metrics_lib.tagging_scores(gold, pred, scheme=scheme)
-    keys = ("f1", "precision", "recall") if scheme == "iob2" else ("f1", "accuracy")
-    return {k: float(scores[k]) for k in keys}
-
-
-def _eval_qa(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Span logits per window, n-best decoding per example, SQuAD EM/F1 (MLQA's
-    normalisation by language)."""
-    from raystilts.data.qa import decode_answers
-
-    starts: list[np.ndarray] = [np.empty(0)] * len(feats)
-    ends: list[np.ndarray] = [np.empty(0)] * len(feats)
-    for idx, _, out in ev.outputs(feats):
-        s = out.start_logits.float().cpu().numpy()  # (B, T)
-        e = out.end_logits.float().cpu().numpy()
-        for row, i in enumerate(idx):
-            n = len(feats.input_ids[i])
-            starts[i], ends[i] = s[row, :n], e[row, :n]
-    windows = {"input_ids": feats.input_ids, **feats.columns}
-    predictions = decode_answers(
-        feats.examples, windows, starts, ends, allow_unanswerable=task.allow_unanswerable
-    )
-    answers = {str(ex["id"]): list(ex["answers"]["text"]) for ex in feats.examples}
-    style = metrics_lib.qa_style(task.name)
-    # XTREME scores XQuAD, MLQA and TyDiQA with v1.1 rules; SQuAD v2.0 keeps its own
-    version: metrics_lib.SquadVersion = "v2.0" if task.allow_unanswerable else "v1.1"
-    scores = metrics_lib.squad_scores(predictions, answers, lang=lang, style=style, version=version)
-    return {k: float(v) for k, v in scores.items()}
-
-
-def _eval_retrieval(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Embed queries and candidates (mean-pooled layer, :class:`raystilts.train.models.Embedder`);
-    the task's metric picks the procedure: ``accuracy`` Tatoeba (nearest candidate by cosine),
-    ``f1`` BUCC (ratio margin; the threshold of this language's dev split applied to test,
-    recorded as ``threshold``), ``map@20`` Mewsli-X and LAReQA."""
-    emb = np.empty((len(feats), 0), dtype=np.float32)
-    for idx, _, out in ev.outputs(feats):
-        pooled = out.float().cpu().numpy()  # (B, H)
-        if emb.shape[1] == 0:
-            emb = np.zeros((len(feats), pooled.shape[1]), dtype=np.float32)
-        emb[idx] = pooled
-    role, ids, gold = feats.columns["role"], feats.columns["id"], feats.columns["gold"]
-    queries = [i for i, r in enumerate(role) if r == "query"]
-    cands = [i for i, r in enumerate(role) if r == "candidate"]
-    cand_ids = [ids[i] for i in cands]
-    q_emb, c_emb = emb[queries], emb[cands]
-    if task.metric == "map@20":
-        gold_sets = [gold[i] for i in queries]
-        return {"map@20": metrics_lib.map_at_k(q_emb, c_emb, cand_ids, gold_sets, k=20)}
-    if task.metric == "f1":
-        pairs = {(ids[i], g) for i in queries for g in gold[i]}
-        threshold = dev.get("threshold")
-        texts = feats.columns.get("text")  # repeated sentences are dropped, as XTREME
-        scores = metrics_lib.bucc_scores(
-            q_emb,
-            [ids[i] for i in queries],
-            c_emb,
-            cand_ids,
-            pairs,
-            threshold=threshold,
-            src_texts=None if texts is None else [texts[i] for i in queries],
-            tgt_texts=None if texts is None else [texts[i] for i in cands],
-        )
-        return {k: float(v) for k, v in scores.items()}
-    if task.metric == "accuracy":
-        where = {c: j for j, c in enumerate(cand_ids)}
-        scored = [j for j, i in enumerate(queries) if gold[i]]
-        english = [where[gold[queries[j]][0]] for j in scored]
-        # as XTREME: each English sentence searches the other language's sentences
-        return {
-            "accuracy": metrics_lib.tatoeba_accuracy(
-                c_emb[english], q_emb[scored], list(range(len(scored)))
-            )
-        }
-    raise ValueError(
-        f"retrieval task {task.name!r}: metric {task.metric!r} has no procedure; "
-        "use accuracy (Tatoeba), f1 (BUCC) or map@20"
-    )
-
-
-def _eval_mlm(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Accuracy on masked tokens, with one fixed masking (seed 0) so phases compare."""
-    collator = mlm_collator(ev.store.tokenizer_dir, seed=0)
-    correct = total = 0
-    # the logits are (B, T, vocabulary): a training-sized batch, not an evaluation-sized one
-    for _, batch, out in ev.outputs(feats, batch_size=ev.settings.batch_size, mlm=collator):
-        labels = batch["labels"]
-        keep = labels != IGNORE_INDEX
-        correct += int((out.logits.argmax(-1).cpu()[keep] == labels[keep]).sum())
-        total += int(keep.sum())
-    return {"accuracy": correct / total if total else math.nan}
-
-
-Evaluator = Callable[[_Eval, TaskSpec, Features, str, Mapping[str, float]], dict[str, float]]
-EVALUATORS: dict[str, Evaluator] = {
-    "classification": _eval_choice,
-    "multiple_choice": _eval_choice,
-    "tagging": _eval_tagging,
-    "qa": _eval_qa,
-    "retrieval": _eval_retrieval,
-    "mlm": _eval_mlm,
-}
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -358,14 +235,16 @@ def evaluate(
     pad_id: int,
     dev: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``task`` on one (split, language), by task type (:data:`EVALUATORS`).
+    """Metrics of ``task`` on one (split, language), as its kind scores them
+    (:meth:`raystilts.kinds.Kind.evaluate`).
     ``dev``: this language's dev metrics when scoring test (BUCC applies their threshold)."""
     inner = unwrap(model)
     was_training = inner.training
     inner.eval()
     ev = _Eval(model=inner, store=store, settings=settings, device=device, pad_id=pad_id)
     try:
-        return EVALUATORS[task.kind](ev, task, store.load(task, split, lang), lang, dev or {})
+        feats = store.load(task, split, lang)
+        return get_kind(task.kind).evaluate(ev, task, feats, lang, dev or {})
     finally:
         inner.train(was_training)
 
@@ -387,11 +266,10 @@ def _train_phase(
 
     names = [t.name for t in phase.tasks]
     feats = {t.name: store.load_train(t) for t in phase.tasks}
-    # MLM rows are masked per batch, each rank its own masks, every epoch anew
+    # per-batch transforms of a kind: MLM masks each batch, each rank its own masks
     maskers = {
-        t.name: mlm_collator(store.tokenizer_dir, seed=seed * 7919 + dist.rank)
+        t.name: get_kind(t.kind).masker(store.tokenizer_dir, seed=seed * 7919 + dist.rank)
         for t in phase.tasks
-        if t.kind == "mlm"
     }
     # a mixture draws each optimizer step's task; every rank draws the same sequence
     sampler = (
@@ -571,7 +449,9 @@ def _evaluate_target(
             if split not in target.splits(lang):
                 continue
             per_lang[lang] = score(model, target, split, lang, dev.get(lang))
-            out.update({metric_key(split, target.name, lang, m): v for m, v in per_lang[lang].items()})
+            out.update(
+                {metric_key(split, target.name, lang, m): v for m, v in per_lang[lang].items()}
+            )
         if split == "dev":
             dev = per_lang
         names = sorted({m for d in per_lang.values() for m in d} - {"threshold"})
