@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from raystilts.kinds import get_kind
-from raystilts.kinds.base import FIXTURE_LANGUAGES as LANGS
 from raystilts.kinds.base import made_up_task as _task
 from raystilts.tasks.catalog import TaskSpec
 
