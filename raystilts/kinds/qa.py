@@ -255,35 +255,54 @@ def decode_answers(
 
     predictions: dict[str, str] = {}
     for ex in examples:
-        ex_id, context = str(ex["id"]), str(ex["context"])
+        ex_id = str(ex["id"])
         windows = by_example.get(ex_id, [])
-        offsets = [features["offsets"][i] for i in windows]
         logits = [
             (
-                np.asarray(start_logits[i], dtype=np.float64)[: len(o)],
-                np.asarray(end_logits[i], dtype=np.float64)[: len(o)],
+                np.asarray(start_logits[i], dtype=np.float64)[: len(features["offsets"][i])],
+                np.asarray(end_logits[i], dtype=np.float64)[: len(features["offsets"][i])],
             )
-            for i, o in zip(windows, offsets, strict=True)
+            for i in windows
         ]
-        null_score = min(
-            (
-                float(s[int(cls_indices[i])] + e[int(cls_indices[i])])
-                for i, (s, e) in zip(windows, logits, strict=True)
-            ),
-            default=np.inf,
+        cls = [int(cls_indices[i]) for i in windows]
+        best, null_score = _decode_example(
+            logits,
+            [features["offsets"][i] for i in windows],
+            cls,
+            n_best=n_best,
+            max_len=max_answer_length,
+            search_all=not allow_unanswerable,
         )
-        best = _best_of_windows(logits, offsets, n_best=n_best, max_len=max_answer_length)
-        if best is None and not allow_unanswerable:
-            # no n-best pair was well-formed: search them all rather than answer nothing
-            best = _best_of_windows(logits, offsets, n_best=None, max_len=max_answer_length)
         if best is None or (
             allow_unanswerable and null_score - best[0] > null_score_diff_threshold
         ):
             predictions[ex_id] = ""
         else:
             (char_start, char_end) = best[1]
-            predictions[ex_id] = context[char_start:char_end]
+            predictions[ex_id] = str(ex["context"])[char_start:char_end]
     return predictions
+
+
+def _decode_example(
+    logits: Sequence[tuple[np.ndarray, np.ndarray]],
+    offsets: Sequence[Sequence[Sequence[int] | None]],
+    cls: Sequence[int],
+    *,
+    n_best: int,
+    max_len: int,
+    search_all: bool,
+) -> tuple[tuple[float, Span] | None, float]:
+    """The best span of one example's windows (``logits``: start and end per window, cut to
+    its tokens) and its null score, the lowest CLS start + end across the windows. With
+    ``search_all``, when no n-best pair is well-formed every pair is searched rather than
+    answering nothing."""
+    null_score = min(
+        (float(s[c] + e[c]) for (s, e), c in zip(logits, cls, strict=True)), default=np.inf
+    )
+    best = _best_of_windows(logits, offsets, n_best=n_best, max_len=max_len)
+    if best is None and search_all:
+        best = _best_of_windows(logits, offsets, n_best=None, max_len=max_len)
+    return best, null_score
 
 
 def _best_of_windows(
