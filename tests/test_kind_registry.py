@@ -60,9 +60,7 @@ class _Context:
                 yield idx, batch, self.model(**inputs)
 
 
-def _features(
-    kind: Kind, task: TaskSpec, split: str, lang: str, tokenizer: Any
-) -> Features:
+def _features(kind: Kind, task: TaskSpec, split: str, lang: str, tokenizer: Any) -> Features:
     examples = kind.fixture_examples(task, split, lang, n=N)
     assert examples == kind.fixture_examples(task, split, lang, n=N)  # a pure function
     cols = kind.featurize(task, examples, tokenizer, max_length=64, split=split)
