@@ -24,7 +24,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +33,8 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import nn
 
-from raystilts.core.schema import AVG, PHASE_SEP, chain_name, metric_key
-from raystilts.core.space import TRAINING_DEFAULTS
+from raystilts.core.schema import AVG, MIX, PHASE_SEP, chain_name, metric_key
+from raystilts.core.space import TRAINING_DEFAULTS, ChainPlanSpec, MixtureSettings
 from raystilts.data.features import (
     Features,
     FeatureStore,
@@ -110,6 +110,46 @@ class ChainPlan:
     @property
     def name(self) -> str:
         return chain_name([p.name for p in self.phases], self.target.task.name)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ChainPlanSpec,
+        *,
+        task: Callable[[str], TaskSpec],
+        mixture: MixtureSettings,
+        languages: Sequence[str],
+        seed: int,
+    ) -> ChainPlan:
+        """The runnable plan of a sampled chain (``raystilts.core.space.ChainPlanSpec``, task
+        names only: what the search samples and ships to its workers). ``task`` resolves a
+        name (with its data-dependent labels); a ``+``-joined phase is a mixture sampled as
+        ``mixture`` says; a target without training data gets no steps: it is evaluated."""
+
+        def phase(name: str, lr: float, steps: int) -> Phase:
+            first, *also = (task(t) for t in name.split(MIX))
+            return Phase(
+                task=first,
+                also=tuple(also),
+                lr=lr,
+                steps=steps,
+                sampling=mixture.sampling,
+                temperature=mixture.temperature,
+                size_cap=mixture.size_cap,
+            )
+
+        target = task(spec.target.task)
+        return cls(
+            phases=tuple(phase(p.task, p.lr, p.steps) for p in spec.phases),
+            target=Phase(
+                task=target,
+                lr=spec.target.lr,
+                steps=int(spec.target.steps) if target.has_train else 0,
+            ),
+            eval_every=spec.eval_every,
+            eval_languages=tuple(languages),
+            seed=seed,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
