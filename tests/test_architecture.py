@@ -17,14 +17,18 @@ ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "tasks": {"core"},
     "metrics": {"core"},
-    "data": {"core", "tasks", "metrics"},
-    "train": {"core", "tasks", "metrics", "data"},
+    "kinds": {"core", "tasks", "metrics"},
+    "data": {"core", "tasks", "metrics", "kinds"},
+    "train": {"core", "tasks", "metrics", "kinds", "data"},
     "tracking": {"core"},
     "analysis": {"core", "tasks", "metrics"},
     "report": {"core", "tasks", "metrics", "tracking", "analysis"},
-    "search": {"core", "tasks", "metrics", "data", "train", "tracking"},
-    "cli": {"core", "tasks", "metrics", "data", "train", "tracking", "analysis", "report", "search"},
-    "qa": {"data"},  # compatibility alias of raystilts.data.qa
+    "search": {"core", "tasks", "metrics", "kinds", "data", "train", "tracking"},
+    "cli": {
+        *("core", "tasks", "metrics", "kinds", "data", "train"),
+        *("tracking", "analysis", "report", "search"),
+    },
+    "qa": {"data"},  # compatibility alias of raystilts.data.qa (itself one of raystilts.kinds.qa)
 }
 # a library -> the only package allowed to import it
 OWNER = {"ray": "search", "mlflow": "tracking", "polars": "analysis", "matplotlib": "report"}
@@ -152,3 +156,23 @@ def test_metric_keys_and_tags_are_written_from_the_schema() -> None:
             if (tag.search(code) or fkey.search(code)) and "``" not in code:
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{n}: {line.strip()}")
     assert found == []
+
+
+def test_no_module_outside_kinds_branches_on_a_kind_name() -> None:
+    """What a task kind does lives in its module under raystilts/kinds (docs/architecture.md);
+    elsewhere the kind is looked up (``raystilts.kinds.get_kind``), never compared with a name.
+    ``tasks/catalog.py`` is a written-down debt: ``tasks`` sits below ``kinds``."""
+    import re
+
+    branch = re.compile(r"\.kind\s*(==|!=)\s*[\"']|\.kind\s*(not\s+)?in\s*[(\[{]")
+    debts = {"raystilts/tasks/catalog.py"}
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE.parent).as_posix()
+        if where.startswith("raystilts/kinds/") or where in debts:
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if branch.search(line.split("#")[0]):
+                found.append(f"{where}:{n}: {line.strip()}")
+    assert found == []
+    assert branch.search('if task.kind == "qa":') and branch.search("t.kind in ('mlm', 'qa')")

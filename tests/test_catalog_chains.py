@@ -147,7 +147,7 @@ def test_tatoeba_searches_from_english_as_xtreme_does() -> None:
     import torch
 
     from raystilts.data.features import Features
-    from raystilts.train.runner import _eval_retrieval
+    from raystilts.kinds import get_kind
 
     # foreign q0, q1 (queries whose gold is the English c0, c1), English c0, c1
     vectors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.9, 0.44]])
@@ -166,7 +166,8 @@ def test_tatoeba_searches_from_english_as_xtreme_does() -> None:
         def outputs(self, f: Features):  # type: ignore[no-untyped-def]
             yield list(range(len(f))), None, vectors
 
-    out = _eval_retrieval(FixedEmbeddings(), CATALOG["tatoeba"], feats, "de", {})  # type: ignore[arg-type]
+    retrieval = get_kind("retrieval")
+    out = retrieval.evaluate(FixedEmbeddings(), CATALOG["tatoeba"], feats, "de", {})  # type: ignore[arg-type]
     # en -> xx: c0 finds q0 (right), c1 finds q0 too (wrong); xx -> en would score 1.0
     assert out == {"accuracy": 0.5}
     assert np.isclose(out["accuracy"], 0.5)

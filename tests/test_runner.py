@@ -313,3 +313,43 @@ def runner_keys(plan: ChainPlan, store: FeatureStore) -> list[str]:
     from raystilts.train.runner import Dist, _prefix_keys
 
     return _prefix_keys(plan, store, TrainSettings(batch_size=8), Dist(), "tiny")
+
+
+def test_a_sampled_chain_becomes_a_plan_with_its_tasks_resolved() -> None:
+    """The one chain type from sampling to the workers is core.space.ChainPlanSpec (names
+    only); the runner resolves its tasks, mixtures and a zero-shot target's steps."""
+    from raystilts.core.space import ChainPlanSpec, MixtureSettings, PhaseSpec
+    from raystilts.tasks.catalog import CATALOG
+
+    spec = ChainPlanSpec(
+        phases=(
+            PhaseSpec(task="mnli+qqp", lr=2e-5, steps=10),
+            PhaseSpec(task="squad_v1", lr=3e-5, steps=5),
+        ),
+        target=PhaseSpec(task="tatoeba", lr=1e-5, steps=7),
+        eval_every=3,
+    )
+    mixture = MixtureSettings(sampling="proportional", size_cap=100)
+    plan = ChainPlan.from_spec(
+        spec, task=CATALOG.__getitem__, mixture=mixture, languages=("de", "fr"), seed=4
+    )
+    assert plan.name == spec.name == "mnli+qqp>squad_v1>tatoeba"
+    mixed, single = plan.phases
+    assert (mixed.task.name, [t.name for t in mixed.also]) == ("mnli", ["qqp"])
+    assert (mixed.sampling, mixed.size_cap, mixed.lr, mixed.steps) == (
+        "proportional",
+        100,
+        2e-5,
+        10,
+    )
+    assert not single.also and single.task is CATALOG["squad_v1"]
+    assert plan.target.steps == 0  # tatoeba has no training data: evaluated, not trained
+    assert (plan.eval_every, plan.eval_languages, plan.seed) == (3, ("de", "fr"), 4)
+    trained = ChainPlan.from_spec(
+        ChainPlanSpec(phases=(), target=PhaseSpec(task="xnli", lr=1e-5, steps=7), eval_every=0),
+        task=CATALOG.__getitem__,
+        mixture=mixture,
+        languages=("en",),
+        seed=0,
+    )
+    assert trained.target.steps == 7 and trained.phases == ()

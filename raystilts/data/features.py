@@ -10,17 +10,10 @@ version): every trial of a search, in any worker process, reads the same Arrow f
 tokenizes again. ``TaskSpec.max_length`` (e.g. 384 for QA) overrides the store's max length for
 that task. Batches are length-grouped and padded per batch (dynamic padding).
 
-Featurization by task type, from the canonical examples of :func:`raystilts.tasks.catalog.read_examples`
-(one function per type, each a pure function of examples and tokenizer):
-
-- classification: one sequence (or pair) per example, ``labels`` the class index;
-- multiple_choice: one (context, choice) sequence per choice, ``input_ids`` (C, T) per example;
-- tagging: ``labels`` on the first subword of each word, -100 elsewhere;
-- qa: :func:`raystilts.data.qa.featurize_qa` windows; train features carry start/end positions, the
-  others ``example_id`` and ``offsets``, and the entry keeps the examples decoding needs;
-- retrieval: one sequence per row with its ``role``, ``id``, ``gold`` candidate ids and ``text``;
-- mlm: the text with its special-tokens mask; masking happens per batch (:func:`mlm_collator`,
-  transformers' ``DataCollatorForLanguageModeling``), so every epoch masks differently.
+Featurization, collation and the rest of what depends on a task's type live in the task's
+kind (:mod:`raystilts.kinds`, one module per kind); :func:`featurize` and :func:`collate` look
+the kind up. ``Features``, ``doc_stride``, ``mlm_collator``, ``IGNORE_INDEX`` and
+``MLM_PROBABILITY`` are re-exported from there for older imports.
 """
 
 from __future__ import annotations
@@ -28,13 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
+from raystilts.kinds import KIND_NAMES, get_kind
+from raystilts.kinds.base import IGNORE_INDEX, Features, collate_rows
+from raystilts.kinds.mlm import MLM_PROBABILITY, mlm_collator
+from raystilts.kinds.qa import doc_stride
 from raystilts.tasks.catalog import TaskSpec, data_fingerprint, read_examples
 
 if TYPE_CHECKING:
@@ -43,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FEATURIZE_VERSION",
+    "IGNORE_INDEX",
     "MLM_PROBABILITY",
     "TOKENIZER_FILES",
     "FeatureStore",
@@ -59,10 +56,9 @@ __all__ = [
 ]
 
 # 2: every task type, token_type_ids, per-task max length; 3: QA segment ids, retrieval texts
+# (a kind's featurize changed: bump it, so that no cache serves the old features)
 FEATURIZE_VERSION = "3"
-IGNORE_INDEX = -100  # label of padding and non-first subwords (ignored by the loss)
 MEGA_BATCH = 4  # batches per length-sorted group: see `batches`
-MLM_PROBABILITY = 0.15  # BERT's and XLM-R's masking rate
 EXAMPLES_FILE = "examples.jsonl"  # QA evaluation entries keep the examples decoding needs
 
 
@@ -115,129 +111,6 @@ def needs_of(
     return out
 
 
-def doc_stride(max_length: int) -> tuple[int, int]:
-    """(doc_stride, max_question_length) for QA windows of ``max_length`` tokens: XTREME's
-    128 and 64 at its 384; scaled down for shorter windows so the context keeps room."""
-    question = min(64, max_length // 4)
-    room = max_length - 4 - question  # 4: the most special tokens a pair gets (XLM-R)
-    return min(128, max(room // 2, 1)), question
-
-
-Columns = dict[str, list[Any]]
-
-
-def _kept(enc: Any, *names: str) -> Columns:
-    return {n: list(enc[n]) for n in names if n in enc}
-
-
-def _classification(
-    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
-) -> Columns:
-    width = len(examples[0]["text"]) if examples else 1
-    columns = [[ex["text"][i] for ex in examples] for i in range(width)]
-    enc = tok(*columns, truncation=True, max_length=max_length)
-    return {
-        **_kept(enc, "input_ids", "token_type_ids"),
-        "labels": [int(ex["label"]) for ex in examples],
-    }
-
-
-def _multiple_choice(
-    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
-) -> Columns:
-    firsts = [ex["context"] for ex in examples for _ in ex["choices"]]
-    seconds = [c for ex in examples for c in ex["choices"]]
-    enc = tok(firsts, seconds, truncation=True, max_length=max_length) if firsts else {}
-    out: Columns = {"input_ids": [], "labels": [int(ex["label"]) for ex in examples]}
-    names = [n for n in ("input_ids", "token_type_ids") if n in enc]
-    for n in names:
-        out[n] = []
-    i = 0
-    for ex in examples:  # regroup: (C, T) per example
-        c = len(ex["choices"])
-        for n in names:
-            out[n].append(list(enc[n][i : i + c]))
-        i += c
-    return out
-
-
-def _tagging(
-    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
-) -> Columns:
-    enc = tok(
-        [ex["tokens"] for ex in examples],
-        is_split_into_words=True,
-        truncation=True,
-        max_length=max_length,
-    )
-    tag_id = {t: i for i, t in enumerate(task.labels)}
-    labels: list[list[int]] = []
-    for i, ex in enumerate(examples):
-        seen: set[int] = set()
-        row = []
-        for w in enc.word_ids(i):
-            if w is None or w in seen:  # special tokens and non-first subwords are not scored
-                row.append(IGNORE_INDEX)
-            else:
-                seen.add(w)
-                row.append(tag_id[ex["tags"][w]])
-        labels.append(row)
-    return {**_kept(enc, "input_ids", "token_type_ids"), "labels": labels}
-
-
-def _qa(
-    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
-) -> Columns:
-    from raystilts.data.qa import featurize_qa
-
-    stride, question = doc_stride(max_length)
-    return featurize_qa(
-        examples,
-        tok,
-        max_length=max_length,
-        doc_stride=stride,
-        max_question_length=question,
-        train=split == "train",
-    )
-
-
-def _retrieval(
-    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
-) -> Columns:
-    enc = tok([ex["text"] for ex in examples], truncation=True, max_length=max_length)
-    return {
-        "input_ids": list(enc["input_ids"]),
-        "role": [str(ex["role"]) for ex in examples],
-        "id": [str(ex["id"]) for ex in examples],
-        "gold": [[str(g) for g in ex.get("gold") or ()] for ex in examples],
-        # BUCC mines over unique sentences and drops repeated ones, as XTREME: needs the texts
-        "text": [str(ex["text"]).strip() for ex in examples],
-    }
-
-
-def _mlm(
-    task: TaskSpec, examples: Sequence[dict[str, Any]], tok: Any, max_length: int, split: str
-) -> Columns:
-    enc = tok(
-        [ex["text"] for ex in examples],
-        truncation=True,
-        max_length=max_length,
-        return_special_tokens_mask=True,
-    )
-    return _kept(enc, "input_ids", "special_tokens_mask")
-
-
-Featurizer = Callable[[TaskSpec, Sequence[dict[str, Any]], Any, int, str], Columns]
-FEATURIZERS: dict[str, Featurizer] = {
-    "classification": _classification,
-    "multiple_choice": _multiple_choice,
-    "tagging": _tagging,
-    "qa": _qa,
-    "retrieval": _retrieval,
-    "mlm": _mlm,
-}
-
-
 def featurize(
     task: TaskSpec,
     examples: Sequence[dict[str, Any]],
@@ -246,60 +119,14 @@ def featurize(
     max_length: int,
     split: str = "dev",
 ) -> dict[str, list[Any]]:
-    """Tokenize canonical examples of ``task`` into columns (no padding: batches pad); see the
-    module docstring for each type's columns. ``split`` matters for QA only (train windows carry
-    answer positions, the others what decoding needs)."""
-    if task.kind not in FEATURIZERS:
+    """Tokenize canonical examples of ``task`` into columns (no padding: batches pad), as its
+    kind does (:meth:`raystilts.kinds.Kind.featurize`). ``split`` matters for QA only (train
+    windows carry answer positions, the others what decoding needs)."""
+    if task.kind not in KIND_NAMES:
         raise ValueError(f"task {task.name!r}: no featurization for task type {task.kind!r}")
-    return FEATURIZERS[task.kind](task, examples, tokenizer, max_length, split)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Features:
-    """One featurized (task, split, language): ``input_ids`` per row ((T,) or (C, T) for
-    multiple choice), ``labels`` per row where the type has them (an int or a per-token list),
-    other ``columns`` by name, and for QA evaluation the canonical ``examples``."""
-
-    input_ids: list[Any]
-    labels: list[Any] = field(default_factory=list)
-    kind: str = "classification"
-    columns: Mapping[str, list[Any]] = field(default_factory=dict)
-    examples: list[dict[str, Any]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def lengths(self) -> list[int]:
-        """Tokens per row; a multiple-choice row counts its longest choice (what it pads to)."""
-        return [self.length(i) for i in range(len(self.input_ids))]
-
-    def length(self, i: int) -> int:
-        """Tokens of row ``i`` (O(1): batches must not rebuild :attr:`lengths`)."""
-        row = self.input_ids[i]
-        if self.kind == "multiple_choice":
-            return max((len(c) for c in row), default=0)
-        return len(row)
-
-    def first_sequences(self) -> Features:
-        """One plain sequence per row (a multiple-choice row's first choice), no labels: what
-        a text embedding of the inputs reads (raystilts.train.transfer)."""
-        ids = [x[0] for x in self.input_ids] if self.kind == "multiple_choice" else self.input_ids
-        return Features(input_ids=ids, kind="plain")
-
-    @staticmethod
-    def concat(parts: Sequence[Features]) -> Features:
-        """Rows of several feature sets of one task, in order (training languages joined)."""
-        if len(parts) == 1:
-            return parts[0]
-        names = set(parts[0].columns)
-        return Features(
-            input_ids=[x for p in parts for x in p.input_ids],
-            labels=[x for p in parts for x in p.labels],
-            kind=parts[0].kind,
-            columns={n: [x for p in parts for x in p.columns[n]] for n in names},
-            examples=[x for p in parts for x in p.examples],
-        )
+    return get_kind(task.kind).featurize(
+        task, examples, tokenizer, max_length=max_length, split=split
+    )
 
 
 # model types whose position ids start after the padding index (fairseq's RoBERTa layout)
@@ -399,7 +226,7 @@ class FeatureStore:
             tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
-            if task.kind == "qa" and split != "train":  # decoding maps windows to examples
+            if get_kind(task.kind).keeps_examples(split):  # QA decodes from the examples
                 with (tmp / EXAMPLES_FILE).open("w", encoding="utf-8") as f:
                     for ex in examples:
                         f.write(json.dumps(ex, ensure_ascii=False) + "\n")
@@ -436,75 +263,16 @@ def _load_from_disk(path: Path) -> datasets.Dataset:
     return datasets.load_from_disk(str(path))
 
 
-def mlm_collator(tokenizer_dir: Path, *, seed: int) -> Any:
-    """transformers' ``DataCollatorForLanguageModeling`` (15% of tokens; of those 80% masked,
-    10% random, 10% kept) with its own seeded generator, for :func:`collate` of MLM rows."""
-    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    collator = DataCollatorForLanguageModeling(
-        tokenizer=tok, mlm_probability=MLM_PROBABILITY, seed=seed
-    )
-    collator.create_rng()  # we call it in this process, outside a DataLoader
-    return collator
-
-
-def _pad(rows: Sequence[Sequence[int]], width: int, value: int) -> torch.Tensor:
-    import torch
-
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for r, seq in enumerate(rows):
-        out[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return out
-
-
 def collate(
     feats: Features, idx: Sequence[int], *, pad_id: int, mlm: Any = None
 ) -> dict[str, torch.Tensor]:
     """Pad a batch to its own longest sequence (dynamic padding): model inputs and, where the
-    rows have them, training targets. Multiple choice pads every choice to the longest choice of
-    the batch: ``(B, C, T)``. MLM rows are masked by ``mlm`` (:func:`mlm_collator`), which also
-    makes their ``labels``; without it they are plain inputs."""
-    import torch
-
-    if feats.kind == "mlm" and mlm is not None:
-        stm = feats.columns.get("special_tokens_mask")
-        rows = [
-            {"input_ids": feats.input_ids[i], **({"special_tokens_mask": stm[i]} if stm else {})}
-            for i in idx
-        ]
-        batch = mlm(rows)
-        return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
-    width = max(feats.length(i) for i in idx)
-    out: dict[str, torch.Tensor] = {}
-    if feats.kind == "multiple_choice":
-        choices = {len(feats.input_ids[i]) for i in idx}
-        if len(choices) != 1:
-            raise ValueError(f"a multiple-choice batch mixes {sorted(choices)} choices per example")
-        flat = [c for i in idx for c in feats.input_ids[i]]
-        shape = (len(idx), choices.pop(), width)  # (B, C, T)
-        out["input_ids"] = _pad(flat, width, pad_id).reshape(shape)
-        out["attention_mask"] = _pad([[1] * len(c) for c in flat], width, 0).reshape(shape)
-        if "token_type_ids" in feats.columns:
-            tt = [c for i in idx for c in feats.columns["token_type_ids"][i]]
-            out["token_type_ids"] = _pad(tt, width, 0).reshape(shape)
-    else:
-        seqs: list[list[int]] = [feats.input_ids[i] for i in idx]
-        out["input_ids"] = _pad(seqs, width, pad_id)  # (B, T)
-        out["attention_mask"] = _pad([[1] * len(r) for r in seqs], width, 0)
-        if "token_type_ids" in feats.columns:
-            out["token_type_ids"] = _pad(
-                [feats.columns["token_type_ids"][i] for i in idx], width, 0
-            )
-    if feats.labels:
-        if feats.kind == "tagging":
-            out["labels"] = _pad([feats.labels[i] for i in idx], width, IGNORE_INDEX)
-        else:
-            out["labels"] = torch.tensor([feats.labels[i] for i in idx], dtype=torch.long)
-    for name in ("start_positions", "end_positions"):  # QA training windows
-        if name in feats.columns:
-            out[name] = torch.tensor([feats.columns[name][i] for i in idx], dtype=torch.long)
-    return out
+    rows have them, training targets, as the rows' kind collates them
+    (:meth:`raystilts.kinds.Kind.collate`: multiple choice ``(B, C, T)``, MLM masked by ``mlm``,
+    :func:`mlm_collator`). ``"plain"`` rows (text embeddings) are padded sequences."""
+    if feats.kind in KIND_NAMES:
+        return get_kind(feats.kind).collate(feats, idx, pad_id=pad_id, mlm=mlm)
+    return collate_rows(feats, idx, pad_id=pad_id)
 
 
 def batches(

@@ -40,7 +40,6 @@ from raystilts.core.progress import TrialProgress
 from raystilts.core.schema import (
     CHAIN_TAG,
     DIVERGED_REASON_TAG,
-    MIX,
     OUTCOME_TAG,
     PHASE_SEP,
     SEARCH_TAG,
@@ -134,41 +133,17 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     import torch
 
     from raystilts.train.prefix_cache import PrefixCache
-    from raystilts.train.runner import (
-        ChainPlan,
-        Dist,
-        DivergedError,
-        Phase,
-        TrainSettings,
-        run_chain,
-    )
+    from raystilts.train.runner import ChainPlan, Dist, DivergedError, TrainSettings, run_chain
 
     torch.set_num_threads(int(cfg["threads"]))
     node = ray.get_runtime_context().get_node_id()
     model, store, tok_dir = open_workspace(cfg["workspace"], node=node)
-    mix = cfg["mixture"]
     data_dir = cfg["workspace"].get("data_dir")
-    target_task = _task(cfg["target"]["task"], data_dir)
-    # a target without training data (zero-shot retrieval) is evaluated, not trained
-    target_steps = int(cfg["target"]["steps"]) if target_task.has_train else 0
-
-    def phase(spec: dict[str, Any]) -> Phase:
-        first, *also = (_task(t, data_dir) for t in spec["task"].split(MIX))  # "a+b": a mixture
-        return Phase(
-            task=first,
-            also=tuple(also),
-            lr=spec["lr"],
-            steps=spec["steps"],
-            sampling=mix.sampling,
-            temperature=mix.temperature,
-            size_cap=mix.size_cap,
-        )
-
-    plan = ChainPlan(
-        phases=tuple(phase(p) for p in cfg["phases"]),
-        target=Phase(task=target_task, lr=cfg["target"]["lr"], steps=target_steps),
-        eval_every=cfg["eval_every"],
-        eval_languages=tuple(cfg["languages"]),
+    plan = ChainPlan.from_spec(
+        cfg["chain"],
+        task=lambda name: _task(name, data_dir),
+        mixture=cfg["mixture"],
+        languages=cfg["languages"],
         seed=cfg["seed"],
     )
     dist = Dist.current()
@@ -188,7 +163,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         torch.distributed.all_gather_object(gathered, node)
         nodes = gathered
     final_dir = Path(tempfile.mkdtemp(prefix="raystilts-model-")) if cfg["save_model"] else None
-    final_step = float(target_steps)
+    final_step = float(plan.target.steps)
 
     def report(metrics: dict[str, float]) -> None:
         out: dict[str, Any] = dict(metrics)
@@ -245,9 +220,7 @@ def _trial(
     plan = chain_from_params(config, space, target)
     trial_name = tune.get_context().get_trial_name()
     loop_cfg = {
-        "phases": [{"task": p.task, "lr": p.lr, "steps": p.steps} for p in plan.phases],
-        "target": {"task": plan.target.task, "lr": plan.target.lr, "steps": plan.target.steps},
-        "eval_every": plan.eval_every,
+        "chain": plan,  # a frozen dataclass of task names; the workers resolve the tasks
         "languages": list(space.languages_for(target)),
         "seed": seed_of(config, space),
         "prefix_root": prefix_root,

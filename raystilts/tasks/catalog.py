@@ -473,10 +473,10 @@ def data_fingerprint(task: TaskSpec, split: str, lang: str, data_dir: Path | Non
     path = sources.local_path(data_dir, task.name, lang, split)
     h = hashlib.sha256()
     shared = sorted(p for p in (data_dir / task.name).iterdir() if p.is_file())
-    # LAReQA's candidates are the sentences of every language's file
-    others = (
-        sorted((data_dir / task.name).glob(f"*/{split}.jsonl")) if task.name == "lareqa" else []
-    )
+    # a task that reads every language (LAReQA's candidates: all languages' sentences)
+    spec = sources.SOURCES.get(task.name)
+    every = spec is not None and spec.every_language
+    others = sorted((data_dir / task.name).glob(f"*/{split}.jsonl")) if every else []
     for p in (path, *shared, *others):
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -484,18 +484,21 @@ def data_fingerprint(task: TaskSpec, split: str, lang: str, data_dir: Path | Non
 
 
 def task_labels(task: TaskSpec, data_dir: Path | None) -> tuple[str, ...]:
-    """The label names of ``task``: its own, or CCG's supertags from ``<data_dir>/ccg/tags.txt``
-    (CCGbank is licensed, so its tag set ships with the user's files, not with raystilts)."""
-    if task.labels or task.name != "ccg":
+    """The label names of ``task``: its own, or those of its task file that holds "labels"
+    (CCG's supertags in ``<data_dir>/ccg/tags.txt``: CCGbank is licensed, so its tag set ships
+    with the user's files, not with raystilts)."""
+    spec = sources.SOURCES.get(task.name)
+    labels_file = spec.task_file("labels") if spec is not None else None
+    if task.labels or spec is None or labels_file is None:
         return task.labels
-    path = (data_dir or Path("<data-dir>")) / "ccg" / "tags.txt"
+    path = (data_dir or Path("<data-dir>")) / task.name / labels_file
     if not path.is_file():
-        raise UserError(f"task 'ccg': no file {path}; {sources.SOURCES['ccg'].local_only}")
+        raise UserError(f"task '{task.name}': no file {path}; {spec.local_only}")
     return tuple(t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip())
 
 
 def with_labels(task: TaskSpec, data_dir: Path | None) -> TaskSpec:
-    """``task`` with its data-dependent labels filled in (only CCG has any)."""
+    """``task`` with its data-dependent labels filled in (from a labels task file: CCG)."""
     labels = task_labels(task, data_dir)
     return task if labels == task.labels else dataclasses.replace(task, labels=labels)
 

@@ -277,7 +277,9 @@ def fixture_rows(
     """``n`` made-up rows of ``schema`` (a key of raystilts.tasks.sources.SCHEMAS) for ``lang``."""
     rng = _rng(schema, key, lang)
     if schema == "squad_json":  # whole files, not rows
-        return [_lareqa_article(lang, n)] if task == "lareqa" else _squad_json(rng, lang, n, key)
+        return _squad_json(rng, lang, n, key)
+    if schema == "xquad_r":
+        return [_lareqa_article(lang, n)]
     if schema not in _ROWS:
         raise ValueError(f"no fixture for schema {schema!r}")
     make = _ROWS[schema]
@@ -303,6 +305,19 @@ def _mewslix_candidates() -> list[dict[str, Any]]:
     ]
 
 
+def _write_labels(path: Path) -> None:
+    # the only labels file is CCG's: the supertags its fixture rows draw from
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(_SUPERTAGS) + "\n", encoding="utf-8")
+
+
+# what a task file holds (raystilts.tasks.sources.TaskSources.task_files) -> its fixture writer
+_TASK_FILES: dict[str, Callable[[Path], None]] = {
+    "labels": _write_labels,
+    "candidates": lambda path: _write_jsonl(path, _mewslix_candidates()),
+}
+
+
 # --------------------------------------------------------------------------- writers
 
 
@@ -319,7 +334,8 @@ def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
 
 def write_fixtures(out_dir: Path, *, tasks: Iterable[str] | None = None, n: int = EXAMPLES) -> Path:
     """Write ``<out_dir>/<task>/<lang>/<split>.jsonl`` for every language and split of each
-    task (all real tasks by default), plus CCG's ``tags.txt`` and Mewsli-X's candidates."""
+    task (all real tasks by default), plus the task files its sources declare (CCG's
+    ``tags.txt``, Mewsli-X's candidates)."""
     from raystilts.tasks.catalog import CATALOG
 
     for name in _tasks(tasks):
@@ -336,14 +352,8 @@ def write_fixtures(out_dir: Path, *, tasks: Iterable[str] | None = None, n: int 
                     task=name,
                 )
                 _write_jsonl(sources.local_path(out_dir, name, lang, split), rows)
-        if name == "ccg":
-            (out_dir / "ccg" / "tags.txt").write_text(
-                "\n".join(_SUPERTAGS) + "\n", encoding="utf-8"
-            )
-        if name == "mewslix":
-            _write_jsonl(
-                out_dir / "mewslix" / "candidate_set_entities.jsonl", _mewslix_candidates()
-            )
+        for file_name, holds in spec.task_files.items():
+            _TASK_FILES[holds](out_dir / name / file_name)
     return out_dir
 
 
@@ -379,15 +389,12 @@ def write_hub_mirror(
         if spec.local_only:
             continue
         for lang in dict.fromkeys((*task.languages, *task.train_languages)):
-            # LAReQA's candidates are every language's sentences: it always needs them all
-            if wanted is not None and lang not in wanted and lang != "en" and name != "lareqa":
+            # a task that reads every language (LAReQA's candidates) always needs them all
+            if wanted is not None and lang not in wanted | {"en"} and not spec.every_language:
                 continue
             fmt = {"code": spec.code(lang), "name": spec.names.get(lang, lang)}
             for split in task.splits(lang):
-                srcs: list[Source] = [spec.source_for(split, lang)]
-                if name == "anli" and split == "train":
-                    srcs += sources.ANLI_EXTRA
-                for src in srcs:
+                for src in (spec.source_for(split, lang), *spec.extra.get(split, ())):
                     _mirror_add(src, name, lang, fmt, tables, urls)
     for (dataset, config), splits in tables.items():
         root = mirror / dataset

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOCAL_ONLY",
+    "READERS",
     "SCHEMAS",
     "SOURCES",
     "Source",
@@ -145,6 +146,19 @@ class TaskSources:
     no_dev: tuple[str, ...] = ()
     local_only: str | None = None  # why the hub cannot serve it; the files users must provide
     note: str = ""
+    # What a task needs beyond one source per split, declared here so that no module tests a
+    # task's name (not part of the repr: the hub data's fingerprint is the sources' repr):
+    # files in <data-dir>/<task>/ besides the per-language splits: name -> what it holds
+    # ("labels": the label names, one a line; "candidates": a retrieval candidate set)
+    task_files: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # one language's evaluation set reads every language's files (LAReQA's candidates)
+    every_language: bool = field(default=False, repr=False)
+    # more sources concatenated to a split's rows (ANLI+'s train: MNLI and SNLI)
+    extra: Mapping[str, tuple[Source, ...]] = field(default_factory=dict, repr=False)
+
+    def task_file(self, holds: str) -> str | None:
+        """The name of the task file that holds ``holds`` ("labels", "candidates"), if any."""
+        return next((name for name, what in self.task_files.items() if what == holds), None)
 
     def source_for(self, split: str, lang: str) -> Source:
         if lang == "en" and split in self.english:
@@ -195,6 +209,12 @@ _CONVERTED = {"revision": "refs/convert/parquet", "data_dir": "default"}
 _WIKI = "wikimedia/wikipedia"
 _WIKI_FILES = "20231101.{code}/train-00000-of-*.parquet"
 
+# ANLI+ concatenates these to ANLI's train split (Phang et al. 2020, as in Nie et al. 2020)
+ANLI_EXTRA: tuple[Source, ...] = (
+    _MNLI["train"],
+    _hub("stanfordnlp/snli", None, "train", "nli"),
+)
+
 SOURCES: dict[str, TaskSources] = {
     # ---- English intermediate tasks -------------------------------------------------------
     "anli": TaskSources(
@@ -205,6 +225,7 @@ SOURCES: dict[str, TaskSources] = {
             "test": _hub("facebook/anli", None, "test_r1+test_r2+test_r3", "nli"),
         },
         note="train also concatenates nyu-mll/glue mnli and stanfordnlp/snli train (see ANLI_EXTRA)",
+        extra={"train": ANLI_EXTRA},
     ),
     "mnli": TaskSources(splits=_MNLI),
     "qqp": TaskSources(
@@ -249,6 +270,7 @@ SOURCES: dict[str, TaskSources] = {
             '.jsonl rows {"tokens": [...], "tags": [supertag, ...]} and list the supertags, '
             "one a line, in <data-dir>/ccg/tags.txt"
         ),
+        task_files={"tags.txt": "labels"},
     ),
     # ---- XTREME targets -------------------------------------------------------------------
     "xnli": TaskSources(
@@ -357,18 +379,21 @@ SOURCES: dict[str, TaskSources] = {
             "<data-dir>/mewslix/<lang>/{dev,test}.jsonl and candidate_set_entities.jsonl in "
             "<data-dir>/mewslix/"
         ),
+        task_files={"candidate_set_entities.jsonl": "candidates"},
     ),
     "lareqa": TaskSources(
-        # XQuAD-R (SQuAD-format JSON per language) from google-research-datasets/lareqa
+        # XQuAD-R (SQuAD-format JSON per language, paragraphs split into sentences) from
+        # google-research-datasets/lareqa; its own schema: a question retrieves sentences
         splits=_same(
             "",
             None,
             "train",
-            "squad_json",
+            "xquad_r",
             builder="json",
             field="data",
             url="https://github.com/google-research-datasets/lareqa/raw/master/xquad-r/{code}.json",
         ),
+        every_language=True,
     ),
     # ---- variants: machine-translated training data and multilingual MLM ------------------
     "xnli_tt": TaskSources(
@@ -424,12 +449,6 @@ SOURCES: dict[str, TaskSources] = {
         note="the first parquet shard of each language's 20231101 dump; 200 articles held out",
     ),
 }
-
-# ANLI+ concatenates these to ANLI's train split (Phang et al. 2020, as in Nie et al. 2020)
-ANLI_EXTRA: tuple[Source, ...] = (
-    _MNLI["train"],
-    _hub("stanfordnlp/snli", None, "train", "nli"),
-)
 
 LOCAL_ONLY = tuple(name for name, s in SOURCES.items() if s.local_only)
 
@@ -625,7 +644,7 @@ SCHEMAS: dict[str, Adapter] = {
     "bitext": _bitext,
     "mteb_bitext": _mteb_bitext,
     "wiki": _wiki,
-    # mewslix and lareqa read several files: see _read_mewslix / _read_lareqa
+    # mewslix and xquad_r read several files: READERS
 }
 
 # the fields a local file's rows need, per schema (error messages; fixtures write them all)
@@ -635,6 +654,7 @@ SCHEMA_FIELDS: dict[str, str] = {
     "pawsx": "sentence1, sentence2, label (0/1)",
     "squad": "id, context, question, answers {text: [...], answer_start: [...]}",
     "squad_json": "title, paragraphs [{context, qas [{id, question, answers [{text, answer_start}]}]}]",
+    "xquad_r": "title, paragraphs [{context, sentences, sentence_breaks, qas [{id, question, answers}]}]",
     "hellaswag": "ctx, endings [4], label ('0'..'3')",
     "cosmosqa": "context, question, answer0..answer3, label",
     "commonsenseqa": "question, choices {label, text}, answerKey",
@@ -680,7 +700,7 @@ def read_rows(
         where = local_path(data_dir or Path("<data-dir>"), task, lang, split)
         raise UserError(f"task '{task}': no file {where}; {spec.local_only}")
     rows: list[dict[str, Any]] = []
-    for one in (src, *ANLI_EXTRA) if (task, split) == ("anli", "train") else (src,):
+    for one in (src, *spec.extra.get(split, ())):
         rows += _load_source(
             task, one, spec, lang, data_dir=data_dir, hub_mirror=hub_mirror, split=split
         )
@@ -798,23 +818,28 @@ def read(
     hub_mirror: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Canonical examples of a real task (see raystilts.tasks.catalog.read_examples)."""
-    if task.name == "mewslix":
-        return _read_mewslix(task, split, lang, data_dir=data_dir)
-    if task.name == "lareqa":
-        return _read_lareqa(task, split, lang, data_dir=data_dir, hub_mirror=hub_mirror)
+    schema = SOURCES[task.name].source_for(split, lang).schema
+    if schema in READERS:  # the schema's rows are not examples one to one
+        return READERS[schema](task, split, lang, data_dir=data_dir, hub_mirror=hub_mirror)
     src, rows = read_rows(task.name, split, lang, data_dir=data_dir, hub_mirror=hub_mirror)
     return SCHEMAS[src.schema](rows, task)
 
 
 def _read_mewslix(
-    task: TaskSpec, split: str, lang: str, *, data_dir: Path | None
+    task: TaskSpec,
+    split: str,
+    lang: str,
+    *,
+    data_dir: Path | None,
+    hub_mirror: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Mentions of ``lang``'s WikiNews articles query the shared entity candidate set."""
+    """Mentions of ``lang``'s WikiNews articles query the shared entity candidate set (the
+    task file that holds "candidates")."""
     _, docs = read_rows(task.name, split, lang, data_dir=data_dir)
-    assert data_dir is not None  # read_rows raised otherwise (local-only task)
-    cand_path = data_dir / task.name / "candidate_set_entities.jsonl"
+    spec = SOURCES[task.name]
+    cand_path = (data_dir or Path("<data-dir>")) / task.name / str(spec.task_file("candidates"))
     if not cand_path.is_file():
-        raise UserError(f"task 'mewslix': no file {cand_path}; {SOURCES['mewslix'].local_only}")
+        raise UserError(f"task '{task.name}': no file {cand_path}; {spec.local_only}")
     queries = []
     for doc in docs:
         text = doc["context"]["text"]
@@ -876,6 +901,11 @@ def _read_lareqa(
         for q in questions
     ]
     return queries + cands
+
+
+Reader = Callable[..., list[dict[str, Any]]]
+# schemas whose canonical examples come from more than the rows of one (split, language)
+READERS: dict[str, Reader] = {"mewslix": _read_mewslix, "xquad_r": _read_lareqa}
 
 
 def _sentences(para: Mapping[str, Any]) -> tuple[list[str], list[int]]:

@@ -1,21 +1,14 @@
-"""Task models: one pretrained encoder, a head chosen by task type, the encoder carried on.
+"""Task models: one pretrained encoder, a head chosen by task kind, the encoder carried on.
 
     model = build_model("xlm-roberta-large", task, encoder_state=None, seed=0, pad_id=1)
     state = encoder_state(model)                        # what the next phase starts from
     model = build_model(base, next_task, state, seed=1)  # same encoder weights, fresh head
 
-Heads by task type (Hugging Face auto classes, so any family with the class works):
-
-==================  ==================================================================
-classification      ``AutoModelForSequenceClassification``
-tagging             ``AutoModelForTokenClassification`` (first-subword labels)
-multiple_choice     ``AutoModelForMultipleChoice``; decoder-only families, which have no
-                    such class, score each (context, choice) with a one-logit
-                    ``AutoModelForSequenceClassification`` (:class:`ChoiceScorer`)
-qa                  ``AutoModelForQuestionAnswering`` (start/end logits)
-mlm                 ``AutoModelForMaskedLM``
-retrieval           ``AutoModel``, mean-pooled hidden states of one layer (:class:`Embedder`)
-==================  ==================================================================
+The head is the task kind's (:meth:`raystilts.kinds.Kind.build_head`, Hugging Face auto
+classes, so any family with the class works): sequence classification, token classification,
+multiple choice (decoder-only families, which have no such class, score each (context, choice)
+with :class:`ChoiceScorer`), question answering, masked LM, and for retrieval the bare model
+mean-pooled over one layer (:class:`Embedder`).
 
 The encoder is the model's ``base_model`` (the ``base_model_prefix`` submodule), so its state
 dict has the same keys under every head, with one exception: BERT-style families build a
@@ -27,10 +20,14 @@ missing pooler keeps its pretrained weights) and fails loudly on any other misma
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from raystilts.kinds import get_kind
+from raystilts.kinds.multiple_choice import ChoiceScorer
+from raystilts.kinds.retrieval import Embedder, retrieval_layer
 
 if TYPE_CHECKING:
     from raystilts.tasks.catalog import TaskSpec
@@ -107,115 +104,6 @@ def load_encoder_state(encoder: nn.Module, state: Mapping[str, torch.Tensor]) ->
         )
 
 
-def retrieval_layer(num_layers: int, layer: int | None) -> int:
-    """Index into ``hidden_states`` (0 = embeddings, ``num_layers`` = last layer): the middle
-    layer by default, as XTREME pools for BUCC and Tatoeba; a negative ``layer`` counts from
-    the top (``-1`` = last layer)."""
-    if layer is None:
-        return num_layers // 2
-    index = layer if layer >= 0 else num_layers + 1 + layer
-    if not 0 <= index <= num_layers:
-        raise ValueError(
-            f"retrieval_layer {layer} is outside the model's layers 0..{num_layers} "
-            f"(or -1..-{num_layers + 1} from the top)"
-        )
-    return index
-
-
-class Embedder(nn.Module):
-    """A bare encoder that returns one vector per sequence: the mean over non-pad tokens of
-    hidden layer ``layer`` (``forward(...) -> (B, H)``). Used by retrieval, which trains
-    nothing: its inputs are compared by cosine similarity."""
-
-    base_model_prefix = "model"
-
-    def __init__(self, model: nn.Module, *, layer: int | None = None) -> None:
-        super().__init__()
-        self.model = model
-        config: Any = model.config
-        layers = int(config.num_hidden_layers)
-        self.layer = retrieval_layer(layers, layer)
-
-    @property
-    def config(self) -> Any:
-        return self.model.config
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: Any
-    ) -> torch.Tensor:
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kw
-        )
-        hidden = out.hidden_states[self.layer]  # (B, T, H)
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, H)
-
-    def save_pretrained(self, path: str) -> None:
-        self.model.save_pretrained(path)  # type: ignore[operator]
-
-
-class ChoiceScorer(nn.Module):
-    """Multiple choice for families without ``AutoModelForMultipleChoice`` (decoder-only:
-    Llama, GPT-2, Qwen...): a one-logit ``AutoModelForSequenceClassification`` scores every
-    (context, choice) sequence (at its last non-pad token, as the class does) and a softmax over
-    each example's choices gives the loss, exactly like the encoders' multiple-choice heads.
-
-    Takes and returns what ``AutoModelForMultipleChoice`` does: ``input_ids`` (B, C, T),
-    ``attention_mask`` (B, C, T), optional ``labels`` (B,); ``logits`` (B, C) and ``loss``.
-    """
-
-    def __init__(self, scorer: nn.Module) -> None:
-        super().__init__()
-        self.scorer = scorer
-
-    @property
-    def config(self) -> Any:
-        return self.scorer.config
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        **kw: Any,
-    ) -> Any:
-        from transformers.modeling_outputs import MultipleChoiceModelOutput
-
-        b, c, t = input_ids.shape
-        flat = {k: v.reshape(b * c, t) for k, v in kw.items() if v is not None}
-        scores = self.scorer(
-            input_ids=input_ids.reshape(b * c, t),
-            attention_mask=attention_mask.reshape(b * c, t),
-            **flat,
-        ).logits  # (B*C, 1)
-        logits = scores.reshape(b, c)  # (B, C)
-        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
-        return MultipleChoiceModelOutput(loss=loss, logits=logits)
-
-    def save_pretrained(self, path: str) -> None:
-        self.scorer.save_pretrained(path)  # type: ignore[operator]
-
-
-def _head_class(kind: str, config: Any) -> Any:
-    import transformers as tf
-    from transformers.models.auto import modeling_auto
-
-    if kind == "multiple_choice":
-        if type(config) in modeling_auto.MODEL_FOR_MULTIPLE_CHOICE_MAPPING:
-            return tf.AutoModelForMultipleChoice
-        return None  # ChoiceScorer over sequence classification
-    heads = {
-        "classification": tf.AutoModelForSequenceClassification,
-        "tagging": tf.AutoModelForTokenClassification,
-        "qa": tf.AutoModelForQuestionAnswering,
-        "mlm": tf.AutoModelForMaskedLM,
-        "retrieval": tf.AutoModel,
-    }
-    if kind not in heads:
-        raise ValueError(f"no model head for task type {kind!r}; known: {', '.join(heads)}")
-    return heads[kind]
-
-
 def build_model(
     base_model: str,
     task: TaskSpec,
@@ -225,11 +113,11 @@ def build_model(
     pad_id: int | None = None,
     retrieval_layer: int | None = None,
 ) -> nn.Module:
-    """``base_model`` (hub id or local path) with a fresh head for ``task``'s type (module
+    """``base_model`` (hub id or local path) with a fresh head for ``task``'s kind (module
     docstring), the encoder weights of the last phase if given. ``pad_id`` (the id batches are
     padded with) becomes the config's pad token where it has none: decoder-only sequence
     classification finds each sequence's last token by it."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "some weights newly initialized" is the point of a new head
@@ -238,19 +126,9 @@ def build_model(
     if getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_id if pad_id is not None else config.eos_token_id
     torch.manual_seed(seed)
-    cls = _head_class(task.kind, config)
-    model: nn.Module
-    if task.kind == "retrieval":
-        model = Embedder(cls.from_pretrained(base_model, config=config), layer=retrieval_layer)
-    elif cls is None:
-        config.num_labels = 1
-        scorer = AutoModelForSequenceClassification.from_pretrained(base_model, config=config)
-        model = ChoiceScorer(scorer)
-    elif task.kind in ("classification", "tagging"):
-        config.num_labels = task.num_labels
-        model = cls.from_pretrained(base_model, config=config)
-    else:
-        model = cls.from_pretrained(base_model, config=config)
+    model = get_kind(task.kind).build_head(
+        base_model, config, task, retrieval_layer=retrieval_layer
+    )
     if encoder_state is not None:
         load_encoder_state(encoder_of(model), encoder_state)
     return model

@@ -5,9 +5,10 @@
 
 Plain PyTorch, rank-aware and Ray-free: under Ray Train the process group already exists and
 the model is wrapped in DDP; alone it runs in one process. The encoder is carried from phase to
-phase; each phase gets a fresh head chosen by its task type (raystilts.train.models: Hugging Face's
+phase; each phase gets a fresh head chosen by its task kind (raystilts.train.models: Hugging Face's
 ``AutoModelFor...`` classes, so any family works; decoder-only models for classification and
-multiple choice). Every task type trains and evaluates here (metrics by type: EVALUATORS).
+multiple choice). Every task kind trains and evaluates here (metrics: the kind's ``evaluate``,
+raystilts.kinds).
 A target without training data (zero-shot retrieval) is not trained: the chain's
 intermediate phases run, then its encoder is evaluated.
 
@@ -23,28 +24,26 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import numpy as np
 import torch
 from torch import nn
 
-from raystilts.core.schema import AVG, PHASE_SEP, chain_name, metric_key
-from raystilts.core.space import TRAINING_DEFAULTS
+from raystilts.core.schema import AVG, MIX, PHASE_SEP, chain_name, metric_key
+from raystilts.core.space import TRAINING_DEFAULTS, ChainPlanSpec, MixtureSettings
 from raystilts.data.features import (
-    IGNORE_INDEX,
     Features,
     FeatureStore,
     batches,
     collate,
     dev_language,
     eval_batches,
-    mlm_collator,
 )
+from raystilts.kinds import get_kind
 from raystilts.metrics import scores as metrics_lib
 from raystilts.tasks.catalog import TaskSpec, selection_key
 from raystilts.train.accel import adamw, autocast, bf16_active, to_device
@@ -111,6 +110,46 @@ class ChainPlan:
     @property
     def name(self) -> str:
         return chain_name([p.name for p in self.phases], self.target.task.name)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ChainPlanSpec,
+        *,
+        task: Callable[[str], TaskSpec],
+        mixture: MixtureSettings,
+        languages: Sequence[str],
+        seed: int,
+    ) -> ChainPlan:
+        """The runnable plan of a sampled chain (``raystilts.core.space.ChainPlanSpec``, task
+        names only: what the search samples and ships to its workers). ``task`` resolves a
+        name (with its data-dependent labels); a ``+``-joined phase is a mixture sampled as
+        ``mixture`` says; a target without training data gets no steps: it is evaluated."""
+
+        def phase(name: str, lr: float, steps: int) -> Phase:
+            first, *also = (task(t) for t in name.split(MIX))
+            return Phase(
+                task=first,
+                also=tuple(also),
+                lr=lr,
+                steps=steps,
+                sampling=mixture.sampling,
+                temperature=mixture.temperature,
+                size_cap=mixture.size_cap,
+            )
+
+        target = task(spec.target.task)
+        return cls(
+            phases=tuple(phase(p.task, p.lr, p.steps) for p in spec.phases),
+            target=Phase(
+                task=target,
+                lr=spec.target.lr,
+                steps=int(spec.target.steps) if target.has_train else 0,
+            ),
+            eval_every=spec.eval_every,
+            eval_languages=tuple(languages),
+            seed=seed,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,7 +222,8 @@ def _autocast(device: torch.device, bf16: bool, cpu: bool = False) -> Any:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Eval:
-    """What every evaluator needs besides the task and its features."""
+    """What a kind's evaluate needs besides the task and its features
+    (:class:`raystilts.kinds.EvalContext`)."""
 
     model: nn.Module  # unwrapped, in eval mode
     store: FeatureStore
@@ -191,7 +231,21 @@ class _Eval:
     device: torch.device
     pad_id: int
 
-    def outputs(self, feats: Features, *, batch_size: int | None = None, mlm: Any = None) -> Any:
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.store.tokenizer_dir
+
+    @property
+    def train_batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def pos_scheme(self) -> metrics_lib.TaggingScheme:
+        return self.settings.pos_scheme
+
+    def outputs(
+        self, feats: Features, *, batch_size: int | None = None, mlm: Any = None
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
         """(row indices, CPU batch, model output) per evaluation batch, shortest rows first."""
         size = batch_size or self.settings.eval_batch_size
         for idx in eval_batches(feats.lengths, batch_size=size):
@@ -208,143 +262,6 @@ class _Eval:
                 yield idx, batch, self.model(**inputs)
 
 
-def _eval_choice(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Classification and multiple choice: accuracy of the argmax class (choice)."""
-    gold: list[int] = []
-    pred: list[int] = []
-    for _, batch, out in ev.outputs(feats):
-        gold.extend(batch["labels"].tolist())
-        pred.extend(out.logits.argmax(-1).cpu().tolist())
-    return {"accuracy": metrics_lib.accuracy(gold, pred)}
-
-
-def _eval_tagging(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Tags of first subwords as names: NER entity-level F1/precision/recall (IOB2, as
-    seqeval), POS-style tag sets F1 and accuracy as XTREME reports them."""
-    gold: list[list[str]] = []
-    pred: list[list[str]] = []
-    for _, batch, out in ev.outputs(feats):
-        predicted = out.logits.argmax(-1).cpu()  # (B, T)
-        for row, labels in enumerate(batch["labels"]):
-            keep = labels != IGNORE_INDEX  # first subwords
-            gold.append([task.labels[i] for i in labels[keep].tolist()])
-            pred.append([task.labels[i] for i in predicted[row][keep].tolist()])
-    scheme = metrics_lib.tagging_scheme(task.labels)
-    scheme = ev.settings.pos_scheme if scheme != "iob2" else scheme
-    scores = metrics_lib.tagging_scores(gold, pred, scheme=scheme)
-    keys = ("f1", "precision", "recall") if scheme == "iob2" else ("f1", "accuracy")
-    return {k: float(scores[k]) for k in keys}
-
-
-def _eval_qa(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Span logits per window, n-best decoding per example, SQuAD EM/F1 (MLQA's
-    normalisation by language)."""
-    from raystilts.data.qa import decode_answers
-
-    starts: list[np.ndarray] = [np.empty(0)] * len(feats)
-    ends: list[np.ndarray] = [np.empty(0)] * len(feats)
-    for idx, _, out in ev.outputs(feats):
-        s = out.start_logits.float().cpu().numpy()  # (B, T)
-        e = out.end_logits.float().cpu().numpy()
-        for row, i in enumerate(idx):
-            n = len(feats.input_ids[i])
-            starts[i], ends[i] = s[row, :n], e[row, :n]
-    windows = {"input_ids": feats.input_ids, **feats.columns}
-    predictions = decode_answers(
-        feats.examples, windows, starts, ends, allow_unanswerable=task.allow_unanswerable
-    )
-    answers = {str(ex["id"]): list(ex["answers"]["text"]) for ex in feats.examples}
-    style = metrics_lib.qa_style(task.name)
-    # XTREME scores XQuAD, MLQA and TyDiQA with v1.1 rules; SQuAD v2.0 keeps its own
-    version: metrics_lib.SquadVersion = "v2.0" if task.allow_unanswerable else "v1.1"
-    scores = metrics_lib.squad_scores(predictions, answers, lang=lang, style=style, version=version)
-    return {k: float(v) for k, v in scores.items()}
-
-
-def _eval_retrieval(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Embed queries and candidates (mean-pooled layer, :class:`raystilts.train.models.Embedder`);
-    the task's metric picks the procedure: ``accuracy`` Tatoeba (nearest candidate by cosine),
-    ``f1`` BUCC (ratio margin; the threshold of this language's dev split applied to test,
-    recorded as ``threshold``), ``map@20`` Mewsli-X and LAReQA."""
-    emb = np.empty((len(feats), 0), dtype=np.float32)
-    for idx, _, out in ev.outputs(feats):
-        pooled = out.float().cpu().numpy()  # (B, H)
-        if emb.shape[1] == 0:
-            emb = np.zeros((len(feats), pooled.shape[1]), dtype=np.float32)
-        emb[idx] = pooled
-    role, ids, gold = feats.columns["role"], feats.columns["id"], feats.columns["gold"]
-    queries = [i for i, r in enumerate(role) if r == "query"]
-    cands = [i for i, r in enumerate(role) if r == "candidate"]
-    cand_ids = [ids[i] for i in cands]
-    q_emb, c_emb = emb[queries], emb[cands]
-    if task.metric == "map@20":
-        gold_sets = [gold[i] for i in queries]
-        return {"map@20": metrics_lib.map_at_k(q_emb, c_emb, cand_ids, gold_sets, k=20)}
-    if task.metric == "f1":
-        pairs = {(ids[i], g) for i in queries for g in gold[i]}
-        threshold = dev.get("threshold")
-        texts = feats.columns.get("text")  # repeated sentences are dropped, as XTREME
-        scores = metrics_lib.bucc_scores(
-            q_emb,
-            [ids[i] for i in queries],
-            c_emb,
-            cand_ids,
-            pairs,
-            threshold=threshold,
-            src_texts=None if texts is None else [texts[i] for i in queries],
-            tgt_texts=None if texts is None else [texts[i] for i in cands],
-        )
-        return {k: float(v) for k, v in scores.items()}
-    if task.metric == "accuracy":
-        where = {c: j for j, c in enumerate(cand_ids)}
-        scored = [j for j, i in enumerate(queries) if gold[i]]
-        english = [where[gold[queries[j]][0]] for j in scored]
-        # as XTREME: each English sentence searches the other language's sentences
-        return {
-            "accuracy": metrics_lib.tatoeba_accuracy(
-                c_emb[english], q_emb[scored], list(range(len(scored)))
-            )
-        }
-    raise ValueError(
-        f"retrieval task {task.name!r}: metric {task.metric!r} has no procedure; "
-        "use accuracy (Tatoeba), f1 (BUCC) or map@20"
-    )
-
-
-def _eval_mlm(
-    ev: _Eval, task: TaskSpec, feats: Features, lang: str, dev: Mapping[str, float]
-) -> dict[str, float]:
-    """Accuracy on masked tokens, with one fixed masking (seed 0) so phases compare."""
-    collator = mlm_collator(ev.store.tokenizer_dir, seed=0)
-    correct = total = 0
-    # the logits are (B, T, vocabulary): a training-sized batch, not an evaluation-sized one
-    for _, batch, out in ev.outputs(feats, batch_size=ev.settings.batch_size, mlm=collator):
-        labels = batch["labels"]
-        keep = labels != IGNORE_INDEX
-        correct += int((out.logits.argmax(-1).cpu()[keep] == labels[keep]).sum())
-        total += int(keep.sum())
-    return {"accuracy": correct / total if total else math.nan}
-
-
-Evaluator = Callable[[_Eval, TaskSpec, Features, str, Mapping[str, float]], dict[str, float]]
-EVALUATORS: dict[str, Evaluator] = {
-    "classification": _eval_choice,
-    "multiple_choice": _eval_choice,
-    "tagging": _eval_tagging,
-    "qa": _eval_qa,
-    "retrieval": _eval_retrieval,
-    "mlm": _eval_mlm,
-}
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -358,16 +275,105 @@ def evaluate(
     pad_id: int,
     dev: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``task`` on one (split, language), by task type (:data:`EVALUATORS`).
+    """Metrics of ``task`` on one (split, language), as its kind scores them
+    (:meth:`raystilts.kinds.Kind.evaluate`).
     ``dev``: this language's dev metrics when scoring test (BUCC applies their threshold)."""
     inner = unwrap(model)
     was_training = inner.training
     inner.eval()
     ev = _Eval(model=inner, store=store, settings=settings, device=device, pad_id=pad_id)
     try:
-        return EVALUATORS[task.kind](ev, task, store.load(task, split, lang), lang, dev or {})
+        feats = store.load(task, split, lang)
+        return get_kind(task.kind).evaluate(ev, task, feats, lang, dev or {})
     finally:
         inner.train(was_training)
+
+
+@dataclass(slots=True, kw_only=True)
+class _PhaseRows:
+    """The training rows of a phase's tasks and the batches each task is at: a mixture draws
+    each optimizer step's task (every rank the same sequence), and each task keeps its own
+    epochs of length-grouped batches."""
+
+    names: list[str]
+    feats: dict[str, Features]
+    maskers: dict[str, Any]  # a kind's per-batch transform (MLM masking), or None
+    sampler: TaskSampler | None  # None: one task
+    seed: int
+    epoch: dict[str, int] = field(default_factory=dict)
+    plans: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, phase: Phase, *, store: FeatureStore, dist: Dist, seed: int) -> _PhaseRows:
+        feats = {t.name: store.load_train(t) for t in phase.tasks}
+        # each rank masks its MLM batches with its own seed
+        maskers = {
+            t.name: get_kind(t.kind).masker(store.tokenizer_dir, seed=seed * 7919 + dist.rank)
+            for t in phase.tasks
+        }
+        sampler = (
+            TaskSampler(
+                weights=mixture_weights(
+                    {n: len(f) for n, f in feats.items()},
+                    sampling=phase.sampling,
+                    temperature=phase.temperature,
+                    size_cap=phase.size_cap,
+                ),
+                rng=random.Random(seed),
+            )
+            if phase.also
+            else None
+        )
+        names = [t.name for t in phase.tasks]
+        return cls(names=names, feats=feats, maskers=maskers, sampler=sampler, seed=seed)
+
+    def draw(self) -> str:
+        """The task of the next optimizer step."""
+        return self.sampler.draw() if self.sampler is not None else self.names[0]
+
+    def next_batch(
+        self, name: str, *, settings: TrainSettings, dist: Dist, pad_id: int
+    ) -> dict[str, torch.Tensor]:
+        """Task ``name``'s next batch for this rank, on the device."""
+        if not self.plans.get(name):
+            epoch = self.epoch.get(name, 0)
+            mixed = self.sampler is not None
+            self.plans[name] = batches(
+                self.feats[name].lengths,
+                batch_size=settings.batch_size,
+                seed=self.seed * 97 + self.names.index(name) if mixed else self.seed,
+                epoch=epoch,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
+            self.epoch[name] = epoch + 1
+        idx = self.plans[name].pop()
+        batch = collate(self.feats[name], idx, pad_id=pad_id, mlm=self.maskers.get(name))
+        return to_device(batch, dist.device)
+
+
+def _backward(
+    model: nn.Module,
+    step_model: Callable[..., Any],  # ``model``, or its torch.compile
+    batch: Mapping[str, torch.Tensor],
+    *,
+    task: str | None,
+    last: bool,
+    settings: TrainSettings,
+    dist: Dist,
+) -> torch.Tensor:
+    """Forward and backward of one micro-batch (``task``: a mixture's task of the step);
+    returns its loss, scaled for gradient accumulation and detached."""
+    # DDP all-reduces gradients on the last micro-batch of a step only
+    sync: Any = nullcontext()
+    if isinstance(model, nn.parallel.DistributedDataParallel) and not last:
+        sync = model.no_sync()
+    with sync:
+        with _autocast(dist.device, settings.bf16, settings.bf16_cpu):
+            out = step_model(task, **batch) if task is not None else step_model(**batch)
+            loss = out.loss / settings.grad_accum
+        loss.backward()
+    return loss.detach()
 
 
 def _train_phase(
@@ -385,28 +391,7 @@ def _train_phase(
     """Train ``phase.steps`` optimizer steps; returns throughput figures of the phase."""
     from transformers import get_linear_schedule_with_warmup
 
-    names = [t.name for t in phase.tasks]
-    feats = {t.name: store.load_train(t) for t in phase.tasks}
-    # MLM rows are masked per batch, each rank its own masks, every epoch anew
-    maskers = {
-        t.name: mlm_collator(store.tokenizer_dir, seed=seed * 7919 + dist.rank)
-        for t in phase.tasks
-        if t.kind == "mlm"
-    }
-    # a mixture draws each optimizer step's task; every rank draws the same sequence
-    sampler = (
-        TaskSampler(
-            weights=mixture_weights(
-                {n: len(f) for n, f in feats.items()},
-                sampling=phase.sampling,
-                temperature=phase.temperature,
-                size_cap=phase.size_cap,
-            ),
-            rng=random.Random(seed),
-        )
-        if phase.also
-        else None
-    )
+    rows = _PhaseRows.load(phase, store=store, dist=dist, seed=seed)
     opt = _optimizer(model, lr=phase.lr, weight_decay=settings.weight_decay)
     sched = get_linear_schedule_with_warmup(
         opt, math.ceil(settings.warmup_ratio * phase.steps), phase.steps
@@ -417,37 +402,20 @@ def _train_phase(
     loss_sum = torch.zeros((), device=dist.device)
     tokens = torch.zeros((), device=dist.device, dtype=torch.long)
     micro = 0
-    epoch = dict.fromkeys(names, 0)
-    plans: dict[str, list[list[int]]] = {n: [] for n in names}
     t0 = time.perf_counter()
     for step in range(1, phase.steps + 1):
-        name = sampler.draw() if sampler is not None else names[0]
+        name = rows.draw()
         for part in range(settings.grad_accum):
-            if not plans[name]:  # each task keeps its own epochs of length-grouped batches
-                plans[name] = batches(
-                    feats[name].lengths,
-                    batch_size=settings.batch_size,
-                    seed=seed * 97 + names.index(name) if sampler is not None else seed,
-                    epoch=epoch[name],
-                    rank=dist.rank,
-                    world_size=dist.world_size,
-                )
-                epoch[name] += 1
-            batch = to_device(
-                collate(feats[name], plans[name].pop(), pad_id=pad_id, mlm=maskers.get(name)),
-                dist.device,
+            batch = rows.next_batch(name, settings=settings, dist=dist, pad_id=pad_id)
+            loss_sum += _backward(
+                model,
+                step_model,
+                batch,
+                task=name if rows.sampler is not None else None,
+                last=part == settings.grad_accum - 1,
+                settings=settings,
+                dist=dist,
             )
-            # DDP all-reduces gradients on the last micro-batch of a step only
-            last = part == settings.grad_accum - 1
-            sync: Any = nullcontext()
-            if isinstance(model, nn.parallel.DistributedDataParallel) and not last:
-                sync = model.no_sync()
-            with sync:
-                with _autocast(dist.device, settings.bf16, settings.bf16_cpu):
-                    out = step_model(name, **batch) if sampler is not None else step_model(**batch)
-                    loss = out.loss / settings.grad_accum
-                loss.backward()
-            loss_sum += loss.detach()
             tokens += batch["attention_mask"].sum()
             micro += 1
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -571,7 +539,9 @@ def _evaluate_target(
             if split not in target.splits(lang):
                 continue
             per_lang[lang] = score(model, target, split, lang, dev.get(lang))
-            out.update({metric_key(split, target.name, lang, m): v for m, v in per_lang[lang].items()})
+            out.update(
+                {metric_key(split, target.name, lang, m): v for m, v in per_lang[lang].items()}
+            )
         if split == "dev":
             dev = per_lang
         names = sorted({m for d in per_lang.values() for m in d} - {"threshold"})
@@ -579,6 +549,184 @@ def _evaluate_target(
             values = [d[m] for d in per_lang.values() if m in d]
             out[metric_key(split, target.name, AVG, m)] = sum(values) / len(values)
     return out
+
+
+@dataclass(slots=True, kw_only=True)
+class _ChainRun:
+    """What the steps of one :func:`run_chain` share; ``info`` collects the intermediate
+    phases' figures (``phase{i}/...``) for the final report."""
+
+    plan: ChainPlan
+    base_model: str
+    store: FeatureStore
+    settings: TrainSettings
+    dist: Dist
+    pad_id: int
+    prefix_cache: PrefixCache | None
+    info: dict[str, float] = field(default_factory=dict)
+
+    def score(
+        self,
+        model: nn.Module,
+        task: TaskSpec,
+        split: str,
+        lang: str,
+        dev: Mapping[str, float] | None = None,
+    ) -> dict[str, float]:
+        return evaluate(
+            model,
+            task,
+            self.store,
+            split,
+            lang,
+            settings=self.settings,
+            device=self.dist.device,
+            pad_id=self.pad_id,
+            dev=dev,
+        )
+
+    def restore_prefix(self, keys: list[str]) -> tuple[int, dict[str, torch.Tensor] | None]:
+        """(phases loaded, their encoder) of the deepest cached prefix: rank 0 reads the cache
+        and records what the trial that trained them measured; every rank learns the depth."""
+        depth: int = 0
+        encoder: dict[str, torch.Tensor] | None = None
+        cache = self.prefix_cache
+        if cache is not None and self.dist.rank == 0:
+            miss: tuple[int, dict[str, torch.Tensor] | None] = (0, None)
+            depth, encoder = _cache_io(functools.partial(cache.longest_hit, keys), miss)
+            for i in range(depth):
+                meta = cache.meta(keys[i]) or {}
+                self.info[f"phase{i}/dev_en"] = float(meta.get("dev_en", math.nan))  # type: ignore[arg-type]
+                self.info[f"phase{i}/cached"] = 1.0
+        if self.dist.world_size > 1:
+            shared = [depth]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            depth = int(shared[0])
+        return depth, encoder
+
+    def train_intermediate(
+        self, i: int, encoder: dict[str, torch.Tensor] | None, keys: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """Train intermediate phase ``i`` from ``encoder``; rank 0 scores it on its dev split
+        (a mixture: the mean over its tasks) and stores the prefix. Returns its encoder."""
+        phase, dist, info = self.plan.phases[i], self.dist, self.info
+        if not all(t.has_train for t in phase.tasks):
+            raise ValueError(
+                f"phase {phase.name}: a task without training data cannot be an intermediate "
+                "phase (zero-shot retrieval tasks are targets only)"
+            )
+        seed = self.plan.seed * 1000 + i
+        model = _wrap(
+            _phase_model(self.base_model, phase, encoder, seed=seed, pad_id=self.pad_id), dist
+        )
+        stats = _train_phase(
+            model,
+            phase,
+            store=self.store,
+            settings=self.settings,
+            dist=dist,
+            seed=seed,
+            pad_id=self.pad_id,
+        )
+        info.update({f"phase{i}/{k}": v for k, v in stats.items()})
+        if dist.rank == 0:
+            inner = unwrap(model)
+            devs = []
+            for t in phase.tasks:
+                head = inner.task_model(t.name) if phase.also else model  # type: ignore[operator]
+                devs.append(self.score(head, t, "dev", dev_language(t))[t.metric])
+                if phase.also:
+                    info[f"phase{i}/dev_en/{t.name}"] = devs[-1]
+            info[f"phase{i}/dev_en"] = sum(devs) / len(devs)
+        trained = encoder_state(model)
+        if self.prefix_cache is not None and dist.rank == 0:
+            dev = info[f"phase{i}/dev_en"]
+            meta = {
+                "chain_prefix": PHASE_SEP.join(p.name for p in self.plan.phases[: i + 1]),
+                "dev_en": dev if math.isfinite(dev) else None,
+            }
+            _cache_io(functools.partial(self.prefix_cache.put, keys[i], trained, meta), None)
+        return trained
+
+    def train_target(
+        self, encoder: dict[str, torch.Tensor] | None, report: Report
+    ) -> tuple[nn.Module, dict[str, float], BestCheckpoint | None]:
+        """The target model trained from ``encoder`` (not trained when the target has no
+        training data), its training figures, and the best English dev checkpoint when the
+        settings keep it; ``report`` gets English dev at every ``eval_every`` steps."""
+        plan, dist = self.plan, self.dist
+        target = plan.target.task
+        key = metric_key("dev", target.name, "en", target.metric)
+        seed = plan.seed * 1000 + 999
+        model = build_model(
+            self.base_model,
+            target,
+            encoder,
+            seed=seed,
+            pad_id=self.pad_id,
+            retrieval_layer=self.settings.retrieval_layer,
+        )
+        # a target without training data is evaluated as the chain left its encoder
+        model = _wrap(model, dist) if target.has_train else model.to(dist.device)
+        best = BestCheckpoint() if self.settings.checkpoint == "best_en_dev" else None
+
+        def on_eval(step: int, extra: dict[str, float]) -> None:
+            if step == plan.target.steps:
+                return  # the final evaluation reports this point with every language
+            metrics = {"target_step": float(step), **extra}
+            if dist.rank == 0:
+                metrics[key] = self.score(model, target, "dev", "en")[target.metric]
+                if best is not None:
+                    best.consider(step, metrics[key], unwrap(model))
+            dist.barrier()
+            report(metrics)
+
+        if not target.has_train:
+            return model, {}, best
+        stats = _train_phase(
+            model,
+            plan.target,
+            store=self.store,
+            settings=self.settings,
+            dist=dist,
+            seed=seed,
+            pad_id=self.pad_id,
+            on_eval=on_eval,
+            eval_every=plan.eval_every,
+        )
+        return model, stats, best
+
+    def final_metrics(
+        self,
+        model: nn.Module,
+        stats: Mapping[str, float],
+        best: BestCheckpoint | None,
+        final_model_dir: Path | None,
+    ) -> dict[str, float]:
+        """Everything the chain reports last; rank 0 alone restores the kept checkpoint,
+        evaluates every language and saves the model."""
+        plan = self.plan
+        target = plan.target.task
+        final: dict[str, float] = {
+            "target_step": float(plan.target.steps),
+            **self.info,
+            **{f"target/{k}": v for k, v in stats.items()},
+        }
+        if self.dist.rank != 0:
+            return final
+        # with no earlier evaluation point the last step is kept
+        if best is not None and best.step is not None:
+            dev = self.score(model, target, "dev", "en")[target.metric]
+            best.consider(plan.target.steps, dev, unwrap(model))
+            best.restore(unwrap(model))
+        kept = best.step if best is not None and best.step is not None else plan.target.steps
+        final["target/kept_step"] = float(kept)
+        if self.prefix_cache is not None:
+            final.update(self.prefix_cache.stats.as_metrics())
+        final.update(_evaluate_target(plan, self.score, model))
+        if final_model_dir is not None:
+            unwrap(model).save_pretrained(str(final_model_dir))  # type: ignore[operator]
+        return final
 
 
 def run_chain(
@@ -608,143 +756,25 @@ def run_chain(
     the encoder this chain would have trained.
     """
     dist = dist or Dist.current()
-    encoder: dict[str, torch.Tensor] | None = None
-    info: dict[str, float] = {}
-
-    def score(
-        model: nn.Module,
-        task: TaskSpec,
-        split: str,
-        lang: str,
-        dev: Mapping[str, float] | None = None,
-    ) -> dict[str, float]:
-        return evaluate(
-            model,
-            task,
-            store,
-            split,
-            lang,
-            settings=settings,
-            device=dist.device,
-            pad_id=pad_id,
-            dev=dev,
-        )
-
+    run = _ChainRun(
+        plan=plan,
+        base_model=base_model,
+        store=store,
+        settings=settings,
+        dist=dist,
+        pad_id=pad_id,
+        prefix_cache=prefix_cache,
+    )
     keys: list[str] = []
     depth = 0
+    encoder: dict[str, torch.Tensor] | None = None
     if prefix_cache is not None and plan.phases:
         keys = _prefix_keys(plan, store, settings, dist, model_fingerprint)
-        if dist.rank == 0:
-            miss: tuple[int, dict[str, torch.Tensor] | None] = (0, None)
-            depth, encoder = _cache_io(functools.partial(prefix_cache.longest_hit, keys), miss)
-            for i in range(depth):  # what the trial that trained them measured
-                meta = prefix_cache.meta(keys[i]) or {}
-                info[f"phase{i}/dev_en"] = float(meta.get("dev_en", math.nan))  # type: ignore[arg-type]
-                info[f"phase{i}/cached"] = 1.0
-        if dist.world_size > 1:
-            shared = [depth]
-            torch.distributed.broadcast_object_list(shared, src=0)
-            depth = int(shared[0])
-    for i, phase in enumerate(plan.phases):
-        if i < depth:
-            continue
-        if not all(t.has_train for t in phase.tasks):
-            raise ValueError(
-                f"phase {phase.name}: a task without training data cannot be an intermediate "
-                "phase (zero-shot retrieval tasks are targets only)"
-            )
-        model = _wrap(
-            _phase_model(base_model, phase, encoder, seed=plan.seed * 1000 + i, pad_id=pad_id),
-            dist,
-        )
-        stats = _train_phase(
-            model,
-            phase,
-            store=store,
-            settings=settings,
-            dist=dist,
-            seed=plan.seed * 1000 + i,
-            pad_id=pad_id,
-        )
-        info.update({f"phase{i}/{k}": v for k, v in stats.items()})
-        if dist.rank == 0:  # a mixture: the mean over its tasks
-            inner = unwrap(model)
-            devs = []
-            for t in phase.tasks:
-                head = inner.task_model(t.name) if phase.also else model  # type: ignore[operator]
-                devs.append(score(head, t, "dev", dev_language(t))[t.metric])
-                if phase.also:
-                    info[f"phase{i}/dev_en/{t.name}"] = devs[-1]
-            info[f"phase{i}/dev_en"] = sum(devs) / len(devs)
-        encoder = encoder_state(model)
-        if prefix_cache is not None and dist.rank == 0:
-            dev = info[f"phase{i}/dev_en"]
-            meta = {
-                "chain_prefix": PHASE_SEP.join(p.name for p in plan.phases[: i + 1]),
-                "dev_en": dev if math.isfinite(dev) else None,
-            }
-            _cache_io(functools.partial(prefix_cache.put, keys[i], encoder, meta), None)
-        del model
-
-    target = plan.target.task
-    key = metric_key("dev", target.name, "en", target.metric)
-    model = build_model(
-        base_model,
-        target,
-        encoder,
-        seed=plan.seed * 1000 + 999,
-        pad_id=pad_id,
-        retrieval_layer=settings.retrieval_layer,
-    )
-    # a target without training data is evaluated as the chain left its encoder
-    model = _wrap(model, dist) if target.has_train else model.to(dist.device)
-    best = BestCheckpoint() if settings.checkpoint == "best_en_dev" else None
-
-    def on_eval(step: int, extra: dict[str, float]) -> None:
-        if step == plan.target.steps:
-            return  # the final evaluation below reports this point with every language
-        metrics = {"target_step": float(step), **extra}
-        if dist.rank == 0:
-            metrics[key] = score(model, target, "dev", "en")[target.metric]
-            if best is not None:
-                best.consider(step, metrics[key], unwrap(model))
-        dist.barrier()
-        report(metrics)
-
-    stats = (
-        _train_phase(
-            model,
-            plan.target,
-            store=store,
-            settings=settings,
-            dist=dist,
-            seed=plan.seed * 1000 + 999,
-            pad_id=pad_id,
-            on_eval=on_eval,
-            eval_every=plan.eval_every,
-        )
-        if target.has_train
-        else {}
-    )
-    final: dict[str, float] = {
-        "target_step": float(plan.target.steps),
-        **info,
-        **{f"target/{k}": v for k, v in stats.items()},
-    }
-    if dist.rank == 0:
-        # only rank 0 evaluates and saves; with no earlier evaluation point the last step is kept
-        if best is not None and best.step is not None:
-            best.consider(
-                plan.target.steps, score(model, target, "dev", "en")[target.metric], unwrap(model)
-            )
-            best.restore(unwrap(model))
-        kept = best.step if best is not None and best.step is not None else plan.target.steps
-        final["target/kept_step"] = float(kept)
-        if prefix_cache is not None:
-            final.update(prefix_cache.stats.as_metrics())
-        final.update(_evaluate_target(plan, score, model))
-        if final_model_dir is not None:
-            unwrap(model).save_pretrained(str(final_model_dir))  # type: ignore[operator]
+        depth, encoder = run.restore_prefix(keys)
+    for i in range(depth, len(plan.phases)):
+        encoder = run.train_intermediate(i, encoder, keys)
+    model, stats, best = run.train_target(encoder, report)
+    final = run.final_metrics(model, stats, best, final_model_dir)
     dist.barrier()
     report(final)
     logging.getLogger(__name__).debug("chain %s done", plan.name)
