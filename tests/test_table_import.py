@@ -64,3 +64,26 @@ def test_runs_without_config_key_group_by_chain_and_hyperparameters() -> None:
         "analyze: 3 of 6 runs not used; status KILLED: 1 (k1); "
         "no target param or raystilts.target tag: 1 (n1); no test score: 1 (d1)"
     )
+
+
+def test_unused_line_says_asha_stops_are_the_search_working() -> None:
+    """A trial ASHA stopped early ends KILLED (no test scores): the line names the scheduler, so
+    a newcomer does not read it as a failure; an interrupted search's trials say how to go on."""
+
+    def run(run_id: str, outcome: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            run_id=run_id,
+            status="KILLED",
+            params={"target": "x", "metric": "acc"},
+            tags={"raystilts.outcome": outcome},
+            metrics={"dev/x/en/acc": 0.5},
+        )
+
+    line = describe_unused(
+        [run("a1", "stopped_early"), run("a2", "stopped_early"), run("i1", "interrupted")]
+    )
+    assert line == (
+        "analyze: 3 of 3 runs not used; stopped early by the ASHA scheduler (as intended; no "
+        "final evaluation): 2 (a1, a2); interrupted by a stopped search (--resume continues "
+        "them): 1 (i1)"
+    )
