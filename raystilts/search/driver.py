@@ -630,6 +630,8 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     )  # fail fast on a bad URI
     if run.resume:
         tracker.close_open_runs()  # the killed driver's RUNNING runs: KILLED, reopened on resume
+    # the prior's experiments are read now: a misspelt name is one line before Ray starts
+    evidence = _earlier_evidence(space, tracker)
     needs = _needs(space, run.data_dir)
     ws = prepare_workspace(
         model=space.model,
@@ -703,8 +705,9 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     try:
         warm = _warm_start(space, ws, tracker, parent, use_gpu=use_gpu, log=run.log)
         _run_targets(
-            space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed, warm
-        )
+            space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed,
+            warm, evidence,
+        )  # fmt: skip
         status, outcome = "FINISHED", "finished"
     except KeyboardInterrupt:
         status, outcome = "KILLED", "interrupted"
@@ -863,6 +866,7 @@ def _run_targets(
     counts: dict[str, int],
     failed: dict[str, int],
     warm: Mapping[str, Sequence[str]],
+    evidence: list[Evidence],
 ) -> None:
     # chains sharing a prefix train it once, trials on any node reading the same cache
     prefix_root = (
@@ -875,7 +879,7 @@ def _run_targets(
         storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" per target
-    evidence = _earlier_evidence(space, tracker)  # for the prior (raystilts.search.prior)
+    evidence = list(evidence)  # the prior's (raystilts.search.prior); grows target by target
     for target in space.targets:
         metric = selection_key(CATALOG[target])
         if run.log:
@@ -957,10 +961,20 @@ def _run_targets(
 
 
 def _earlier_evidence(space: SearchSpace, tracker: Tracker) -> list[Evidence]:
-    """Finished trials of ``search.prior.experiments`` in this search's tracking store."""
+    """Finished trials of ``search.prior.experiments`` in this search's tracking store.
+
+    Raises:
+        UserError: an experiment is not in the store (naming the field and the known ones).
+    """
     evidence: list[Evidence] = []
     for name in space.search.prior.experiments:
-        runs = load_runs(tracking_uri=tracker.tracking_uri, experiment=name)
+        try:
+            runs = load_runs(tracking_uri=tracker.tracking_uri, experiment=name)
+        except UserError as e:
+            raise UserError(
+                f"search.prior.experiments: {e}; fix the name, or bring a published table in "
+                "first (raystilts import TABLE.csv --experiment NAME)"
+            ) from None
         evidence += evidence_from_runs(runs)
     return evidence
 
