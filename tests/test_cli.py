@@ -289,3 +289,20 @@ def test_readme_synopsis_names_every_verb_and_flag() -> None:
     ]
     missing += [verb for verb in subparsers.choices if f"raystilts {verb}" not in synopsis]
     assert not missing, f"README's synopsis misses {missing}"
+
+
+def test_a_damaged_cached_base_model_is_one_line_that_says_to_delete_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The embedded model in the cache, damaged (a full disk, a killed copy): the line names the
+    directory to delete, not the hub (the search never reaches Ray)."""
+    from raystilts.train.pretrain import PretrainSettings
+
+    cache = tmp_path / "cache"
+    entry = cache / f"embedded-model-{PretrainSettings().key()}"
+    entry.mkdir(parents=True)
+    (entry / "raystilts_pretrain.json").write_text("{}")
+    (entry / "config.json").write_text("{bad")
+    args = ["--workdir", str(tmp_path / "wd"), "--cache-dir", str(cache)]
+    assert main(["search", str(REPO / "search_spaces" / "demo.yaml"), *args]) == 2
+    assert f"the cached embedded model {entry} is damaged (" in _err_line(capsys)

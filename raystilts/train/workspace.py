@@ -161,8 +161,14 @@ def prepare_workspace(
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
     except OSError as e:
+        why = str(e).splitlines()[0]
+        if model == "embedded":  # our own cache entry, damaged (a full disk, a killed copy)
+            raise UserError(
+                f"the cached embedded model {model_dir} is damaged ({why}); delete that "
+                "directory and run again (it is rebuilt in about two minutes)"
+            ) from None
         raise UserError(
-            f"model '{model}': cannot load its tokenizer ({str(e).splitlines()[0]}); "
+            f"model '{model}': cannot load its tokenizer ({why}); "
             "give a local directory with the model, or make the hub reachable"
         ) from None
     tok_dir = (
