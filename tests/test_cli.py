@@ -306,3 +306,17 @@ def test_a_damaged_cached_base_model_is_one_line_that_says_to_delete_it(
     args = ["--workdir", str(tmp_path / "wd"), "--cache-dir", str(cache)]
     assert main(["search", str(REPO / "search_spaces" / "demo.yaml"), *args]) == 2
     assert f"the cached embedded model {entry} is damaged (" in _err_line(capsys)
+
+
+def test_max_length_beyond_the_models_positions_is_one_line(
+    tmp_path: Path, tiny_model: Path, mini_data: Path
+) -> None:
+    """training.max_length longer than the model's position table failed every trial inside
+    the workers (an index error); now it is one line before tokenization."""
+    from raystilts.core.errors import UserError
+    from raystilts.train.workspace import prepare_workspace
+
+    kw = {"model": str(tiny_model), "needs": [], "cache_dir": tmp_path, "data_dir": mini_data}
+    prepare_workspace(max_length=64, log=False, **kw)  # type: ignore[arg-type]  # its length
+    with pytest.raises(UserError, match=r"training\.max_length: 65 is longer than model .* \(64"):
+        prepare_workspace(max_length=65, log=False, **kw)  # type: ignore[arg-type]

@@ -171,6 +171,7 @@ def prepare_workspace(
             f"model '{model}': cannot load its tokenizer ({why}); "
             "give a local directory with the model, or make the hub reachable"
         ) from None
+    _check_length(model, model_dir, max_length)
     tok_dir = (
         Path(model_dir) if Path(model_dir).is_dir() else _save_tokenizer(tok, cache_dir, model)
     )
@@ -193,6 +194,32 @@ def prepare_workspace(
     return Workspace(
         model=model_dir, data_dir=data_dir, features=store, pad_id=int(pad), misses=misses
     )
+
+
+# model types whose position ids start after the padding index (RoBERTa's scheme)
+_PADDING_OFFSET_MODELS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
+
+
+def _check_length(model: str, model_dir: str, max_length: int) -> None:
+    """``training.max_length`` within the model's positions: longer inputs fail every trial
+    with an index error inside the workers, after Ray and tokenization (one line now)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return  # the tokenizer loaded; a config the workers cannot read fails there, named
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return  # relative or rotary positions: no fixed limit
+    pad = getattr(config, "pad_token_id", None)
+    if config.model_type in _PADDING_OFFSET_MODELS and isinstance(pad, int):
+        positions -= pad + 1
+    if max_length > positions:
+        raise UserError(
+            f"training.max_length: {max_length} is longer than model '{model}' takes "
+            f"({positions} tokens); set it <= {positions}"
+        )
 
 
 def _tokenize(
