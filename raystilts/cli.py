@@ -208,13 +208,14 @@ def _publish(summary: dict[str, Any]) -> None:
     from raystilts.report.answer import publish_answer
     from raystilts.tracking import TRACKING_ERRORS
 
+    errors: tuple[type[Exception], ...] = (*TRACKING_ERRORS, ValueError)
     try:
         publish_answer(
             tracking_uri=str(summary["tracking_uri"]),
             experiment=str(summary["experiment"]),
             parent_run_id=str(parent),
         )
-    except (*TRACKING_ERRORS, ValueError) as e:  # the runs are safe; the report can be rerun
+    except errors as e:  # the runs are safe in MLflow; the report can be made again
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(
             f"raystilts: the report was not attached to the search run ({why}); "
