@@ -568,6 +568,13 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dashboard_port = int(probe.getsockname()[1])
+    # Ray's raylet warns "(raylet) WARNING: N PYTHON worker processes have been started ..."
+    # once its live workers reach 4x its startup concurrency (= the CPU count: 8 workers on 2
+    # cores), and no log level silences it (ray-project/ray#63800). A search's workers are
+    # bounded by max_concurrent (Tune's trainable, Train's controller and workers per trial),
+    # not the runaway nesting the warning is about, so the local raylet gets the documented
+    # RayConfig override, raised to where a search does not reach it.
+    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(_startup_concurrency(need)))
     if os.environ.get("RAY_API_SERVER_ADDRESS") in (None, _PINNED_API.get("address")):
         _PINNED_API["address"] = f"http://127.0.0.1:{dashboard_port}"  # ours, not the user's
         os.environ["RAY_API_SERVER_ADDRESS"] = _PINNED_API["address"]
@@ -579,6 +586,19 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
         log_to_driver=False,  # workers' logs stay in Ray's session dir; trials print one line each
         logging_level=logging.WARNING,  # not "Started a local Ray instance" on every search
     )
+
+
+def _startup_concurrency(trial_cpus: float) -> int:
+    """The local raylet's ``worker_maximum_startup_concurrency`` (``T``): it warns when its live
+    Python workers reach ``4 T + 8``. A search holds a handful per concurrent trial CPU (Tune's
+    trainable, Train's controller and workers, their state actors), so 16 or twice the trials'
+    CPUs keeps a search below it. It also caps how many workers start at once, which the
+    search's own concurrency bounds far lower.
+
+    >>> _startup_concurrency(2) >= 16, _startup_concurrency(40) >= 80
+    (True, True)
+    """
+    return max(os.cpu_count() or 1, 16, 2 * math.ceil(trial_cpus))
 
 
 def _check_address(address: str) -> None:
