@@ -36,7 +36,7 @@ from raystilts.search.driver import SearchRun, _init_ray, shutdown_ray
 from raystilts.tasks import CATALOG
 
 space = load_space_dict({{"name": "q", "targets": ["mini_xnli"]}}, catalog=CATALOG)
-work = Path({{work!r}})
+work = Path(WORK)
 _init_ray(space, SearchRun(workdir=work, cache_dir=work, tracking_uri="sqlite:///x"), False)
 
 
@@ -59,7 +59,7 @@ def _run(tmp_path: Path, **env: str) -> str:
     full = {k: v for k, v in os.environ.items() if k != "RAY_worker_maximum_startup_concurrency"}
     full.update(RAY_AUTH_MODE="disabled", RAY_TMPDIR=ray_tmp, **env)
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(work=str(tmp_path))],
+        [sys.executable, "-c", SCRIPT.replace("WORK", repr(str(tmp_path)))],
         capture_output=True, text=True, env=full, timeout=600,
     )  # fmt: skip
     out = done.stdout + done.stderr
