@@ -206,16 +206,19 @@ def _publish(summary: dict[str, Any]) -> None:
     if not parent:
         return
     from raystilts.report.answer import publish_answer
+    from raystilts.tracking import TRACKING_ERRORS
 
+    errors: tuple[type[Exception], ...] = (*TRACKING_ERRORS, ValueError)
     try:
         publish_answer(
             tracking_uri=str(summary["tracking_uri"]),
             experiment=str(summary["experiment"]),
             parent_run_id=str(parent),
         )
-    except (OSError, ValueError) as e:  # the runs are safe in MLflow; the report can be rerun
+    except errors as e:  # the runs are safe in MLflow; the report can be made again
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(
-            f"raystilts: the report was not attached to the search run ({e}); "
+            f"raystilts: the report was not attached to the search run ({why}); "
             f"run: raystilts report --experiment {summary['experiment']} --out DIR",
             file=sys.stderr,
         )
@@ -296,24 +299,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from raystilts.report.render import summary_metrics, write_report
+    from raystilts.core.checks import output_dir
 
     uri = _tracking_uri(args)
-    from raystilts.core.checks import writable_dir
-
-    out = writable_dir(Path(args.out), "--out")  # before minutes of analysis
-    numbers = _full_analysis(args.experiment, uri).to_json()
-    # the report's header shows them: a selection that is a coin toss among tied chains
-    numbers["notes"] = [*numbers.get("notes", []), *_selection_notes(args.experiment, uri)]
-    try:
-        files = write_report(numbers, out_dir=out, experiment=args.experiment, source=uri)
-    except OSError as e:  # a disk that filled up meanwhile
-        raise UserError(f"--out {out}: writing the report failed ({e}); free space or "
-                        "give another directory") from None  # fmt: skip
+    # checked before minutes of analysis; created for the report, and removed again when the
+    # analysis or the writing fails (a failed report leaves no empty directory behind)
+    with output_dir(Path(args.out).resolve(), "--out") as out:
+        numbers, files = _write_report(args.experiment, uri, out)
     print(f"report: {files.html}\n        {files.markdown}\n        {files.numbers}")
     for plot in files.plots:
         print(f"        {plot}")
-    if not args.no_mlflow:
+    if not args.no_mlflow:  # the report is on disk by now, whatever MLflow says
+        from raystilts.report.render import summary_metrics
         from raystilts.tracking.store import Tracker
 
         run_id = Tracker(tracking_uri=uri, experiment=args.experiment).log_summary(
@@ -324,6 +321,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         print(f"logged to MLflow: summary run {run_id} of experiment {args.experiment!r}")
     return 0
+
+
+def _write_report(experiment: str, uri: str, out: Path) -> tuple[dict[str, Any], Any]:
+    """Every analysis of ``experiment`` as report files under ``out``: (numbers, files)."""
+    from raystilts.report.render import write_report
+
+    numbers = _full_analysis(experiment, uri).to_json()
+    # the report's header shows them: a selection that is a coin toss among tied chains
+    numbers["notes"] = [*numbers.get("notes", []), *_selection_notes(experiment, uri)]
+    try:
+        files = write_report(numbers, out_dir=out, experiment=experiment, source=uri)
+    except OSError as e:  # a disk that filled up meanwhile
+        raise UserError(f"--out {out}: writing the report failed ({e}); free space or "
+                        "give another directory") from None  # fmt: skip
+    return numbers, files
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -204,3 +204,119 @@ def test_full_disk_is_one_line_and_a_bug_keeps_its_traceback(
     monkeypatch.setattr(cli, "cmd_tasks", bug)
     with pytest.raises(FileNotFoundError):
         main(["tasks"])
+
+
+def test_a_failed_report_leaves_no_directory_it_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analysis fails (no such experiment) after --out was created for it: the directories
+    the command made are gone again; one that was there before stays."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    from raystilts.tracking import Tracker
+
+    Tracker(tracking_uri=uri, experiment="other")  # a store without experiment 'x'
+    out = tmp_path / "new" / "report"
+    code = main(["report", "--experiment", "x", "--tracking-uri", uri, "--out", str(out)])
+    assert code == 2
+    assert "experiment 'x' not found" in _err_line(capsys)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    code = main(["report", "--experiment", "x", "--tracking-uri", uri, "--out", str(kept)])
+    assert code == 2 and kept.is_dir()
+
+
+@pytest.mark.parametrize("error", ["mlflow", "user"])
+def test_a_report_that_fails_after_a_finished_search_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, error: str
+) -> None:
+    """The trials are safe in MLflow when attaching the report fails (a server gone, a run
+    deleted meanwhile): one line with the command that makes the report, no traceback."""
+    from mlflow.exceptions import MlflowException
+
+    from raystilts import cli
+    from raystilts.core.errors import UserError
+    from raystilts.report import answer
+
+    def fail(**kwargs: object) -> list[str]:
+        if error == "mlflow":
+            raise MlflowException("Run 'abc' not found\nsecond line")
+        raise UserError("experiment 'demo' not found in sqlite:///x.db; known: (none)")
+
+    monkeypatch.setattr(answer, "publish_answer", fail)
+    cli._publish({"parent_run_id": "abc", "tracking_uri": "sqlite:///x.db", "experiment": "demo"})
+    line = _err_line(capsys)
+    assert line.startswith("raystilts: the report was not attached to the search run (")
+    assert "Run 'abc' not found" in line if error == "mlflow" else "known: (none)" in line
+    assert line.endswith("run: raystilts report --experiment demo --out DIR")
+
+
+def test_a_prior_experiment_that_does_not_exist_is_one_line_before_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """search.prior.experiments is read right after the tracking store opens: a misspelt name
+    costs a second, not Ray's start-up and the tokenization."""
+    space = tmp_path / "space.yaml"
+    space.write_text("name: p\ntargets: [mini_xnli]\nsearch: {prior: {experiments: [pubb]}}\n")
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    args = ["--workdir", str(tmp_path / "wd"), "--tracking-uri", uri]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["search", str(space), *args]) == 2
+    line = _err_line(capsys)
+    assert "search.prior.experiments: experiment 'pubb' not found" in line
+    assert "raystilts import TABLE.csv" in line
+    assert not (tmp_path / "cache" / "features").exists()  # nothing was prepared
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+
+
+def test_readme_synopsis_names_every_verb_and_flag() -> None:
+    """The README's command synopsis is what a newcomer reads first: every verb and every flag
+    the parser accepts is in it (a flag added to the CLI and not to the README fails here)."""
+    import argparse
+
+    from raystilts.cli import _parser
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## The command line", 1)[1].split("\n## ", 1)[0]
+    synopsis = section.split("```bash", 1)[1].split("```", 1)[0]
+    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{verb} {flag}"
+        for verb, parser in subparsers.choices.items()
+        for action in parser._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag != "--help" and flag not in synopsis
+    ]
+    missing += [verb for verb in subparsers.choices if f"raystilts {verb}" not in synopsis]
+    assert not missing, f"README's synopsis misses {missing}"
+
+
+def test_a_damaged_cached_base_model_is_one_line_that_says_to_delete_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The embedded model in the cache, damaged (a full disk, a killed copy): the line names the
+    directory to delete, not the hub (the search never reaches Ray)."""
+    from raystilts.train.pretrain import PretrainSettings
+
+    cache = tmp_path / "cache"
+    entry = cache / f"embedded-model-{PretrainSettings().key()}"
+    entry.mkdir(parents=True)
+    (entry / "raystilts_pretrain.json").write_text("{}")
+    (entry / "config.json").write_text("{bad")
+    args = ["--workdir", str(tmp_path / "wd"), "--cache-dir", str(cache)]
+    assert main(["search", str(REPO / "search_spaces" / "demo.yaml"), *args]) == 2
+    assert f"the cached embedded model {entry} is damaged (" in _err_line(capsys)
+
+
+def test_max_length_beyond_the_models_positions_is_one_line(
+    tmp_path: Path, tiny_model: Path, mini_data: Path
+) -> None:
+    """training.max_length longer than the model's position table failed every trial inside
+    the workers (an index error); now it is one line before tokenization."""
+    from raystilts.core.errors import UserError
+    from raystilts.train.workspace import prepare_workspace
+
+    kw = {"model": str(tiny_model), "needs": [], "cache_dir": tmp_path, "data_dir": mini_data}
+    prepare_workspace(max_length=64, log=False, **kw)  # type: ignore[arg-type]  # its length
+    with pytest.raises(UserError, match=r"training\.max_length: 65 is longer than model .* \(64"):
+        prepare_workspace(max_length=65, log=False, **kw)  # type: ignore[arg-type]

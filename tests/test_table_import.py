@@ -82,3 +82,26 @@ def test_imported_seed_numbers_stay_distinct_when_labels_mix_numbers_and_names(
     numbers = sorted(r.params["seed"] for r in runs)
     assert numbers == ["0", "1", "2"]  # positions: "b" would have been numbered "0" too
     assert {r.params["table_seed"] for r in runs} == {"b", "0", "3"}
+
+
+def test_unused_line_says_asha_stops_are_the_search_working() -> None:
+    """A trial ASHA stopped early ends KILLED (no test scores): the line names the scheduler, so
+    a newcomer does not read it as a failure; an interrupted search's trials say how to go on."""
+
+    def run(run_id: str, outcome: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            run_id=run_id,
+            status="KILLED",
+            params={"target": "x", "metric": "acc"},
+            tags={"raystilts.outcome": outcome},
+            metrics={"dev/x/en/acc": 0.5},
+        )
+
+    line = describe_unused(
+        [run("a1", "stopped_early"), run("a2", "stopped_early"), run("i1", "interrupted")]
+    )
+    assert line == (
+        "analyze: 3 of 3 runs not used; stopped early by the ASHA scheduler (as intended; no "
+        "final evaluation): 2 (a1, a2); interrupted by a stopped search (--resume continues "
+        "them): 1 (i1)"
+    )

@@ -57,6 +57,7 @@ from raystilts.core.schema import (
     KEY_FIELDS,
     KEY_SEP,
     MIX,
+    OUTCOME_TAG,
     PHASE_SEP,
     TARGET_TAG,
     parse_metric_key,
@@ -259,6 +260,14 @@ def derived_config_key(run: RunLike) -> str:
     return "derived-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# Why a run did not finish, in words a newcomer does not read as a failure: ASHA stopping a weak
+# trial is the search working (it ends KILLED in MLflow, with no test scores to report).
+_UNFINISHED = {
+    "stopped_early": "stopped early by the ASHA scheduler (as intended; no final evaluation)",
+    "interrupted": "interrupted by a stopped search (--resume continues them)",
+}
+
+
 def unused_runs(records: Sequence[RunLike]) -> list[tuple[str, str]]:
     """(run id, reason) of each run the analyses cannot use: not FINISHED, no target, or no
     score of its target's metric (``param metric``) in the ``{split}/{task}/{lang}/{metric}``
@@ -270,7 +279,7 @@ def unused_runs(records: Sequence[RunLike]) -> list[tuple[str, str]]:
         parts = [p for p in map(parse_metric_key, r.metrics) if p is not None]
         own = [p for p in parts if p.task == target and p.metric == metric]
         if r.status != "FINISHED":
-            reason = f"status {r.status}"
+            reason = _UNFINISHED.get(r.tags.get(OUTCOME_TAG, ""), f"status {r.status}")
         elif not target:
             reason = "no target param or raystilts.target tag"
         elif not own:

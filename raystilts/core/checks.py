@@ -11,7 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from raystilts.core.errors import UserError
@@ -20,6 +23,7 @@ __all__ = [
     "ENVIRONMENT_ERRNOS",
     "check_model",
     "environment_error",
+    "output_dir",
     "readable_dir",
     "writable_dir",
 ]
@@ -90,6 +94,21 @@ def writable_dir(path: Path, flag: str) -> Path:
             "write to"
         ) from None
     return path
+
+
+@contextmanager
+def output_dir(path: Path, flag: str) -> Iterator[Path]:
+    """:func:`writable_dir` for a command's output: the directories it had to create are
+    removed again (with what the command wrote there) when the command fails, so that a
+    failed ``report --out DIR`` leaves no empty ``DIR`` behind. A directory that existed is
+    never removed."""
+    first_new = next((p for p in (path, *path.parents)[::-1] if not p.exists()), None)
+    try:
+        yield writable_dir(path, flag)
+    except BaseException:
+        if first_new is not None and first_new.is_dir():
+            shutil.rmtree(first_new, ignore_errors=True)
+        raise
 
 
 def readable_dir(path: Path, flag: str) -> Path:

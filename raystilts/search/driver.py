@@ -541,6 +541,13 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dashboard_port = int(probe.getsockname()[1])
+    # Ray's raylet warns "(raylet) WARNING: N PYTHON worker processes have been started ..."
+    # once its live workers reach 4x its startup concurrency (= the CPU count: 8 workers on 2
+    # cores), and no log level silences it (ray-project/ray#63800). A search's workers are
+    # bounded by max_concurrent (Tune's trainable, Train's controller and workers per trial),
+    # not the runaway nesting the warning is about, so the local raylet gets the documented
+    # RayConfig override, raised to where a search does not reach it.
+    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(_startup_concurrency(need)))
     if os.environ.get("RAY_API_SERVER_ADDRESS") in (None, _PINNED_API.get("address")):
         _PINNED_API["address"] = f"http://127.0.0.1:{dashboard_port}"  # ours, not the user's
         os.environ["RAY_API_SERVER_ADDRESS"] = _PINNED_API["address"]
@@ -552,6 +559,19 @@ def _init_ray(space: SearchSpace, run: SearchRun, use_gpu: bool) -> None:
         log_to_driver=False,  # workers' logs stay in Ray's session dir; trials print one line each
         logging_level=logging.WARNING,  # not "Started a local Ray instance" on every search
     )
+
+
+def _startup_concurrency(trial_cpus: float) -> int:
+    """The local raylet's ``worker_maximum_startup_concurrency`` (``T``): it warns when its live
+    Python workers reach ``4 T + 8``. A search holds a handful per concurrent trial CPU (Tune's
+    trainable, Train's controller and workers, their state actors), so 16 or twice the trials'
+    CPUs keeps a search below it. It also caps how many workers start at once, which the
+    search's own concurrency bounds far lower.
+
+    >>> _startup_concurrency(2) >= 16, _startup_concurrency(40) >= 80
+    (True, True)
+    """
+    return max(os.cpu_count() or 1, 16, 2 * math.ceil(trial_cpus))
 
 
 def _check_address(address: str) -> None:
@@ -603,6 +623,8 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     )  # fail fast on a bad URI
     if run.resume:
         tracker.close_open_runs()  # the killed driver's RUNNING runs: KILLED, reopened on resume
+    # the prior's experiments are read now: a misspelt name is one line before Ray starts
+    evidence = _earlier_evidence(space, tracker)
     needs = _needs(space, run.data_dir)
     ws = prepare_workspace(
         model=space.model,
@@ -676,8 +698,9 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     try:
         warm = _warm_start(space, ws, tracker, parent, use_gpu=use_gpu, log=run.log)
         _run_targets(
-            space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed, warm
-        )
+            space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed,
+            warm, evidence,
+        )  # fmt: skip
         status, outcome = "FINISHED", "finished"
     except KeyboardInterrupt:
         status, outcome = "KILLED", "interrupted"
@@ -836,6 +859,7 @@ def _run_targets(
     counts: dict[str, int],
     failed: dict[str, int],
     warm: Mapping[str, Sequence[str]],
+    evidence: list[Evidence],
 ) -> None:
     # chains sharing a prefix train it once, trials on any node reading the same cache
     prefix_root = (
@@ -848,7 +872,7 @@ def _run_targets(
         storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" per target
-    evidence = _earlier_evidence(space, tracker)  # for the prior (raystilts.search.prior)
+    evidence = list(evidence)  # the prior's (raystilts.search.prior); grows target by target
     for target in space.targets:
         metric = selection_key(CATALOG[target])
         if run.log:
@@ -930,10 +954,20 @@ def _run_targets(
 
 
 def _earlier_evidence(space: SearchSpace, tracker: Tracker) -> list[Evidence]:
-    """Finished trials of ``search.prior.experiments`` in this search's tracking store."""
+    """Finished trials of ``search.prior.experiments`` in this search's tracking store.
+
+    Raises:
+        UserError: an experiment is not in the store (naming the field and the known ones).
+    """
     evidence: list[Evidence] = []
     for name in space.search.prior.experiments:
-        runs = load_runs(tracking_uri=tracker.tracking_uri, experiment=name)
+        try:
+            runs = load_runs(tracking_uri=tracker.tracking_uri, experiment=name)
+        except UserError as e:
+            raise UserError(
+                f"search.prior.experiments: {e}; fix the name, or bring a published table in "
+                "first (raystilts import TABLE.csv --experiment NAME)"
+            ) from None
         evidence += evidence_from_runs(runs)
     return evidence
 

@@ -126,7 +126,13 @@ CATALOG: dict[str, TaskSpec] = {
             _PAIR,
             "English paraphrase pairs (as QQP)",
         ),
-        _mini("mini_ccg", "tagging", mini.CCG_TAGS, ("tokens",), "English role supertags (as CCG)"),
+        _mini(
+            "mini_ccg",
+            "tagging",
+            mini.CCG_TAGS,
+            ("tokens",),
+            "English role supertags, verbs by class (as CCG)",
+        ),
         _mini(
             "mini_topic",
             "classification",
@@ -139,14 +145,14 @@ CATALOG: dict[str, TaskSpec] = {
             "classification",
             mini.NLI_LABELS,
             _PAIR,
-            "NLI, 400 English train, 6 languages (as XNLI)",
+            "NLI, 32 English train, 6 languages (as XNLI)",
         ),
         _mini(
             "mini_udpos",
             "tagging",
             mini.UDPOS_TAGS,
             ("tokens",),
-            "POS tags, the object's apart (NOUN:obj), 30 English train, 6 languages (as UDPOS)",
+            "fine POS tags (objects apart, verbs by class), 20 English train, 6 languages (as UDPOS)",
         ),
     )
 }

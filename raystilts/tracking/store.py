@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from raystilts.core.errors import UserError
@@ -77,6 +78,7 @@ __all__ = [
     "OUTCOME_TAG",
     "PARENT_RUN_TAG",
     "SEARCH_ID_TAG",
+    "TRACKING_ERRORS",
     "TRIAL_ID_TAG",
     "RunRecord",
     "Tracker",
@@ -111,6 +113,9 @@ _SQLITE_COLUMNS = {
 _log = logging.getLogger(__name__)
 
 TrialStatus = Literal["FINISHED", "KILLED", "FAILED"]
+# What a store can raise that is not our bug (a server that went away, a full artifact store,
+# a run deleted meanwhile): callers outside this package catch these without importing mlflow.
+TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, UserError, OSError)
 _T = TypeVar("_T")
 
 

@@ -161,10 +161,17 @@ def prepare_workspace(
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
     except OSError as e:
+        why = str(e).splitlines()[0]
+        if model == "embedded":  # our own cache entry, damaged (a full disk, a killed copy)
+            raise UserError(
+                f"the cached embedded model {model_dir} is damaged ({why}); delete that "
+                "directory and run again (it is rebuilt in about two minutes)"
+            ) from None
         raise UserError(
-            f"model '{model}': cannot load its tokenizer ({str(e).splitlines()[0]}); "
+            f"model '{model}': cannot load its tokenizer ({why}); "
             "give a local directory with the model, or make the hub reachable"
         ) from None
+    _check_length(model, model_dir, max_length)
     tok_dir = (
         Path(model_dir) if Path(model_dir).is_dir() else _save_tokenizer(tok, cache_dir, model)
     )
@@ -187,6 +194,32 @@ def prepare_workspace(
     return Workspace(
         model=model_dir, data_dir=data_dir, features=store, pad_id=int(pad), misses=misses
     )
+
+
+# model types whose position ids start after the padding index (RoBERTa's scheme)
+_PADDING_OFFSET_MODELS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
+
+
+def _check_length(model: str, model_dir: str, max_length: int) -> None:
+    """``training.max_length`` within the model's positions: longer inputs fail every trial
+    with an index error inside the workers, after Ray and tokenization (one line now)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return  # the tokenizer loaded; a config the workers cannot read fails there, named
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return  # relative or rotary positions: no fixed limit
+    pad = getattr(config, "pad_token_id", None)
+    if config.model_type in _PADDING_OFFSET_MODELS and isinstance(pad, int):
+        positions -= pad + 1
+    if max_length > positions:
+        raise UserError(
+            f"training.max_length: {max_length} is longer than model '{model}' takes "
+            f"({positions} tokens); set it <= {positions}"
+        )
 
 
 def _tokenize(
