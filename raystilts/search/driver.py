@@ -596,28 +596,7 @@ def _check_address(address: str) -> None:
 def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     """Run the search of ``space``, one Tune run per target; returns timing and trial counts."""
     t0 = time.perf_counter()
-    if run.address and not run.storage_path:
-        raise UserError(
-            f"--address {run.address}: a cluster's nodes do not share this machine's disk; "
-            "pass --storage-path s3://bucket/prefix (or a directory every node mounts)"
-        )
-    if run.storage_path:
-        storage_lib.check(run.storage_path)
-    if run.address:
-        _check_address(run.address)  # before minutes of tokenization
-    if run.resume:  # before anything is created
-        storage = run.storage_path or str((run.workdir / "ray_results").resolve())
-        found = [
-            t
-            for t in space.targets
-            if tune.Tuner.can_restore(_experiment_path(storage, space.name, t))
-        ]
-        if not found:
-            raise UserError(
-                f"--resume: no interrupted search {space.name!r} under {storage}; pass the "
-                "--workdir/--storage-path it ran with, or run without --resume"
-            )
-        _check_fingerprint(space, storage)
+    _preflight(space, run)
     tracker = Tracker(
         tracking_uri=run.tracking_uri, experiment=space.name
     )  # fail fast on a bad URI
@@ -634,21 +613,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         data_dir=run.data_dir,
         log=run.log,
     )
-    import torch
-
-    use_gpu = (
-        torch.cuda.is_available()
-        if space.resources.use_gpu == "auto"
-        else bool(space.resources.use_gpu)
-    )
-    gpus = space.resources.workers_per_trial * space.resources.gpus_per_worker
-    if use_gpu and not run.address and torch.cuda.device_count() < gpus:
-        # Train would wait for GPUs forever, silently: say so before anything starts
-        raise UserError(
-            f"resources.use_gpu: {space.resources.use_gpu} needs {gpus:g} "
-            f"GPU(s) per trial, this machine has {torch.cuda.device_count()}; "
-            "set use_gpu: auto/false or pass --address of a GPU cluster"
-        )
+    use_gpu = _local_gpu(space, run)
     _init_ray(space, run, use_gpu)
     stopping.reclaim()  # ray.init's SIGTERM handler aborts the driver; ours stops it cleanly
     if run.address and space.resources.use_gpu == "auto":
@@ -672,26 +637,7 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     )
     counts: dict[str, int] = {}
     failed: dict[str, int] = {}
-    spec = json.dumps(space.to_dict(), sort_keys=True, default=str)
-    # one parent run per search space (same space, same parent), the trials its children
-    parent = tracker.start_search(
-        search_id=f"{space.name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}",
-        run_name=f"search {space.name}",
-        params={
-            "targets": json.dumps(list(space.targets)),
-            "model": space.model,
-            "intermediate_tasks": json.dumps(list(space.intermediate.tasks)),
-            "max_chain_length": space.intermediate.max_chain_length,
-            "num_samples": space.search.num_samples,
-            "seeds": json.dumps(list(space.search.seeds)),
-            "workers_per_trial": space.resources.workers_per_trial,
-        },
-        tags={
-            SEARCH_TAG: space.name,
-            "raystilts.storage_path": storage,
-            "raystilts.space_yaml": space.source_path or "<dict>",  # a tag: paths may differ
-        },
-    )
+    parent = _start_parent(tracker, space, storage)
     if not run.resume:  # what --resume compares against
         _write_fingerprint(space, storage)
     status, outcome = "FAILED", "error"
@@ -726,6 +672,79 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         "tracking_uri": tracker.tracking_uri,
         "parent_run_id": parent,  # the CLI puts the answer on it (raystilts.report.answer)
     }
+
+
+def _preflight(space: SearchSpace, run: SearchRun) -> None:
+    """What can be checked before anything is created: a cluster's storage and address, and
+    with --resume that there is a search to resume, of this very space."""
+    if run.address and not run.storage_path:
+        raise UserError(
+            f"--address {run.address}: a cluster's nodes do not share this machine's disk; "
+            "pass --storage-path s3://bucket/prefix (or a directory every node mounts)"
+        )
+    if run.storage_path:
+        storage_lib.check(run.storage_path)
+    if run.address:
+        _check_address(run.address)  # before minutes of tokenization
+    if run.resume:  # before anything is created
+        storage = run.storage_path or str((run.workdir / "ray_results").resolve())
+        found = [
+            t
+            for t in space.targets
+            if tune.Tuner.can_restore(_experiment_path(storage, space.name, t))
+        ]
+        if not found:
+            raise UserError(
+                f"--resume: no interrupted search {space.name!r} under {storage}; pass the "
+                "--workdir/--storage-path it ran with, or run without --resume"
+            )
+        _check_fingerprint(space, storage)
+
+
+def _local_gpu(space: SearchSpace, run: SearchRun) -> bool:
+    """Whether trials use GPUs (``use_gpu: auto``: this machine's CUDA); a local machine with
+    fewer GPUs than a trial needs is one line here, not a Train that waits forever."""
+    import torch
+
+    use_gpu = (
+        torch.cuda.is_available()
+        if space.resources.use_gpu == "auto"
+        else bool(space.resources.use_gpu)
+    )
+    gpus = space.resources.workers_per_trial * space.resources.gpus_per_worker
+    if use_gpu and not run.address and torch.cuda.device_count() < gpus:
+        # Train would wait for GPUs forever, silently: say so before anything starts
+        raise UserError(
+            f"resources.use_gpu: {space.resources.use_gpu} needs {gpus:g} "
+            f"GPU(s) per trial, this machine has {torch.cuda.device_count()}; "
+            "set use_gpu: auto/false or pass --address of a GPU cluster"
+        )
+    return use_gpu
+
+
+def _start_parent(tracker: Tracker, space: SearchSpace, storage: str) -> str:
+    """The search's parent run: one per search space (same space, same parent), the trials
+    its children."""
+    spec = json.dumps(space.to_dict(), sort_keys=True, default=str)
+    # one parent run per search space (same space, same parent), the trials its children
+    return tracker.start_search(
+        search_id=f"{space.name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}",
+        run_name=f"search {space.name}",
+        params={
+            "targets": json.dumps(list(space.targets)),
+            "model": space.model,
+            "intermediate_tasks": json.dumps(list(space.intermediate.tasks)),
+            "max_chain_length": space.intermediate.max_chain_length,
+            "num_samples": space.search.num_samples,
+            "seeds": json.dumps(list(space.search.seeds)),
+            "workers_per_trial": space.resources.workers_per_trial,
+        },
+        tags={
+            SEARCH_TAG: space.name,
+            "raystilts.storage_path": storage,
+            "raystilts.space_yaml": space.source_path or "<dict>",  # a tag: paths may differ
+        },
+    )
 
 
 def space_fingerprint(space: SearchSpace) -> str:
