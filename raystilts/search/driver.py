@@ -643,27 +643,14 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
     status, outcome = "FAILED", "error"
     try:
         warm = _warm_start(space, ws, tracker, parent, use_gpu=use_gpu, log=run.log)
-        _run_targets(
-            space, run, tracker, parent, ws_config, storage, threads, use_gpu, counts, failed,
-            warm, evidence,
-        )  # fmt: skip
+        targets = (space, run, tracker, parent, ws_config, storage, threads, use_gpu, warm)
+        _run_targets(_Targets(*targets, evidence=list(evidence), counts=counts, failed=failed))
         status, outcome = "FINISHED", "finished"
     except KeyboardInterrupt:
         status, outcome = "KILLED", "interrupted"
         raise
     finally:
-        try:
-            tracker.end_search(
-                parent,
-                status=status,  # type: ignore[arg-type]
-                tags={
-                    OUTCOME_TAG: outcome,
-                    "raystilts.trials": json.dumps(counts),
-                    "raystilts.failed": json.dumps(failed),
-                },
-            )
-        finally:
-            tracker.close_open_runs()  # whatever happened, no run of this search stays RUNNING
+        _end_search(tracker, parent, status, outcome, counts, failed)
     return {
         "seconds": time.perf_counter() - t0,
         "trials": counts,
@@ -672,6 +659,30 @@ def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
         "tracking_uri": tracker.tracking_uri,
         "parent_run_id": parent,  # the CLI puts the answer on it (raystilts.report.answer)
     }
+
+
+def _end_search(
+    tracker: Tracker,
+    parent: str,
+    status: str,
+    outcome: str,
+    counts: Mapping[str, int],
+    failed: Mapping[str, int],
+) -> None:
+    """End the parent run with the outcome and trial counts; whatever happened, no run of
+    this search stays RUNNING."""
+    try:
+        tracker.end_search(
+            parent,
+            status=status,  # type: ignore[arg-type]
+            tags={
+                OUTCOME_TAG: outcome,
+                "raystilts.trials": json.dumps(counts),
+                "raystilts.failed": json.dumps(failed),
+            },
+        )
+    finally:
+        tracker.close_open_runs()
 
 
 def _preflight(space: SearchSpace, run: SearchRun) -> None:
@@ -866,32 +877,32 @@ def _warm_start(
     return chosen
 
 
-def _run_targets(
-    space: SearchSpace,
-    run: SearchRun,
-    tracker: Tracker,
-    parent: str,
-    ws_config: dict[str, object],
-    storage: str,
-    threads: int,
-    use_gpu: bool,
-    counts: dict[str, int],
-    failed: dict[str, int],
-    warm: Mapping[str, Sequence[str]],
-    evidence: list[Evidence],
-) -> None:
-    # chains sharing a prefix train it once, trials on any node reading the same cache
-    prefix_root = (
-        storage_lib.join(storage, "raystilts-cache", "prefixes")
-        if storage_lib.is_remote(storage)
-        else str(Path(storage) / "raystilts-cache" / "prefixes")
-    )
-    model = str(ws_config["model"])
-    model_fingerprint = (
-        storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
-    )
+@dataclass(slots=True)
+class _Targets:
+    """What every target's Tune run of one search shares; ``counts`` and ``failed`` (trials and
+    errored trials per target) fill in as targets finish, so an interrupted search still
+    records the targets it finished."""
+
+    space: SearchSpace
+    run: SearchRun
+    tracker: Tracker
+    parent: str
+    ws_config: dict[str, object]
+    storage: str
+    threads: int
+    use_gpu: bool
+    warm: Mapping[str, Sequence[str]]
+    evidence: list[Evidence]  # the prior's (raystilts.search.prior); grows target by target
+    counts: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+
+
+def _run_targets(ctx: _Targets) -> None:
+    """One Tune run per target, in order; each target's finished trials join the evidence of
+    the next targets' prior."""
+    space, run = ctx.space, ctx.run
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" per target
-    evidence = list(evidence)  # the prior's (raystilts.search.prior); grows target by target
+    trainables = _Trainables(ctx)
     for target in space.targets:
         metric = selection_key(CATALOG[target])
         if run.log:
@@ -900,41 +911,10 @@ def _run_targets(
                 flush=True,
             )
         ranking, rerank = _target_ranking(
-            space, target, warm.get(target), evidence, tracker, parent, run.log
+            space, target, ctx.warm.get(target), ctx.evidence, ctx.tracker, ctx.parent, run.log
         )
-        # the same objects the tabular replay drives (benchmarks/transfer_tables.py)
-        search = build_search(space, target, ranking=ranking, rerank=rerank)
-        searcher = RacingSearcher(search, metric=metric)
-        seeds = len(space.search.seeds)
-        samples = search.num_samples
-        sched: Any = FIFOScheduler()
-        # a retrieval target is not trained: nothing to stop early
-        if space.search.scheduler.type == "asha" and CATALOG[target].has_train:
-            # rungs in target steps, not in reports: a trial whose worker restarted reports
-            # its first evaluations again, and a report count would run past max_t
-            every = space.target_for(target).eval_every
-            sched = ASHAScheduler(
-                time_attr="target_step",
-                max_t=space.target_for(target).steps,
-                grace_period=space.search.scheduler.grace_period * every,
-                reduction_factor=space.search.scheduler.reduction_factor,
-            )
-        trainable = tune.with_parameters(
-            _trial,
-            space=space,
-            target=target,
-            workspace=ws_config,
-            storage=storage,
-            threads=threads,
-            use_gpu=use_gpu,
-            prefix_root=prefix_root,
-            model_fingerprint=model_fingerprint,
-        )
-        trainable = tune.with_resources(trainable, {"CPU": 0.01})  # the trial only waits
-        callback = MlflowCallback(
-            tracker=tracker, space=space, target=target, parent=parent, log=run.log
-        )
-        path = _experiment_path(storage, space.name, target)
+        trainable = trainables(target)
+        path = _experiment_path(ctx.storage, space.name, target)
         if run.resume and tune.Tuner.can_restore(path):
             # finished trials stay finished; unfinished ones continue; errored ones stay errored
             # the restored RunConfig holds an unpickled copy of the old callback, which
@@ -942,34 +922,98 @@ def _run_targets(
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
             if run.log:
                 print(f"{target}: resuming {path}", flush=True)
-            with stopping.tune_run():  # SIGTERM/Ctrl-C: Tune saves and stops, then we raise
-                grid = tuner.fit()
-            counts[target] = len(grid)
-            failed[target] = grid.num_errors
+            _fit(ctx, target, tuner)
             continue
+        # the same objects the tabular replay drives (benchmarks/transfer_tables.py)
+        search = build_search(space, target, ranking=ranking, rerank=rerank)
         tuner = tune.Tuner(
             trainable,
             param_space={},
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent),
-                scheduler=sched,
-                num_samples=samples * seeds,
+                search_alg=ConcurrencyLimiter(
+                    RacingSearcher(search, metric=metric),
+                    max_concurrent=space.search.max_concurrent,
+                ),
+                scheduler=_scheduler(space, target),
+                num_samples=search.num_samples * len(space.search.seeds),
                 metric=metric,
                 mode="max",
             ),
             run_config=tune.RunConfig(
                 name=f"{space.name}-{target}",
-                storage_path=storage,
-                callbacks=[callback],
+                storage_path=ctx.storage,
+                callbacks=[
+                    MlflowCallback(
+                        tracker=ctx.tracker,
+                        space=space,
+                        target=target,
+                        parent=ctx.parent,
+                        log=run.log,
+                    )
+                ],
                 verbose=0,
             ),
         )
-        with stopping.tune_run():
-            grid = tuner.fit()
-        counts[target] = len(grid)
-        failed[target] = grid.num_errors
+        _fit(ctx, target, tuner)
         if space.search.prior.other_targets:  # this target's trials inform the next targets'
-            evidence += evidence_from_search(search)
+            ctx.evidence += evidence_from_search(search)
+
+
+def _fit(ctx: _Targets, target: str, tuner: tune.Tuner) -> None:
+    """Run one target's Tune experiment and count its trials."""
+    with stopping.tune_run():  # SIGTERM/Ctrl-C: Tune saves and stops, then we raise
+        grid = tuner.fit()
+    ctx.counts[target] = len(grid)
+    ctx.failed[target] = grid.num_errors
+
+
+def _scheduler(space: SearchSpace, target: str) -> Any:
+    """ASHA over target steps where the space asks for it and the target trains, else FIFO."""
+    # a retrieval target is not trained: nothing to stop early
+    if space.search.scheduler.type == "asha" and CATALOG[target].has_train:
+        # rungs in target steps, not in reports: a trial whose worker restarted reports
+        # its first evaluations again, and a report count would run past max_t
+        every = space.target_for(target).eval_every
+        return ASHAScheduler(
+            time_attr="target_step",
+            max_t=space.target_for(target).steps,
+            grace_period=space.search.scheduler.grace_period * every,
+            reduction_factor=space.search.scheduler.reduction_factor,
+        )
+    return FIFOScheduler()
+
+
+class _Trainables:
+    """The trial function of each target, with what every trial of the search shares."""
+
+    def __init__(self, ctx: _Targets) -> None:
+        self.ctx = ctx
+        storage = ctx.storage
+        # chains sharing a prefix train it once, trials on any node reading the same cache
+        self.prefix_root = (
+            storage_lib.join(storage, "raystilts-cache", "prefixes")
+            if storage_lib.is_remote(storage)
+            else str(Path(storage) / "raystilts-cache" / "prefixes")
+        )
+        model = str(ctx.ws_config["model"])
+        self.model_fingerprint = (
+            storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
+        )
+
+    def __call__(self, target: str) -> Any:
+        ctx = self.ctx
+        trainable = tune.with_parameters(
+            _trial,
+            space=ctx.space,
+            target=target,
+            workspace=ctx.ws_config,
+            storage=ctx.storage,
+            threads=ctx.threads,
+            use_gpu=ctx.use_gpu,
+            prefix_root=self.prefix_root,
+            model_fingerprint=self.model_fingerprint,
+        )
+        return tune.with_resources(trainable, {"CPU": 0.01})  # the trial only waits
 
 
 def _earlier_evidence(space: SearchSpace, tracker: Tracker) -> list[Evidence]:
