@@ -133,6 +133,10 @@ class Kind(ABC):
     name: ClassVar[str]
     # a row is several sequences padded together: (B, C, T) batches (multiple choice)
     grouped: ClassVar[bool] = False
+    # the transformers auto class of the kind's head (build_head), and whether the task's
+    # label count sizes it
+    auto_head: ClassVar[str | None] = None
+    labels_from_task: ClassVar[bool] = False
 
     @abstractmethod
     def featurize(
@@ -164,12 +168,22 @@ class Kind(ABC):
         where the rows have them, training targets."""
         return collate_rows(feats, idx, pad_id=pad_id)
 
-    @abstractmethod
     def build_head(
         self, base_model: str, config: Any, task: TaskSpec, *, retrieval_layer: int | None = None
     ) -> nn.Module:
         """``base_model`` with a fresh head for ``task`` (``config`` already loaded and given a
-        pad token; the caller seeds torch first and loads the carried encoder after)."""
+        pad token; the caller seeds torch first and loads the carried encoder after). By
+        default transformers' ``auto_head`` class, with ``task.num_labels`` outputs where
+        ``labels_from_task``; a kind whose head is not one auto class overrides this."""
+        import transformers
+
+        if self.auto_head is None:
+            raise NotImplementedError(f"kind {self.name!r} names no auto_head: override build_head")
+        if self.labels_from_task:
+            config.num_labels = task.num_labels
+        head = getattr(transformers, self.auto_head)
+        model: nn.Module = head.from_pretrained(base_model, config=config)
+        return model
 
     @abstractmethod
     def evaluate(

@@ -8,7 +8,7 @@ task's label count. Score: accuracy of the argmax class.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raystilts.kinds.base import (
     Columns,
@@ -22,9 +22,6 @@ from raystilts.kinds.base import (
 )
 from raystilts.tasks.catalog import TaskSpec
 
-if TYPE_CHECKING:
-    from torch import nn
-
 __all__ = ["KIND", "Classification", "kept"]
 
 
@@ -35,6 +32,8 @@ def kept(enc: Any, *names: str) -> Columns:
 
 class Classification(Kind):
     name = "classification"
+    auto_head = "AutoModelForSequenceClassification"
+    labels_from_task = True
 
     def featurize(
         self,
@@ -52,17 +51,6 @@ class Classification(Kind):
             **kept(enc, "input_ids", "token_type_ids"),
             "labels": [int(ex["label"]) for ex in examples],
         }
-
-    def build_head(
-        self, base_model: str, config: Any, task: TaskSpec, *, retrieval_layer: int | None = None
-    ) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        config.num_labels = task.num_labels
-        model: nn.Module = AutoModelForSequenceClassification.from_pretrained(
-            base_model, config=config
-        )
-        return model
 
     def evaluate(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raystilts.kinds.base import (
     IGNORE_INDEX,
@@ -28,9 +28,6 @@ from raystilts.kinds.base import (
 )
 from raystilts.kinds.classification import kept
 from raystilts.tasks.catalog import TaskSpec
-
-if TYPE_CHECKING:
-    from torch import nn
 
 __all__ = ["KIND", "MLM_PROBABILITY", "MaskedLM", "mlm_collator"]
 
@@ -52,6 +49,7 @@ def mlm_collator(tokenizer_dir: Path, *, seed: int) -> Any:
 
 class MaskedLM(Kind):
     name = "mlm"
+    auto_head = "AutoModelForMaskedLM"
 
     def featurize(
         self,
@@ -87,14 +85,6 @@ class MaskedLM(Kind):
         ]
         batch = mlm(rows)
         return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
-
-    def build_head(
-        self, base_model: str, config: Any, task: TaskSpec, *, retrieval_layer: int | None = None
-    ) -> nn.Module:
-        from transformers import AutoModelForMaskedLM
-
-        model: nn.Module = AutoModelForMaskedLM.from_pretrained(base_model, config=config)
-        return model
 
     def evaluate(
         self,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -46,9 +46,6 @@ from raystilts.kinds.base import (
     made_up_task,
 )
 from raystilts.tasks.catalog import TaskSpec
-
-if TYPE_CHECKING:
-    from torch import nn
 
 __all__ = [
     "KIND",
@@ -438,6 +435,7 @@ def doc_stride(max_length: int) -> tuple[int, int]:
 
 class ExtractiveQA(Kind):
     name = "qa"
+    auto_head = "AutoModelForQuestionAnswering"
 
     def featurize(
         self,
@@ -471,14 +469,6 @@ class ExtractiveQA(Kind):
             if name in feats.columns:
                 out[name] = torch.tensor([feats.columns[name][i] for i in idx], dtype=torch.long)
         return out
-
-    def build_head(
-        self, base_model: str, config: Any, task: TaskSpec, *, retrieval_layer: int | None = None
-    ) -> nn.Module:
-        from transformers import AutoModelForQuestionAnswering
-
-        model: nn.Module = AutoModelForQuestionAnswering.from_pretrained(base_model, config=config)
-        return model
 
     def evaluate(
         self,

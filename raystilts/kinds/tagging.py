@@ -10,7 +10,7 @@ sets F1 and accuracy as XTREME reports them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raystilts.kinds.base import (
     IGNORE_INDEX,
@@ -28,14 +28,13 @@ from raystilts.kinds.base import (
 from raystilts.kinds.classification import kept
 from raystilts.tasks.catalog import TaskSpec
 
-if TYPE_CHECKING:
-    from torch import nn
-
 __all__ = ["KIND", "Tagging"]
 
 
 class Tagging(Kind):
     name = "tagging"
+    auto_head = "AutoModelForTokenClassification"
+    labels_from_task = True
 
     def featurize(
         self,
@@ -74,17 +73,6 @@ class Tagging(Kind):
             width = out["input_ids"].shape[1]
             out["labels"] = pad([feats.labels[i] for i in idx], width, IGNORE_INDEX)
         return out
-
-    def build_head(
-        self, base_model: str, config: Any, task: TaskSpec, *, retrieval_layer: int | None = None
-    ) -> nn.Module:
-        from transformers import AutoModelForTokenClassification
-
-        config.num_labels = task.num_labels
-        model: nn.Module = AutoModelForTokenClassification.from_pretrained(
-            base_model, config=config
-        )
-        return model
 
     def evaluate(
         self,
