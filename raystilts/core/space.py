@@ -300,8 +300,6 @@ class ChainPlanSpec:
         return chain_name(self.tasks, self.target.task)
 
 
-
-
 def _task_param(index: int, chosen: Sequence[str]) -> str:
     # Optuna needs one name per choice list; the choices are the pool minus the tasks already
     # used, so the name encodes that set (sorted: a>b and b>a share statistics for phase 2).
@@ -534,6 +532,53 @@ def load_space_dict(
         raise UserError(f"{exc} (in {source})") from None
 
 
+def _training(train: _Section) -> TrainingSettings:
+    """The ``training`` section (defaults: TRAINING_DEFAULTS)."""
+    return TrainingSettings(
+        batch_size=train.get_int("batch_size", TRAINING_DEFAULTS.batch_size, minimum=1),
+        max_length=train.get_int("max_length", TRAINING_DEFAULTS.max_length, minimum=2),
+        warmup_ratio=train.get_float(
+            "warmup_ratio", TRAINING_DEFAULTS.warmup_ratio, "a number in [0, 1)", _unit
+        ),
+        weight_decay=train.get_float(
+            "weight_decay", TRAINING_DEFAULTS.weight_decay, "a number >= 0", _non_negative
+        ),
+        max_device_batch_size=(
+            None
+            if train.raw("max_device_batch_size") is None
+            else train.get_int("max_device_batch_size", 0, minimum=1)
+        ),
+        save_model=train.get_bool("save_model", TRAINING_DEFAULTS.save_model),
+        checkpoint=_one_of(
+            train.raw("checkpoint", TRAINING_DEFAULTS.checkpoint),
+            "training.checkpoint",
+            CHECKPOINT_CHOICES,
+        ),
+        pos_scheme=_one_of(
+            train.raw("pos_scheme", TRAINING_DEFAULTS.pos_scheme),
+            "training.pos_scheme",
+            POS_SCHEMES,
+        ),
+    )
+
+
+def _resources(res: _Section) -> Resources:
+    """The ``resources`` section."""
+    use_gpu = res.raw("use_gpu", "auto")
+    if use_gpu != "auto" and not isinstance(use_gpu, bool):
+        raise UserError(f"resources.use_gpu: expected auto, true or false, got {_short(use_gpu)}")
+    return Resources(
+        workers_per_trial=res.get_int("workers_per_trial", 1, minimum=1),
+        cpus_per_worker=res.get_float("cpus_per_worker", 1.0, "a number > 0", _positive),
+        use_gpu=use_gpu,
+        gpus_per_worker=res.get_float(
+            "gpus_per_worker", 1.0, "a fraction in (0, 1] or a whole number", _gpus
+        ),
+        placement_strategy=_placement(res.raw("placement_strategy", "PACK")),
+        max_failures=res.get_int("max_failures", 2, minimum=0),
+    )
+
+
 def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> SearchSpace:
     if not isinstance(data, Mapping):
         raise UserError(
@@ -560,11 +605,6 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
     languages, eval_languages = _languages(top.raw("languages"), targets, catalog)
     intermediate = _intermediate(top.section("intermediate"), targets, catalog)
     target = _target(top.section("target"), targets)
-    train = top.section("training")
-    res = top.section("resources")
-    use_gpu = res.raw("use_gpu", "auto")
-    if use_gpu != "auto" and not isinstance(use_gpu, bool):
-        raise UserError(f"resources.use_gpu: expected auto, true or false, got {_short(use_gpu)}")
     return SearchSpace(
         name=name,
         model=model,
@@ -573,39 +613,9 @@ def _parse_space(data: Any, catalog: Mapping[str, TaskInfo], source: str) -> Sea
         eval_languages=eval_languages,
         intermediate=intermediate,
         target=target,
-        training=TrainingSettings(
-            batch_size=train.get_int("batch_size", TRAINING_DEFAULTS.batch_size, minimum=1),
-            max_length=train.get_int("max_length", TRAINING_DEFAULTS.max_length, minimum=2),
-            warmup_ratio=train.get_float(
-                "warmup_ratio", TRAINING_DEFAULTS.warmup_ratio, "a number in [0, 1)", _unit
-            ),
-            weight_decay=train.get_float(
-                "weight_decay", TRAINING_DEFAULTS.weight_decay, "a number >= 0", _non_negative
-            ),
-            max_device_batch_size=(
-                None
-                if train.raw("max_device_batch_size") is None
-                else train.get_int("max_device_batch_size", 0, minimum=1)
-            ),
-            save_model=train.get_bool("save_model", TRAINING_DEFAULTS.save_model),
-            checkpoint=_one_of(
-                train.raw("checkpoint", TRAINING_DEFAULTS.checkpoint), "training.checkpoint", CHECKPOINT_CHOICES
-            ),
-            pos_scheme=_one_of(
-                train.raw("pos_scheme", TRAINING_DEFAULTS.pos_scheme), "training.pos_scheme", POS_SCHEMES
-            ),
-        ),
+        training=_training(top.section("training")),
         search=_search(top.section("search"), intermediate, target),
-        resources=Resources(
-            workers_per_trial=res.get_int("workers_per_trial", 1, minimum=1),
-            cpus_per_worker=res.get_float("cpus_per_worker", 1.0, "a number > 0", _positive),
-            use_gpu=use_gpu,
-            gpus_per_worker=res.get_float(
-                "gpus_per_worker", 1.0, "a fraction in (0, 1] or a whole number", _gpus
-            ),
-            placement_strategy=_placement(res.raw("placement_strategy", "PACK")),
-            max_failures=res.get_int("max_failures", 2, minimum=0),
-        ),
+        resources=_resources(top.section("resources")),
         source_path=None if source == "<dict>" else source,
     )
 
