@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 	@echo "raystilts: $(VENV) ready"
 
-demo: $(BIN)/.installed  ## a real small search on the embedded benchmark (about 9 minutes on 2 cores, first run)
+demo: $(BIN)/.installed  ## a real small search on the embedded benchmark (about 20 minutes on 2 cores the first time)
 	$(BIN)/raystilts demo
 
 test: $(BIN)/.installed  ## the whole test suite, Ray end-to-end tests included (what CI runs)
