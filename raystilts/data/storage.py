@@ -27,9 +27,18 @@ from filelock import FileLock
 
 from raystilts.core.errors import UserError
 
-__all__ = ["check", "content_key", "fetch", "is_remote", "join", "node_cache_root", "publish"]
+__all__ = [
+    "COMPLETE_MARKER",
+    "check",
+    "content_key",
+    "fetch",
+    "is_remote",
+    "join",
+    "node_cache_root",
+    "publish",
+]
 
-_MARKER = ".complete"
+COMPLETE_MARKER = ".complete"  # written last by publish(): the copy is whole
 
 
 def is_remote(path: str) -> bool:
@@ -103,7 +112,7 @@ def publish(local_dir: Path, uri: str) -> str:
     from pyarrow import fs
 
     filesystem, path = _fs(uri)
-    marker = f"{path}/{_MARKER}"
+    marker = f"{path}/{COMPLETE_MARKER}"
     try:
         if _exists(filesystem, marker):
             return uri
@@ -116,7 +125,7 @@ def publish(local_dir: Path, uri: str) -> str:
             source_filesystem=fs.LocalFileSystem(),
             destination_filesystem=filesystem,  # type: ignore[arg-type]
         )
-        with filesystem.open_output_stream(f"{target}/{_MARKER}") as out:  # type: ignore[attr-defined]
+        with filesystem.open_output_stream(f"{target}/{COMPLETE_MARKER}") as out:  # type: ignore[attr-defined]
             out.write(b"ok\n")
         if local:
             if not _exists(filesystem, marker):  # leftovers of an unstaged, crashed copy
@@ -147,14 +156,14 @@ def fetch(uri: str, local_root: Path) -> Path:
     from pyarrow import fs
 
     dest = local_root / hashlib.sha256(uri.encode()).hexdigest()[:20]
-    if (dest / _MARKER).exists():
+    if (dest / COMPLETE_MARKER).exists():
         return dest
     local_root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest) + ".lock"):
-        if (dest / _MARKER).exists():
+        if (dest / COMPLETE_MARKER).exists():
             return dest
         filesystem, path = _fs(uri)
-        if not _exists(filesystem, f"{path}/{_MARKER}"):
+        if not _exists(filesystem, f"{path}/{COMPLETE_MARKER}"):
             raise UserError(
                 f"{uri}: no complete copy there; the search driver publishes it before trials "
                 "start, so check that every node can read the storage path"

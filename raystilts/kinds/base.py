@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from raystilts.metrics.scores import IGNORE_INDEX
 from raystilts.tasks.catalog import TaskSpec
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ __all__ = [
     "sequence_inputs",
 ]
 
-IGNORE_INDEX = -100  # label of padding and non-first subwords (ignored by the loss)
 Columns = dict[str, list[Any]]
 Batch = dict[str, "torch.Tensor"]
 

@@ -269,7 +269,7 @@ def _distance_plot(analysis: Mapping[str, Any], chosen: Mapping[str, str]) -> Fi
                 stat = f"\nr={c['pearson_r']:+.2f} (p={c['pearson_p']:.2f}), rho={c['spearman_rho']:+.2f}"
             elif c:
                 stat = f"\n{c['n_langs']} languages: no correlation"
-            ax.set_title(f"{target} after {chosen[target].rsplit('>', 1)[0]}{stat}", fontsize=9)
+            ax.set_title(f"{target} after {chosen[target].rsplit(PHASE_SEP, 1)[0]}{stat}", fontsize=9)
             ax.set_xlabel(f"{kind} distance to English")
             if j == 0:
                 ax.set_ylabel("gain over baseline (points)")

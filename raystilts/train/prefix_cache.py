@@ -69,7 +69,6 @@ RUNNER_VERSION = "1"
 
 _WEIGHTS = "encoder.safetensors"
 _MANIFEST = "manifest.json"
-_MARKER = ".complete"  # what raystilts.data.storage.publish writes last
 _FORMAT = 1
 _CHUNK = 8 << 20
 
@@ -519,7 +518,7 @@ class PrefixCache:
         names = sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
         done = []
         for name in names:
-            marker = filesystem.get_file_info(f"{path}/{name}/{_MARKER}")
+            marker = filesystem.get_file_info(f"{path}/{name}/{storage.COMPLETE_MARKER}")
             if marker.type != fs.FileType.NotFound:
                 done.append(name)  # one without a marker is being uploaded, or its writer died
         return done
