@@ -433,3 +433,35 @@ def test_a_ranking_proposes_its_next_task_when_the_best_has_no_neighbour() -> No
         names.append(chains)
     assert names[0] == ["c>t", "a>t", "b>t"]  # point, the ranking's next, the sampler
     assert names[1] == ["c>t", "b>t", "a>t"]  # no ranking: the sampler alone
+
+
+def test_asha_never_stops_the_baseline_but_still_ranks_against_it() -> None:
+    """Every gain is measured against the empty chain: ASHA may stop any other trial at a rung,
+    never the baseline; the baseline's scores still set the rung's cutoff."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from raystilts.core.space import baseline_params
+    from raystilts.search.driver import BaselineKeepingASHA
+
+    space = _space([0])
+    asha = BaselineKeepingASHA(
+        space=space,
+        target="t",
+        time_attr="step",
+        metric="score",
+        mode="max",
+        max_t=10,
+        grace_period=5,
+        reduction_factor=2,
+    )
+    good = SimpleNamespace(trial_id="good", config=chain_params(space, "t", ["a"]))
+    base = SimpleNamespace(trial_id="base", config=baseline_params(space, "t"))
+    weak = SimpleNamespace(trial_id="weak", config=chain_params(space, "t", ["b"]))
+    for trial in (good, base, weak):
+        asha.on_trial_add(None, trial)
+    assert asha.on_trial_result(None, good, {"step": 5, "score": 0.9}) == TrialScheduler.CONTINUE
+    # below the rung's cutoff: plain ASHA stops it; the baseline continues all the same
+    assert asha.on_trial_result(None, base, {"step": 5, "score": 0.1}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, weak, {"step": 5, "score": 0.2}) == TrialScheduler.STOP

@@ -31,7 +31,7 @@ import ray
 from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from raystilts.core import stopping
@@ -81,6 +81,7 @@ __all__ = [
     "LOCAL_SHARE",
     "MAX_DUPLICATES",
     "RACE_WITHIN_SD",
+    "BaselineKeepingASHA",
     "RacingSearcher",
     "SearchRun",
     "chain_identity",
@@ -974,13 +975,35 @@ def _scheduler(space: SearchSpace, target: str) -> Any:
         # rungs in target steps, not in reports: a trial whose worker restarted reports
         # its first evaluations again, and a report count would run past max_t
         every = space.target_for(target).eval_every
-        return ASHAScheduler(
+        return BaselineKeepingASHA(
+            space=space,
+            target=target,
             time_attr="target_step",
             max_t=space.target_for(target).steps,
             grace_period=space.search.scheduler.grace_period * every,
             reduction_factor=space.search.scheduler.reduction_factor,
         )
     return FIFOScheduler()
+
+
+class BaselineKeepingASHA(ASHAScheduler):
+    """ASHA that never stops the baseline (the empty chain): every gain of the target is
+    measured against it, and a baseline stopped early leaves the target with no gains at all.
+    Its scores still enter the rungs, so the other trials are judged against it as before."""
+
+    def __init__(self, *, space: SearchSpace, target: str, **asha: Any) -> None:
+        super().__init__(**asha)
+        self.space = space
+        self.target = target
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        action: str = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and self._is_baseline(trial.config):
+            return TrialScheduler.CONTINUE
+        return action
+
+    def _is_baseline(self, config: Mapping[str, Any]) -> bool:
+        return not chain_from_params(dict(config), self.space, self.target).phases
 
 
 class _Trainables:
