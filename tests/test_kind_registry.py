@@ -120,3 +120,14 @@ def test_made_up_task_overrides_fields() -> None:
         False,
         ("en", "de"),
     )
+
+
+def test_a_kind_without_a_head_fails_when_defined() -> None:
+    import pytest
+
+    from raystilts.kinds.base import Kind
+
+    with pytest.raises(TypeError, match="set auto_head or override build_head"):
+
+        class Headless(Kind):
+            name = "headless"

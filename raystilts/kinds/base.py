@@ -168,6 +168,13 @@ class Kind(ABC):
         where the rows have them, training targets."""
         return collate_rows(feats, idx, pad_id=pad_id)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # a kind names its head's auto class or builds its head itself: said at definition,
+        # not when a trial first builds a model
+        super().__init_subclass__(**kwargs)
+        if cls.auto_head is None and cls.build_head is Kind.build_head:
+            raise TypeError(f"kind {cls.__name__}: set auto_head or override build_head")
+
     def build_head(
         self, base_model: str, config: Any, task: TaskSpec, *, retrieval_layer: int | None = None
     ) -> nn.Module:
@@ -177,8 +184,7 @@ class Kind(ABC):
         ``labels_from_task``; a kind whose head is not one auto class overrides this."""
         import transformers
 
-        if self.auto_head is None:
-            raise NotImplementedError(f"kind {self.name!r} names no auto_head: override build_head")
+        assert self.auto_head is not None  # checked when the kind's class is defined
         if self.labels_from_task:
             config.num_labels = task.num_labels
         head = getattr(transformers, self.auto_head)
