@@ -168,45 +168,21 @@ def replay(
     rerank: Reranker | None = None,
 ) -> list[str]:
     """Run one search on looked-up scores; returns the selection after each trial (its
-    candidate), computed incrementally with the search's own rule (best running mean, ties to
-    the first started), at most the grid's size of trials."""
+    candidate, "" before any score): :meth:`ChainSearch.selection` itself, at most the grid's
+    size of trials."""
     search = build_search(space, target, ranking=ranking, rerank=rerank)
-    sums: dict[str, list[float]] = {}  # candidate -> [sum, count] of finite scores
-    started: dict[str, int] = {}
-    best: str | None = None
     trace: list[str] = []
     while len(trace) < truth.grid:
         step = search.suggest()
         if not isinstance(step, Launch):
             break  # DONE (one trial at a time: nothing is ever running when it asks)
         (task,) = search.chain(step.key)
-        score = cells.get(task, {}).get(truth.seeds[step.index], math.nan)
-        search.report(step.key, step.index, score)
-        started.setdefault(task, len(started))
-        if math.isfinite(score):
-            acc = sums.setdefault(task, [0.0, 0])
-            old = acc[0] / acc[1] if acc[1] else math.nan
-            acc[0] += score
-            acc[1] += 1
-            if best is None or (best == task and acc[0] / acc[1] < old):
-                best = _best(sums, started)  # the best's mean fell: look again
-            elif _ahead(task, best, sums, started):
-                best = task
-        trace.append(best or "")
+        search.report(
+            step.key, step.index, cells.get(task, {}).get(truth.seeds[step.index], math.nan)
+        )
+        key = search.selection()
+        trace.append(search.chain(key)[0] if key is not None else "")
     return trace
-
-
-def _mean(sums: Mapping[str, list[float]], task: str) -> float:
-    return sums[task][0] / sums[task][1]
-
-
-def _ahead(a: str, b: str, sums: Mapping[str, list[float]], started: Mapping[str, int]) -> bool:
-    ma, mb = _mean(sums, a), _mean(sums, b)
-    return ma > mb or (ma == mb and started[a] < started[b])
-
-
-def _best(sums: Mapping[str, list[float]], started: Mapping[str, int]) -> str:
-    return min(sums, key=lambda t: (-_mean(sums, t), started[t]))
 
 
 def outcome(trace: Sequence[str], truth: Truth, budgets: Sequence[float] = BUDGETS) -> Outcome:
@@ -288,6 +264,9 @@ def _target_job(
     per: dict[str, list[Outcome]] = {s: [] for s in SEARCHES}
     for r in range(repeats):
         for name in SEARCHES:
+            if name == "grid" and r:  # every point enqueued in the table's order: the same
+                per[name].append(per[name][0])  # trace whatever the sampler seed
+                continue
             algorithm = {"random": "random", "grid": "grid"}.get(name, "tpe")
             space = space_for(
                 target, candidates, len(truth.seeds), sampler_seed=r, algorithm=algorithm

@@ -233,3 +233,48 @@ def test_space_reads_search_prior_and_round_trips() -> None:
     assert load_space_dict(space.to_dict(), catalog=REAL) == space
     with pytest.raises(UserError, match=r"search\.prior\.experiments"):
         load_space_dict({**raw, "search": {"prior": {"experiments": "pub"}}}, catalog=REAL)
+
+
+def test_target_values_count_being_near_that_targets_best_when_seeds_show_the_noise() -> None:
+    from raystilts.search.prior import seed_sd, target_values
+
+    # seed sd 0.01 (pooled over a and b); a is best, b within 0.01 of it, c and d are not
+    scores = {"a": [0.80, 0.82], "b": [0.80, 0.80], "c": [0.70, 0.72], "d": [0.5]}
+    assert seed_sd(scores) == pytest.approx(math.sqrt((0.0002 + 0 + 0.0002) / 3))
+    values = target_values(scores)
+    assert values["a"] == 1.0 and values["b"] == pytest.approx((2 / 3 + 1) / 2)
+    assert values["c"] == pytest.approx(1 / 6) and values["d"] == 0.0
+    # one seed per cell: the noise is unknown, the scaled rank alone
+    assert target_values({"a": [0.8], "b": [0.5], "c": [0.6]}) == {"a": 1.0, "b": 0.0, "c": 0.5}
+    # so a task that is often near the best outranks one that is always second-tier: "near" is
+    # within noise of the best on u and v, "steady" is clearly second on both, "top" wins them
+    evidence = [
+        Evidence(t, (task,), s + d)
+        for t in ("u", "v")
+        for task, s in (("top", 0.90), ("near", 0.895), ("steady", 0.85), ("low", 0.6))
+        for d in (0.0, 0.01)
+    ]
+    evidence += [  # on w, "near" falls to the bottom and "steady" stays second
+        Evidence("w", (task,), s + d)
+        for task, s in (("top", 0.9), ("steady", 0.85), ("low", 0.6), ("near", 0.5))
+        for d in (0.0, 0.01)
+    ]
+    ranking = build_prior(evidence, tasks=("top", "near", "steady", "low"), target="t").ranking(
+        ("steady", "near", "top", "low")
+    )
+    assert ranking[:2] == ("top", "near")  # by mean rank alone "steady" (0.67 x 3) beats "near"
+
+
+def test_evidence_from_a_search_is_one_per_seed_score() -> None:
+    import transfer_tables as tt
+
+    from raystilts.search.prior import evidence_from_search
+    from raystilts.search.searcher import Launch, build_search
+
+    space = tt.space_for("t", ["a", "b"], 2, race_within_sd=None)
+    search = build_search(space, "t")
+    scores = {("a", 0): 0.5, ("a", 1): 0.7, ("b", 0): math.nan, ("b", 1): 0.4}
+    while isinstance(step := search.suggest(), Launch):
+        search.report(step.key, step.index, scores[(search.chain(step.key)[0], step.index)])
+    got = sorted((e.chain, e.score) for e in evidence_from_search(search))
+    assert got == [(("a",), 0.5), (("a",), 0.7), (("b",), 0.4)]  # the failed seed is no evidence

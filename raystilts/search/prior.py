@@ -12,6 +12,11 @@ evidence about a new target before it trains anything. The rule, and why each pa
   (seeds, repeats); tasks are then ranked within that target and the rank scaled to [0, 1]
   (best 1, worst 0, ties share their mean rank). Ranks, not scores: targets differ in scale
   (accuracy, F1, percent) and difficulty, and one broken cell cannot outweigh the others;
+* where that target's seeds show its noise, a task's value there is the mean of its scaled
+  rank and whether it came within one seed sd of that target's best (:func:`target_values`):
+  a search is judged on selecting a task within that tolerance of the best, so being near
+  another target's best is the evidence that matters most, and a place in the middle of the
+  field matters less;
 * a task's prior is the mean of its scaled ranks over the targets that ran it, shrunk toward
   the neutral 0.5 by one pseudo-target: a task seen on one target does not outrank one that was
   good on ten (a Bayesian average); a task no other target ran is neutral;
@@ -53,6 +58,8 @@ __all__ = [
     "evidence_from_search",
     "rank_tasks",
     "scaled_ranks",
+    "seed_sd",
+    "target_values",
 ]
 
 NEUTRAL = 0.5  # the prior of a task no other target ran: neither end of the ranking
@@ -150,6 +157,41 @@ def scaled_ranks(scores: Mapping[str, float]) -> dict[str, float]:
     return {k: out[k] for k in scores}
 
 
+def seed_sd(scores: Mapping[str, Sequence[float]]) -> float | None:
+    """The seed sd pooled over the tasks with two or more scores (sample sd, ddof 1), None
+    when no task has two: a target's noise, as the race and the replay's truth measure it."""
+    num, dof = 0.0, 0
+    for values in scores.values():
+        if len(values) >= 2:
+            num += statistics.variance(values) * (len(values) - 1)
+            dof += len(values) - 1
+    return math.sqrt(num / dof) if dof else None
+
+
+def target_values(scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """One other target's evidence about each task, in [0, 1]: the mean of its scaled rank
+    and whether its mean is within one seed sd of that target's best (1 or 0), when the
+    seeds give the sd; the scaled rank alone when they do not.
+
+    Why the near-best term: a search has found a target when it selects a task within one
+    seed sd of the best (the tolerance of the selection and of the replay's "found"), so what
+    another target says most directly is whether the task was near *its* best; a rank in the
+    middle of the field says little about that. The rank orders the tasks within each side.
+
+    >>> target_values({"a": [0.80, 0.82], "b": [0.80, 0.80], "c": [0.5, 0.52]})
+    {'a': 1.0, 'b': 0.75, 'c': 0.0}
+    >>> target_values({"a": [0.8], "b": [0.5]})  # one seed each: the noise is unknown
+    {'a': 1.0, 'b': 0.0}
+    """
+    means = {t: statistics.fmean(v) for t, v in scores.items()}
+    ranks = scaled_ranks(means)
+    sd = seed_sd(scores)
+    if sd is None:
+        return ranks
+    best = max(means.values())
+    return {t: (ranks[t] + (means[t] >= best - sd)) / 2 for t in means}
+
+
 def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: str) -> Prior:
     """The prior of ``target`` over ``tasks`` from the evidence of every other target (the
     module docstring: the rule and why). Non-finite scores and other chains are ignored."""
@@ -171,7 +213,7 @@ def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: s
             continue
         sources.append(other)
         all_means[other] = means
-        all_ranks[other] = scaled_ranks(means)
+        all_ranks[other] = target_values(cells[other])
         for t, r in all_ranks[other].items():
             sums[t] += r
             support[t] += 1
@@ -298,13 +340,17 @@ def evidence_from_runs(runs: Iterable[_Run]) -> list[Evidence]:
 
 
 def evidence_from_search(search: ChainSearch) -> list[Evidence]:
-    """A finished (or running) search's configs as evidence: each config's mean over the
-    seeds it ran (:meth:`raystilts.search.searcher.ChainSearch.selection`'s numbers)."""
+    """A finished (or running) search's trials as evidence: one per finite seed score of each
+    config, as its MLflow runs would give (:func:`evidence_from_runs`), so that the seeds
+    show the target's noise (:func:`target_values`)."""
     out = []
-    for key in search.configs:
-        mean = search.race.mean(key)
-        if math.isfinite(mean):
-            out.append(Evidence(target=search.target, chain=search.chain(key), score=mean))
+    for key, config in search.race.configs.items():
+        chain = search.chain(key)
+        out += [
+            Evidence(target=search.target, chain=chain, score=v)
+            for v in config.scores.values()
+            if math.isfinite(v)
+        ]
     return out
 
 
