@@ -203,12 +203,17 @@ def outcome(trace: Sequence[str], truth: Truth, budgets: Sequence[float] = BUDGE
 
 def leave_one_out(table: TransferTable, target: str, candidates: Sequence[str]) -> Prior:
     """Leave-one-target-out: every other target task's rows are finished trials of earlier
-    searches (the target task's other languages are left out too)."""
+    searches, its baseline runs included (the target task's other languages are left out
+    too); each language of a multilingual table is a target of its own, as in the replay."""
     task = target.split("@")[0]
     evidence = [
-        Evidence(target=r.target, chain=(r.intermediate,), score=r.score)
+        Evidence(
+            target=table.target_name(r),
+            chain=() if r.intermediate == BASELINE else (r.intermediate,),
+            score=r.score,
+        )
         for r in table.rows
-        if r.target != task and r.intermediate != BASELINE
+        if r.target != task
     ]
     return build_prior(evidence, tasks=candidates, target=task)
 

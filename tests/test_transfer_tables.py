@@ -278,3 +278,23 @@ def test_evidence_from_a_search_is_one_per_seed_score() -> None:
         search.report(step.key, step.index, scores[(search.chain(step.key)[0], step.index)])
     got = sorted((e.chain, e.score) for e in evidence_from_search(search))
     assert got == [(("a",), 0.5), (("a",), 0.7), (("b",), 0.4)]  # the failed seed is no evidence
+
+
+def test_one_seed_per_cell_takes_the_noise_from_the_baseline_runs() -> None:
+    import doctest
+    import statistics
+
+    from raystilts.search import prior
+    from raystilts.search.prior import seed_sd
+
+    assert seed_sd({"a": [0.8], "b": [0.7]}) is None
+    assert seed_sd({"a": [0.8], "b": [0.7]}, [0.6, 0.62, 0.65]) == statistics.stdev(
+        [0.6, 0.62, 0.65]
+    )
+    assert seed_sd({"a": [0.8, 0.82], "b": [0.7]}, [0.1, 0.9]) == pytest.approx(0.02 / 2**0.5)
+    # a target's baseline runs reach build_prior as the empty chain: b is within their sd of a
+    evidence = [Evidence("u", (t,), s) for t, s in (("a", 0.80), ("b", 0.795), ("c", 0.5))]
+    evidence += [Evidence("u", (), s) for s in (0.6, 0.61)]
+    built = build_prior(evidence, tasks="abc", target="t")
+    assert built.ranks["u"] == {"a": 1.0, "b": 0.75, "c": 0.0}
+    assert doctest.testmod(prior).failed == 0

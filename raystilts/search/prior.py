@@ -157,21 +157,27 @@ def scaled_ranks(scores: Mapping[str, float]) -> dict[str, float]:
     return {k: out[k] for k in scores}
 
 
-def seed_sd(scores: Mapping[str, Sequence[float]]) -> float | None:
-    """The seed sd pooled over the tasks with two or more scores (sample sd, ddof 1), None
-    when no task has two: a target's noise, as the race and the replay's truth measure it."""
+def seed_sd(scores: Mapping[str, Sequence[float]], baseline: Sequence[float] = ()) -> float | None:
+    """A target's noise, as the race and the replay's truth measure it: the seed sd pooled
+    over the tasks with two or more scores (sample sd, ddof 1); where no task has two (one
+    seed per cell), the sd of the ``baseline`` runs (no intermediate task); else None."""
     num, dof = 0.0, 0
     for values in scores.values():
         if len(values) >= 2:
             num += statistics.variance(values) * (len(values) - 1)
             dof += len(values) - 1
-    return math.sqrt(num / dof) if dof else None
+    if dof:
+        return math.sqrt(num / dof)
+    return statistics.stdev(baseline) if len(baseline) >= 2 else None
 
 
-def target_values(scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
+def target_values(
+    scores: Mapping[str, Sequence[float]], baseline: Sequence[float] = ()
+) -> dict[str, float]:
     """One other target's evidence about each task, in [0, 1]: the mean of its scaled rank
     and whether its mean is within one seed sd of that target's best (1 or 0), when the
-    seeds give the sd; the scaled rank alone when they do not.
+    seeds (or the ``baseline`` runs, :func:`seed_sd`) give the sd; the scaled rank alone when
+    they do not.
 
     Why the near-best term: a search has found a target when it selects a task within one
     seed sd of the best (the tolerance of the selection and of the replay's "found"), so what
@@ -180,12 +186,14 @@ def target_values(scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
 
     >>> target_values({"a": [0.80, 0.82], "b": [0.80, 0.80], "c": [0.5, 0.52]})
     {'a': 1.0, 'b': 0.75, 'c': 0.0}
-    >>> target_values({"a": [0.8], "b": [0.5]})  # one seed each: the noise is unknown
+    >>> target_values({"a": [0.8], "b": [0.5]})  # one seed each, no baseline runs: unknown
     {'a': 1.0, 'b': 0.0}
+    >>> target_values({"a": [0.8], "b": [0.79], "c": [0.5]}, baseline=[0.6, 0.62])
+    {'a': 1.0, 'b': 0.75, 'c': 0.0}
     """
     means = {t: statistics.fmean(v) for t, v in scores.items()}
     ranks = scaled_ranks(means)
-    sd = seed_sd(scores)
+    sd = seed_sd(scores, baseline)
     if sd is None:
         return ranks
     best = max(means.values())
@@ -196,11 +204,14 @@ def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: s
     """The prior of ``target`` over ``tasks`` from the evidence of every other target (the
     module docstring: the rule and why). Non-finite scores and other chains are ignored."""
     cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    baselines: dict[str, list[float]] = defaultdict(list)  # their runs show the noise too
     wanted = set(tasks)
     for e in evidence:
-        if e.target == target or len(e.chain) != 1 or not math.isfinite(e.score):
+        if e.target == target or len(e.chain) > 1 or not math.isfinite(e.score):
             continue
-        if e.chain[0] in wanted and e.chain[0] != e.target:  # self-transfer is no evidence
+        if not e.chain:
+            baselines[e.target].append(e.score)
+        elif e.chain[0] in wanted and e.chain[0] != e.target:  # self-transfer is no evidence
             cells[e.target][e.chain[0]].append(e.score)
     sums: dict[str, float] = defaultdict(float)
     support: dict[str, float] = defaultdict(float)
@@ -213,7 +224,7 @@ def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: s
             continue
         sources.append(other)
         all_means[other] = means
-        all_ranks[other] = target_values(cells[other])
+        all_ranks[other] = target_values(cells[other], baselines.get(other, ()))
         for t, r in all_ranks[other].items():
             sums[t] += r
             support[t] += 1
