@@ -298,3 +298,12 @@ def test_one_seed_per_cell_takes_the_noise_from_the_baseline_runs() -> None:
     built = build_prior(evidence, tasks="abc", target="t")
     assert built.ranks["u"] == {"a": 1.0, "b": 0.75, "c": 0.0}
     assert doctest.testmod(prior).failed == 0
+
+
+def test_agreement_over_few_tasks_moves_a_targets_weight_little() -> None:
+    from raystilts.search.prior import agreement_weight
+
+    assert agreement_weight(0.9, 2) == 1.0  # below MIN_SHARED: one vote, no evidence
+    assert agreement_weight(1.0, 3) == pytest.approx(1 + 2**0.5)
+    assert agreement_weight(-1.0, 3) == 0.0 and agreement_weight(-0.1, 3) > 0.8
+    assert agreement_weight(0.5, 17) == pytest.approx(3.0)  # rho 0.5 over 17: 2 null sds

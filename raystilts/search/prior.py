@@ -26,9 +26,10 @@ evidence about a new target before it trains anything. The rule, and why each pa
 
 * once the searched target has scored a few single-task chains (``MIN_SHARED``), each other
   target is weighted by how well its ranking agrees with them (Spearman's correlation on the
-  tasks both ran; negative or none: weight 0): which tasks help is partly specific to the
-  target (TaskWeb, Kim et al. 2023), and a target that ranks the same tasks alike is the better
-  guide to the rest (:meth:`Prior.reweighted`, the search's :class:`Reranker`).
+  tasks both ran, counted in null standard deviations around one vote each:
+  :func:`agreement_weight`): which tasks help is partly specific to the target (TaskWeb, Kim
+  et al. 2023), and a target that ranks the same tasks alike is the better guide to the rest
+  (:meth:`Prior.reweighted`, the search's :class:`Reranker`).
 
 Only single-task chains are evidence: a longer chain's score belongs to its order and partners.
 Pure (no Ray, no MLflow): :func:`evidence_from_runs` reads plain run records.
@@ -53,6 +54,7 @@ __all__ = [
     "Evidence",
     "Prior",
     "Reranker",
+    "agreement_weight",
     "build_prior",
     "evidence_from_runs",
     "evidence_from_search",
@@ -92,18 +94,19 @@ class Prior:
     ranks: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def reweighted(self, observed: Mapping[str, float]) -> Prior:
-        """The prior with each other target weighted by the Spearman correlation of its task
-        means with ``observed`` (this target's task means so far), clipped at 0; unchanged
-        until a target shares ``MIN_SHARED`` observed tasks, or when no weight is positive."""
+        """The prior with each other target weighted by the agreement of its task means with
+        ``observed`` (this target's task means so far; :func:`agreement_weight` of their
+        Spearman correlation); unchanged until a target shares ``MIN_SHARED`` observed tasks,
+        or when no weight is positive."""
         weights = {}
         for other, means in self.means.items():
             shared = [t for t in observed if t in means]
+            rho = 0.0
             if len(shared) >= MIN_SHARED:
-                weights[other] = max(
-                    0.0, _spearman([observed[t] for t in shared], [means[t] for t in shared])
-                )
-        if not weights or not any(weights.values()):
-            return self
+                rho = _spearman([observed[t] for t in shared], [means[t] for t in shared])
+            weights[other] = agreement_weight(rho, len(shared))
+        if not any(weights.values()) or all(w == 1.0 for w in weights.values()):
+            return self  # nobody agrees, or no evidence either way yet
         sums: dict[str, float] = defaultdict(float)
         support: dict[str, float] = defaultdict(float)
         for other, w in weights.items():
@@ -231,6 +234,21 @@ def build_prior(evidence: Iterable[Evidence], *, tasks: Sequence[str], target: s
     return Prior(target, dict(sums), dict(support), tuple(sources), all_means, all_ranks)
 
 
+def agreement_weight(rho: float, shared: int) -> float:
+    """The weight of another target whose task means have Spearman correlation ``rho`` with
+    this target's over ``shared`` tasks: one vote, plus the agreement counted in null
+    standard deviations (rho over k unrelated rankings has sd about 1/sqrt(k-1)), clipped at
+    0. Few shared tasks move the weight little: over three, rho is +-1 by chance a third of
+    the time, and a clipped rho alone silenced most targets on such luck.
+
+    >>> agreement_weight(0.0, 3), agreement_weight(1.0, 5), agreement_weight(-0.5, 5)
+    (1.0, 3.0, 0.0)
+    """
+    if shared < MIN_SHARED:
+        return 1.0
+    return max(0.0, 1.0 + rho * math.sqrt(shared - 1))
+
+
 def _spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Spearman's rank correlation (Pearson's on tied-average ranks); 0 when one is constant.
     numpy: a search reweights its prior on every local turn, over every other target."""
@@ -297,10 +315,11 @@ class Reranker:
         weights: list[tuple[float, int]] = []
         for i, (mean_row, _, has) in enumerate(rows):
             shared = has[cols] > 0 if len(cols) else np.zeros(0, dtype=bool)
-            if int(shared.sum()) >= MIN_SHARED:
+            k, rho = int(shared.sum()), 0.0
+            if k >= MIN_SHARED:
                 rho = _spearman(values[shared], mean_row[cols][shared])
-                weights.append((max(0.0, rho), i))
-        if not weights or not any(w for w, _ in weights):
+            weights.append((agreement_weight(rho, k), i))
+        if not any(w for w, _ in weights) or all(w == 1.0 for w, _ in weights):
             return self.prior.ranking(self.tasks, self.warm)
         sums, support = np.zeros(len(column)), np.zeros(len(column))
         for w, i in weights:
