@@ -50,7 +50,13 @@ from raystilts.train.accel import adamw, autocast, bf16_active, to_device
 from raystilts.train.checkpointing import BestCheckpoint, CheckpointChoice
 from raystilts.train.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
 from raystilts.train.models import build_model, encoder_state, unwrap
-from raystilts.train.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
+from raystilts.train.prefix_cache import (
+    PhaseKey,
+    PrefixCache,
+    Turn,
+    prefix_keys,
+    settings_fingerprint,
+)
 
 __all__ = [
     "ChainPlan",
@@ -604,6 +610,42 @@ class _ChainRun:
             depth = int(shared[0])
         return depth, encoder
 
+    def await_prefix(self, i: int, keys: list[str]) -> tuple[bool, dict[str, torch.Tensor] | None]:
+        """Before training intermediate phase ``i``: ``(True, encoder)`` when its prefix is in
+        the cache now, or once the trial (on any node) that holds its claim has put it there;
+        ``(False, None)`` when this trial trains it (holding the claim). Rank 0 decides and
+        tells the other ranks every ``poll_s`` (no collective waits longer); only rank 0's
+        encoder is meaningful, as in :meth:`restore_prefix`."""
+        cache, dist = self.prefix_cache, self.dist
+        if cache is None:
+            return False, None
+        t0 = time.monotonic()
+        waited = False
+        while True:
+            turn: Turn = "train"
+            encoder: dict[str, torch.Tensor] | None = None
+            if dist.rank == 0:
+                untrained: tuple[Turn, dict[str, torch.Tensor] | None] = ("train", None)
+                turn, encoder = _cache_io(functools.partial(cache.turn, keys[i]), untrained)
+            if dist.world_size > 1:
+                shared = [turn]
+                torch.distributed.broadcast_object_list(shared, src=0)
+                turn = shared[0]
+            if turn != "wait":
+                break
+            waited = True
+            time.sleep(cache.poll_s)
+        if waited and dist.rank == 0:
+            cache.stats.waits += 1
+            cache.stats.waited_s += time.monotonic() - t0
+        if turn != "cached":
+            return False, None
+        if dist.rank == 0:
+            meta = cache.meta(keys[i]) or {}
+            self.info[f"phase{i}/dev_en"] = float(meta.get("dev_en", math.nan))  # type: ignore[arg-type]
+            self.info[f"phase{i}/cached"] = 1.0
+        return True, encoder
+
     def train_intermediate(
         self, i: int, encoder: dict[str, torch.Tensor] | None, keys: list[str]
     ) -> dict[str, torch.Tensor]:
@@ -772,7 +814,8 @@ def run_chain(
         keys = _prefix_keys(plan, store, settings, dist, model_fingerprint)
         depth, encoder = run.restore_prefix(keys)
     for i in range(depth, len(plan.phases)):
-        encoder = run.train_intermediate(i, encoder, keys)
+        cached, waited_for = run.await_prefix(i, keys)  # another trial's, once it is trained
+        encoder = waited_for if cached else run.train_intermediate(i, encoder, keys)
     model, stats, best = run.train_target(encoder, report)
     final = run.final_metrics(model, stats, best, final_model_dir)
     dist.barrier()
