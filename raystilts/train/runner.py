@@ -48,6 +48,7 @@ from raystilts.metrics import scores as metrics_lib
 from raystilts.tasks.catalog import TaskSpec, selection_key
 from raystilts.train.accel import adamw, autocast, bf16_active, to_device
 from raystilts.train.checkpointing import BestCheckpoint, CheckpointChoice
+from raystilts.train.distributed_eval import gather_languages, languages_for_rank, sync_weights
 from raystilts.train.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
 from raystilts.train.models import build_model, encoder_state, unwrap
 from raystilts.train.prefix_cache import (
@@ -532,24 +533,32 @@ def _evaluate_target(
     plan: ChainPlan,
     score: Callable[..., dict[str, float]],
     model: nn.Module,
+    dist: Dist | None = None,
 ) -> dict[str, float]:
     """Dev, then test, of every evaluation language the task has the split in (a language's
     dev metrics go to its test evaluation: BUCC's threshold), plus the mean over languages
-    of each metric (``avg``; not of a BUCC threshold)."""
+    of each metric (``avg``; not of a BUCC threshold). Under DDP (``dist``) each rank scores
+    its share of the languages (:mod:`raystilts.train.distributed_eval`; a collective) and
+    rank 0 alone gets the metrics (the others: an empty dict)."""
     target = plan.target.task
+    dist = dist or Dist()
+    scored: dict[str, dict[str, dict[str, float]]] = {}  # language -> split -> metrics
+    for lang in languages_for_rank(plan.eval_languages, rank=dist.rank, world_size=dist.world_size):
+        scored[lang] = {}
+        for split in ("dev", "test"):
+            if split in target.splits(lang):
+                dev = scored[lang].get("dev")
+                scored[lang][split] = score(model, target, split, lang, dev)
+    every = gather_languages(scored, rank=dist.rank, world_size=dist.world_size)
+    if every is None:
+        return {}
     out: dict[str, float] = {}
-    dev: dict[str, dict[str, float]] = {}
     for split in ("dev", "test"):
-        per_lang: dict[str, dict[str, float]] = {}
-        for lang in plan.eval_languages:
-            if split not in target.splits(lang):
-                continue
-            per_lang[lang] = score(model, target, split, lang, dev.get(lang))
-            out.update(
-                {metric_key(split, target.name, lang, m): v for m, v in per_lang[lang].items()}
-            )
-        if split == "dev":
-            dev = per_lang
+        per_lang = {  # in the plan's language order, whichever rank scored them
+            lang: every[lang][split] for lang in plan.eval_languages if split in every[lang]
+        }
+        for lang, metrics in per_lang.items():
+            out.update({metric_key(split, target.name, lang, m): v for m, v in metrics.items()})
         names = sorted({m for d in per_lang.values() for m in d} - {"threshold"})
         for m in names:
             values = [d[m] for d in per_lang.values() if m in d]
@@ -745,8 +754,8 @@ class _ChainRun:
         best: BestCheckpoint | None,
         final_model_dir: Path | None,
     ) -> dict[str, float]:
-        """Everything the chain reports last; rank 0 alone restores the kept checkpoint,
-        evaluates every language and saves the model."""
+        """Everything the chain reports last; rank 0 alone restores the kept checkpoint and
+        saves the model, every rank evaluates its share of the languages (rank 0 gathers)."""
         plan = self.plan
         target = plan.target.task
         final: dict[str, float] = {
@@ -754,18 +763,20 @@ class _ChainRun:
             **self.info,
             **{f"target/{k}": v for k, v in stats.items()},
         }
-        if self.dist.rank != 0:
-            return final
         # with no earlier evaluation point the last step is kept
-        if best is not None and best.step is not None:
+        if self.dist.rank == 0 and best is not None and best.step is not None:
             dev = self.score(model, target, "dev", "en")[target.metric]
             best.consider(plan.target.steps, dev, unwrap(model))
             best.restore(unwrap(model))
+        sync_weights(model, world_size=self.dist.world_size)  # every rank scores rank 0's
+        scores = _evaluate_target(plan, self.score, model, self.dist)
+        if self.dist.rank != 0:
+            return final
         kept = best.step if best is not None and best.step is not None else plan.target.steps
         final["target/kept_step"] = float(kept)
         if self.prefix_cache is not None:
             final.update(self.prefix_cache.stats.as_metrics())
-        final.update(_evaluate_target(plan, self.score, model))
+        final.update(scores)
         if final_model_dir is not None:
             unwrap(model).save_pretrained(str(final_model_dir))  # type: ignore[operator]
         return final
