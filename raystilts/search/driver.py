@@ -1022,14 +1022,31 @@ def _run_targets(ctx: _Targets) -> None:
             print(f"resuming {path}", flush=True)
         _fit(ctx, tuner)
         return
-    # the same objects the tabular replay and the cluster simulation drive
+    tuner, searches = _new_tuner(ctx, trainable)
+    _fit(ctx, tuner)
+    if space.search.prior.other_targets and len(space.targets) > 1:
+        # the prior as the last trials left it, on the search run (each target's from the others)
+        evidence = [*ctx.evidence]
+        for search in searches.values():
+            evidence += evidence_from_search(search)
+        for target in space.targets:
+            _target_ranking(
+                space, target, ctx.warm.get(target), evidence, ctx.tracker, ctx.parent, False
+            )
+
+
+def _new_tuner(ctx: _Targets, trainable: Any) -> tuple[tune.Tuner, dict[str, ChainSearch]]:
+    """The search's Tune experiment, and each target's search in its pool: the same objects
+    the tabular replay and the cluster simulation drive."""
+    space = ctx.space
     searches = {}
     for target in space.targets:
         ranking, rerank = _target_ranking(
-            space, target, ctx.warm.get(target), ctx.evidence, ctx.tracker, ctx.parent, run.log
+            space, target, ctx.warm.get(target), ctx.evidence, ctx.tracker, ctx.parent, ctx.run.log
         )
         searches[target] = build_search(space, target, ranking=ranking, rerank=rerank)
     pool = build_pool(space, searches, earlier=ctx.evidence, warm=ctx.warm)
+    callback = MlflowCallback(tracker=ctx.tracker, space=space, parent=ctx.parent, log=ctx.run.log)
     tuner = tune.Tuner(
         trainable,
         param_space={},
@@ -1043,22 +1060,11 @@ def _run_targets(ctx: _Targets) -> None:
         run_config=tune.RunConfig(
             name=_experiment_name(space.name),
             storage_path=ctx.storage,
-            callbacks=[
-                MlflowCallback(tracker=ctx.tracker, space=space, parent=ctx.parent, log=run.log)
-            ],
+            callbacks=[callback],
             verbose=0,
         ),
     )
-    _fit(ctx, tuner)
-    if space.search.prior.other_targets and len(space.targets) > 1:
-        # the prior as the last trials left it, on the search run (each target's from the others)
-        evidence = [*ctx.evidence]
-        for search in searches.values():
-            evidence += evidence_from_search(search)
-        for target in space.targets:
-            _target_ranking(
-                space, target, ctx.warm.get(target), evidence, ctx.tracker, ctx.parent, False
-            )
+    return tuner, searches
 
 
 def _fit(ctx: _Targets, tuner: tune.Tuner) -> None:
