@@ -175,8 +175,7 @@ def test_claim_is_exclusive_until_released_or_expired(tmp_path: Path) -> None:
 
 
 def test_claims_on_a_uri_are_seen_by_a_second_client(tmp_path: Path) -> None:
-    root = (tmp_path / "remote").as_uri()
-    (tmp_path / "remote").mkdir()
+    root = (tmp_path / "remote" / "claims").as_uri()  # not there yet: the first client makes it
     one, two = PrefixClaims(root=root), PrefixClaims(root=root)
     assert one.claim("k", "node1")
     assert two.holder("k") == "node1" and not two.claim("k", "node2")
