@@ -7,19 +7,25 @@ one-target-at-a-time scheduling beside one pool for every target.
 
 A discrete-event simulation that runs the real scheduling code and replaces only training by a
 cost model: the searches are :func:`raystilts.search.searcher.build_search`'s ``ChainSearch``
-objects of ``search_spaces/paper_xtreme.yaml`` (grid: ten chains x nine targets x seeds), the
-pool is :class:`raystilts.search.pool.SearchPool` and a prefix being trained is a
-:class:`raystilts.train.prefix_claims.PrefixClaims` claim (files in a temporary directory, on the
-simulated clock). One trial uses ``workers_per_trial x gpus_per_worker`` GPUs (one, here).
+objects of ``search_spaces/paper_xtreme.yaml`` (grid: ten chains x nine targets x seeds); the
+new scheduling is the pool ``raystilts search`` runs, built by the driver's own
+:func:`raystilts.search.pool.build_pool` and driven through :class:`raystilts.search.pool.PoolTrials`
+exactly as the driver's Tune searcher drives it (a trial "reports" once its prefix is trained);
+a prefix being trained is a :class:`raystilts.train.prefix_claims.PrefixClaims` claim (files in
+a temporary directory, on the simulated clock), which a trial needing it waits for, as
+:meth:`raystilts.train.prefix_cache.PrefixCache.turn` makes it. One trial uses
+``workers_per_trial x gpus_per_worker`` GPUs (one, here).
 
 * ``sequential`` (today): one target after another, each target's trials ``gpus`` at a time (the
   best today's driver can do on the cluster: ``max_concurrent`` set to the GPU count; the
   space's own ``max_concurrent: 1`` is reported too, as ``sequential@space``); trained prefixes
   stay in the cache for later targets; a prefix is trained by every trial that misses it while
   nobody has finished it (today's cache has no claims across nodes).
-* ``pool`` (new): every target's trials share one limit of ``gpus`` and one queue (longest
-  trials first); a launch whose prefix another trial is training is held back until the prefix
-  is in the cache (the pool's ``blocked`` test reads the claims), so each prefix trains once.
+* ``pool`` (new, as ``raystilts search`` now runs): every target's trials share one limit of
+  ``gpus`` and one queue (longest trials first, :func:`raystilts.search.pool.trial_cost`); a
+  launch whose prefix a running trial is training is held back until that trial reports (the
+  driver's ``PrefixesInTraining``), and a trial that starts anyway waits for the claim's holder,
+  so each prefix trains once.
 
 Baseline rule, fixed before measuring: today's scheduling at its best setting, since a user
 with 32 GPUs would set ``max_concurrent: 32``; comparing against ``max_concurrent: 1`` would
@@ -49,16 +55,17 @@ import argparse
 import dataclasses
 import hashlib
 import heapq
+import itertools
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 
 from raystilts.core.space import SearchSpace, chain_from_params, load_space
-from raystilts.search.pool import SearchPool
+from raystilts.search.pool import PoolLaunch, PoolTrials, SearchPool, build_pool
 from raystilts.search.searcher import DONE, Launch, build_search, seed_of
 from raystilts.tasks import CATALOG
 from raystilts.train.prefix_claims import PrefixClaims
@@ -124,13 +131,16 @@ class Cluster:
     cache: set[str] = field(default_factory=set)
     busy_s: float = 0.0
     prefix_trainings: int = 0
-    events: list[tuple[float, int, str, Launch | None]] = field(default_factory=list)
+    prefix_waits: int = 0  # trials that waited for another trial's claim instead of training
+    done_at: dict[str, float] = field(default_factory=dict)  # prefix in training -> when done
+    events: list[tuple[float, int, str, str, Launch | None]] = field(default_factory=list)
     counter: int = 0
 
-    def at(self, t: float, name: str, launch: Launch | None = None) -> None:
-        """At ``t``: prefix ``name`` ("key owner") is trained, or a trial of target ``name`` ends."""
+    def at(self, t: float, name: str, trial: str, launch: Launch | None = None) -> None:
+        """At ``t``: prefix ``name`` ("key owner") of ``trial`` is trained (no launch), or
+        ``trial`` of target ``name`` ends."""
         self.counter += 1
-        heapq.heappush(self.events, (t, self.counter, name, launch))
+        heapq.heappush(self.events, (t, self.counter, name, trial, launch))
 
 
 def prefix_of(space: SearchSpace, target: str, launch: Launch) -> str | None:
@@ -149,9 +159,18 @@ def score_of(target: str, launch: Launch) -> float:
 
 
 def start(
-    cluster: Cluster, space: SearchSpace, cost: CostModel, target: str, launch: Launch
+    cluster: Cluster,
+    space: SearchSpace,
+    cost: CostModel,
+    step: PoolLaunch,
+    trial: str,
+    *,
+    wait_for_claims: bool,
 ) -> None:
-    """Run one trial on one GPU: its prefix (train, load, or wait for its trainer), its target."""
+    """Run one trial on one GPU: its prefix (train, load, or wait for its trainer), its target.
+    ``wait_for_claims``: the prefix cache takes turns (now); else every trial that misses a
+    prefix trains it (before)."""
+    target, launch = step.target, step.launch
     cluster.free -= 1
     plan = chain_from_params(launch.config, space, target)
     steps = plan.target.steps if CATALOG[target].has_train else 0
@@ -161,14 +180,24 @@ def start(
     busy = STARTUP_S + cost.target_s(space, target, steps)
     if key is not None and key in cluster.cache:
         busy += LOAD_S
+        cluster.at(t, "", trial)  # its first report: no prefix to train
+    elif key is not None and wait_for_claims and not cluster.claims.claim(key, owner):
+        # another trial holds the claim: wait for its entry (the GPU idles), then load it
+        wait = max(0.0, cluster.done_at[key] - t)
+        busy += wait + LOAD_S
+        cluster.prefix_waits += 1
+        cluster.at(t + wait, "", trial)
     elif key is not None:
         prefix_s = sum(p.steps for p in plan.phases) * cost.step_s()
         busy += prefix_s
         cluster.prefix_trainings += 1
         cluster.claims.claim(key, owner)  # today's runs never read it: they train regardless
-        cluster.at(t + prefix_s, f"{key} {owner}")
+        cluster.done_at[key] = t + prefix_s
+        cluster.at(t + prefix_s, f"{key} {owner}", trial)
+    else:
+        cluster.at(t, "", trial)
     cluster.busy_s += busy
-    cluster.at(cluster.now + busy, target, launch)
+    cluster.at(cluster.now + busy, target, trial, launch)
 
 
 def simulate(
@@ -180,54 +209,50 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="cluster-sim-") as tmp:
         cluster = Cluster(gpus=gpus, free=gpus, claims=PrefixClaims(root=tmp, ttl_s=1e9))
         cluster.claims.clock = lambda: cluster.now
-        shared = len(targets) == 1 and len(targets[0]) > 1
+        pooled = len(targets) == 1 and len(targets[0]) > 1
         for group in targets:
-            pool = SearchPool(
-                {t: build_search(space, t) for t in group},
-                max_concurrent=min(limit, gpus),
-                cost={t: _trial_cost(space, t, cost) for t in group},
-                blocked=_blocked(space, cluster) if shared else None,
-            )
-            _drain(cluster, space, cost, pool)
+            if pooled:  # the driver's own pool, as raystilts search builds it
+                at_once = dataclasses.replace(space.search, max_concurrent=min(limit, gpus))
+                pool = build_pool(
+                    dataclasses.replace(space, search=at_once),
+                    {t: build_search(space, t) for t in group},
+                )
+            else:  # before: one target's search under its own limit (ConcurrencyLimiter)
+                pool = SearchPool(
+                    {t: build_search(space, t) for t in group}, max_concurrent=min(limit, gpus)
+                )
+            _drain(cluster, space, cost, PoolTrials(pool), wait_for_claims=pooled)
     return cluster
 
 
-def _trial_cost(space: SearchSpace, target: str, cost: CostModel) -> float:
-    steps = space.target_for(target).steps if CATALOG[target].has_train else 0
-    return cost.target_s(space, target, steps)
-
-
-def _blocked(space: SearchSpace, cluster: Cluster) -> Callable[[str, Launch], bool]:
-    def blocked(target: str, launch: Launch) -> bool:
-        key = prefix_of(space, target, launch)
-        return (
-            key is not None and key not in cluster.cache and cluster.claims.holder(key) is not None
-        )
-
-    return blocked
-
-
-def _drain(cluster: Cluster, space: SearchSpace, cost: CostModel, pool: SearchPool) -> None:
+def _drain(
+    cluster: Cluster, space: SearchSpace, cost: CostModel, trials: PoolTrials, *,
+    wait_for_claims: bool,
+) -> None:  # fmt: skip
     """Fill free GPUs from the pool, advance to the next event, repeat until the pool is done."""
+    ids = itertools.count()
     while True:
         while cluster.free > 0:
-            step = pool.suggest()
-            if step is None or step is DONE:
+            trial = f"trial{next(ids)}"
+            step = trials.suggest(trial)
+            if not isinstance(step, PoolLaunch):
                 break
-            start(cluster, space, cost, step.target, step.launch)  # type: ignore[union-attr]
+            start(cluster, space, cost, step, trial, wait_for_claims=wait_for_claims)
         if not cluster.events:
-            if pool.suggest() is DONE:
+            if trials.suggest(f"trial{next(ids)}") is DONE:
                 return
             raise RuntimeError("cluster_sim: nothing runs and the pool is not done (a stall)")
-        cluster.now, _, name, launch = heapq.heappop(cluster.events)
-        if launch is None:  # a prefix is trained: in the cache, its claim released
+        cluster.now, _, name, trial, launch = heapq.heappop(cluster.events)
+        if launch is not None:  # the trial ends: its GPU is free, its score reported
+            cluster.free += 1
+            trials.complete(trial, score_of(name, launch))
+            continue
+        if name:  # a prefix is trained: in the cache, its claim released
             key, owner = name.split(" ", 1)
             cluster.cache.add(key)
             cluster.claims.release(key, owner)
-        else:
-            target = name
-            cluster.free += 1
-            pool.report(target, launch.key, launch.index, score_of(target, launch))
+            cluster.done_at.pop(key, None)
+        trials.progressed(trial)  # the trial's first report (the driver's on_trial_result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{space.name}: {len(space.targets)} targets x seeds {list(args.seeds)}; step "
         f"{cost.step_s():.3f} s, startup {STARTUP_S:.0f} s, cached prefix load {LOAD_S:.0f} s"
     )
-    print(f"{'gpus':>5} {'scheduling':16} {'makespan_h':>10} {'busy':>6} {'prefixes':>8}")
+    print(
+        f"{'gpus':>5} {'scheduling':16} {'makespan_h':>10} {'busy':>6} {'prefixes':>8} "
+        f"{'waits':>5}"
+    )
     line = ""
     for gpus in args.gpus:
         rows = {
@@ -261,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for name, c in rows.items():
             busy = c.busy_s / (gpus * c.now)
-            print(f"{gpus:>5} {name:16} {c.now / 3600:>10.2f} {busy:>6.3f} {c.prefix_trainings:>8}")
+            print(
+                f"{gpus:>5} {name:16} {c.now / 3600:>10.2f} {busy:>6.3f} "
+                f"{c.prefix_trainings:>8} {c.prefix_waits:>5}"
+            )
         pool, seq = rows["pool"], rows["sequential"]
         # no schedule of the same work ends before work / GPUs: the ratio any scheduler can reach
         bound = pool.busy_s / gpus

@@ -277,7 +277,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         per_gpu, limit = res.trials_per_gpu(), space.search.max_concurrent
         print(
             f"  GPUs: {res.gpus_per_worker:g} per worker, {res.workers_per_gpu()} worker(s) per "
-            f"GPU, {per_gpu:g} trial(s) per GPU; max_concurrent {limit} fills "
+            f"GPU, {per_gpu:g} trial(s) per GPU; max_concurrent {limit} (all targets) fills "
             f"{limit / per_gpu:g} GPU(s) (set it to GPUs x {per_gpu:g} to fill a cluster)"
         )
     return 0

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,7 +81,7 @@ resources:
 def test_job_on_two_nodes_trains_on_both_and_records_everything(
     cluster: dict[str, str], tmp_path: Path, tiny_model: Path, mini_data: Path
 ) -> None:
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     from raystilts.tracking.store import load_runs
 
@@ -96,7 +97,7 @@ def test_job_on_two_nodes_trains_on_both_and_records_everything(
             "--tracking-uri", f"sqlite:///{db}", "--data-dir", str(mini_data),
         ]
     )  # fmt: skip
-    client = JobSubmissionClient(cluster["DASHBOARD"])
+    client = _job_client(cluster["DASHBOARD"])
     job = client.submit_job(entrypoint=entrypoint)
     deadline = time.monotonic() + 600
     while client.get_job_status(job) not in (
@@ -128,7 +129,99 @@ def test_job_on_two_nodes_trains_on_both_and_records_everything(
         assert not (d / "tokenizers").exists()  # the model directory carries its tokenizer
         assert any((d / "features").iterdir())
     assert (shared / "raystilts-cache" / "features").is_dir()
-    assert (shared / "multinode-mini_xnli").is_dir()  # Tune's experiment state
+    assert (shared / "multinode-search").is_dir()  # Tune's experiment state (all targets)
+
+
+POOL_SPACE = """
+name: pool2
+model: {model}
+targets: [mini_xnli, mini_udpos]
+languages: [en, qab]
+intermediate: {{tasks: [mini_mnli], max_chain_length: 1, lr: 1.0e-3, steps: 6}}
+target: {{lr: 1.0e-3, steps: 4, eval_every: 2}}
+training: {{batch_size: 8, max_length: 32}}
+search: {{algorithm: grid, max_concurrent: 2, seeds: [0], scheduler: {{type: none}}}}
+resources: {{workers_per_trial: 1, cpus_per_worker: 0.4, use_gpu: false}}
+"""
+
+
+def test_two_targets_share_the_cluster_and_their_common_prefix_trains_once(
+    cluster: dict[str, str], tmp_path: Path, tiny_model: Path, mini_data: Path
+) -> None:
+    """One Tune run for both targets: trials of both run at the same time on the two nodes,
+    and the mini_mnli prefix (same phase, seed and settings for both targets) is trained by
+    one trial and loaded by the other."""
+    import sqlite3
+
+    from ray.job_submission import JobStatus
+
+    from raystilts.tracking.store import load_runs
+
+    space = tmp_path / "space.yaml"
+    space.write_text(POOL_SPACE.format(model=tiny_model))
+    shared = tmp_path / "shared"
+    db = tmp_path / "mlflow.db"
+    entrypoint = " ".join(
+        [
+            sys.executable, "-m", "raystilts.cli", "search", str(space),
+            "--address", "auto", "--storage-path", str(shared),
+            "--workdir", str(tmp_path / "wd"), "--cache-dir", str(tmp_path / "driver-cache"),
+            "--tracking-uri", f"sqlite:///{db}", "--data-dir", str(mini_data),
+        ]
+    )  # fmt: skip
+    client = _job_client(cluster["DASHBOARD"])
+    job = client.submit_job(entrypoint=entrypoint)
+    deadline = time.monotonic() + 900
+    while client.get_job_status(job) not in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    ):
+        assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
+        time.sleep(3)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "2 target(s) in one pool, 2 trials at a time" in logs
+
+    runs = load_runs(tracking_uri=f"sqlite:///{db}", experiment="pool2")
+    assert len(runs) == 4 and all(r.status == "FINISHED" for r in runs)  # 2 targets x 2 chains
+    chained = [r for r in runs if r.params["chain_length"] == "1"]
+    assert {r.params["target"] for r in chained} == {"mini_xnli", "mini_udpos"}
+    trained = [r for r in chained if "phase0/train/loss" in r.metrics]
+    loaded = [r for r in chained if r.metrics.get("phase0/cached") == 1.0]
+    assert len(trained) == 1 and len(loaded) == 1, [r.metrics for r in chained]
+    assert sum(r.metrics["prefix_cache/writes"] for r in chained) == 1.0
+    claims = shared / "raystilts-cache" / "claims"
+    assert claims.is_dir() and not list(claims.glob("*.claim"))  # every claim released
+    # trials of both targets ran at the same time (one pool, not one target after another)
+    with sqlite3.connect(db) as con:
+        spans = con.execute(
+            "SELECT t.value, r.start_time, r.end_time FROM runs r JOIN tags t "
+            "ON t.run_uuid = r.run_uuid AND t.key = 'raystilts.target'"
+        ).fetchall()
+    overlap = [
+        (a, b)
+        for a in spans
+        for b in spans
+        if a[0] == "mini_xnli" and b[0] == "mini_udpos" and a[1] < b[2] and b[1] < a[2]
+    ]
+    assert overlap, spans
+    assert (shared / "pool2-search").is_dir()  # one Tune experiment for both targets
+
+
+def _job_client(dashboard: str) -> Any:
+    """A job client once the head's dashboard answers: on a loaded machine it comes up seconds
+    after `ray start` returns, and the client's first request fails while it is not there."""
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            return JobSubmissionClient(dashboard)
+        except ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)
 
 
 def _ray_nodes(gcs: str) -> list[str]:

@@ -175,8 +175,7 @@ def test_claim_is_exclusive_until_released_or_expired(tmp_path: Path) -> None:
 
 
 def test_claims_on_a_uri_are_seen_by_a_second_client(tmp_path: Path) -> None:
-    root = (tmp_path / "remote").as_uri()
-    (tmp_path / "remote").mkdir()
+    root = (tmp_path / "remote" / "claims").as_uri()  # not there yet: the first client makes it
     one, two = PrefixClaims(root=root), PrefixClaims(root=root)
     assert one.claim("k", "node1")
     assert two.holder("k") == "node1" and not two.claim("k", "node2")
@@ -221,3 +220,74 @@ def test_prefixes_in_training_block_until_the_trainer_reports() -> None:
     assert training(other, twin)
     training.progressed(f"t{trainer}")  # its first report: the prefix is in the cache
     assert not training(other, twin)
+
+
+# ----------------------------------------------------------------------------- the driver's view
+
+
+def test_pool_searcher_runs_both_targets_under_one_limit_and_pickles() -> None:
+    """Tune's view of the pool (no Ray started): trial ids in, configs with their target out,
+    scores read under the one name every target reports, FINISHED once all targets are done."""
+    from raystilts.core.schema import SELECTION_SCORE
+    from raystilts.search.driver import PoolSearcher
+    from raystilts.search.pool import PoolTrials, build_pool
+
+    space = _space(seeds=(0,))
+    pool = build_pool(space, {t: build_search(space, t) for t in space.targets})
+    pool.max_concurrent = 2
+    searcher = PoolSearcher(PoolTrials(pool))
+    first = [searcher.suggest(f"t{i}") for i in range(3)]
+    assert first[2] is None  # two at a time, across targets
+    assert {c[TARGET] for c in first[:2] if c} == {"s", "t"}
+    again = pickle.loads(pickle.dumps(searcher.get_state()))  # Tune's searcher checkpoint
+    assert set(again["trials"].trials) == {"t0", "t1"}
+    searcher.on_trial_result("t0", {SELECTION_SCORE: 0.4})
+    searcher.on_trial_complete("t0", {SELECTION_SCORE: 0.5})
+    searcher.on_trial_complete("t0", {SELECTION_SCORE: 0.5})  # twice: counted once
+    assert pool.active == 1
+    searcher.on_trial_complete("t1", None, error=True)  # a failed trial frees its slot too
+    n, configs = 3, [c for c in first if c]
+    while (config := searcher.suggest(f"t{n}")) != "FINISHED":
+        assert config is not None  # nothing else runs: the pool never waits here
+        configs.append(config)
+        searcher.on_trial_complete(f"t{n}", {SELECTION_SCORE: 0.5})
+        n += 1
+    assert sorted(c[TARGET] for c in configs) == ["s"] * 4 + ["t"] * 4  # every chain, once
+
+
+def test_target_schedulers_keep_each_targets_rungs_apart() -> None:
+    """One Tune run holds every target's trials; ASHA compares a target's trials only."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from raystilts.core.space import baseline_params
+    from raystilts.search.driver import BaselineKeepingASHA, TargetSchedulers
+
+    space = _space(seeds=(0,))
+
+    def asha(target: str) -> BaselineKeepingASHA:
+        return BaselineKeepingASHA(
+            space=space, target=target, time_attr="step", max_t=10, grace_period=5,
+            reduction_factor=2,
+        )  # fmt: skip
+
+    schedulers = TargetSchedulers({"s": asha("s"), "t": asha("t")})
+    assert schedulers.set_search_properties("score", "max")
+    assert all(s.metric == "score" for s in schedulers.schedulers.values())
+
+    def trial(name: str, target: str, chain: tuple[str, ...]) -> SimpleNamespace:
+        params = chain_params(space, target, chain) if chain else baseline_params(space, target)
+        return SimpleNamespace(trial_id=name, config={**params, TARGET: target})
+
+    strong_s, weak_t = trial("s1", "s", ("a",)), trial("t1", "t", ("b",))
+    weaker_s = trial("s2", "s", ("b",))
+    for x in (strong_s, weak_t, weaker_s):
+        schedulers.on_trial_add(None, x)
+    cont = TrialScheduler.CONTINUE
+    assert schedulers.on_trial_result(None, strong_s, {"step": 5, "score": 0.9}) == cont
+    # t's first trial at the rung: judged against t's trials (none), not s's 0.9
+    assert schedulers.on_trial_result(None, weak_t, {"step": 5, "score": 0.2}) == cont
+    assert schedulers.on_trial_result(None, weaker_s, {"step": 5, "score": 0.2}) == "STOP"
+    mixed = TargetSchedulers({"s": FIFOScheduler(), "t": asha("t")})
+    assert mixed.set_search_properties("score", "max")

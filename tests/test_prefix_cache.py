@@ -395,3 +395,44 @@ def test_stats_count_hits_misses_and_saved_phases(tmp_path: Path) -> None:
     assert (s.hits, s.misses, s.writes, s.phases_requested, s.phases_saved) == (1, 2, 2, 6, 2)
     assert s.saved_share == pytest.approx(2 / 6)
     assert cache.stats.as_metrics()["prefix_cache/phases_saved"] == 2.0
+
+
+# -- claims: one trainer per prefix across nodes -----------------------------------------------
+
+
+def _claiming(root: str, tmp_path: Path, owner: str, clock: Any = time.time) -> PrefixCache:
+    from raystilts.train.prefix_claims import PrefixClaims
+
+    claims = PrefixClaims(root=str(tmp_path / "claims"), ttl_s=30.0, clock=clock)
+    return PrefixCache(root=root, local_dir=tmp_path / owner, claims=claims, owner=owner)
+
+
+def test_turn_gives_a_prefix_to_one_trainer_and_the_others_wait_for_its_entry(
+    root: str, tmp_path: Path
+) -> None:
+    key = _keys()[0]
+    one, two = _claiming(root, tmp_path, "one"), _claiming(root, tmp_path, "two")
+    assert one.turn(key) == ("train", None)
+    assert one.turn(key) == ("train", None)  # asking again: still ours
+    assert two.turn(key) == ("wait", None)  # another node's trial is training it
+    one.put(key, _state(1), {})  # in the cache: the claim is dropped
+    assert one.claims is not None and one.claims.holder(key) is None
+    turn, state = two.turn(key)
+    assert turn == "cached" and _equal(state, _state(1))
+    assert two.stats.hits == 1 and two.stats.phases_saved == 1
+
+
+def test_a_crashed_trainers_claim_expires_and_close_drops_held_claims(tmp_path: Path) -> None:
+    now = [0.0]
+    key = _keys()[0]
+    root = str(tmp_path / "c")
+    crashed = _claiming(root, tmp_path, "crashed", clock=lambda: now[0])
+    assert crashed.claims is not None and crashed.claims.claim(key, "crashed")  # no heartbeat
+    waiter = _claiming(root, tmp_path, "waiter", clock=lambda: now[0])
+    assert waiter.turn(key)[0] == "wait"
+    now[0] = 31.0  # past the ttl: nothing waits forever
+    assert waiter.turn(key)[0] == "train"
+    waiter.close()  # the trial ended without putting it (stopped, failed): others may train
+    assert waiter.claims is not None and waiter.claims.holder(key) is None
+    with pytest.raises(ValueError, match="owner"):
+        PrefixCache(root=root, local_dir=tmp_path, claims=waiter.claims)

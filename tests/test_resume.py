@@ -65,7 +65,10 @@ def test_killed_search_resumes_without_retraining_or_duplicates(
         while True:  # kill once one trial has finished and the next one is training
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-            rows = _runs(db) if db.exists() else []
+            try:
+                rows = _runs(db) if db.exists() else []
+            except sqlite3.OperationalError:  # MLflow made the file, not yet its tables
+                rows = []
             if any(s == "FINISHED" for _, _, s, _ in rows) and any(
                 s == "RUNNING" for _, _, s, _ in rows
             ):

@@ -353,3 +353,43 @@ def test_a_sampled_chain_becomes_a_plan_with_its_tasks_resolved() -> None:
         seed=0,
     )
     assert trained.target.steps == 7 and trained.phases == ()
+
+
+def test_a_prefix_another_trial_is_training_is_waited_for_not_trained_again(
+    store: FeatureStore, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Chain B needs the prefix that another trial (on another node, say) holds the claim of:
+    B waits until that trial puts it in the cache and loads it, instead of training it too."""
+    import shutil
+    import threading
+
+    from raystilts.train.prefix_cache import PrefixCache
+    from raystilts.train.prefix_claims import PrefixClaims
+
+    root, claims = str(tmp_path / "prefixes"), PrefixClaims(root=str(tmp_path / "claims"))
+
+    def run(plan: ChainPlan, cache: PrefixCache) -> dict[str, float]:
+        return run_chain(
+            plan, base_model=str(tiny_model), store=store, settings=TrainSettings(batch_size=8),
+            report=lambda _: None, pad_id=1, prefix_cache=cache, model_fingerprint="tiny",
+        )  # fmt: skip
+
+    a = _plan([("mini_mnli", 1e-3, 4)], "mini_xnli", lr=1e-3)
+    b = _plan([("mini_mnli", 1e-3, 4), ("mini_ccg", 1e-3, 4)], "mini_udpos", lr=2e-3)
+    first = run(a, PrefixCache(root=root, local_dir=tmp_path / "n1", claims=claims, owner="a"))
+    assert "phase0/train/loss" in first
+    (entry,) = [p for p in Path(root).glob("p1-*") if p.is_dir()]  # a trained it; out again:
+    key, state = entry.name, PrefixCache(root=root, local_dir=tmp_path / "n1").get(entry.name)
+    assert state is not None
+    shutil.rmtree(entry)
+    other = PrefixCache(root=root, local_dir=tmp_path / "n2", claims=claims, owner="other")
+    assert other.turn(key) == ("train", None)  # "other" is training it now
+    putter = threading.Timer(1.5, other.put, args=(key, state, {"dev_en": 0.5}))
+    putter.start()
+    waiter = PrefixCache(root=root, local_dir=tmp_path / "n3", claims=claims, owner="b", poll_s=0.2)
+    out = run(b, waiter)
+    putter.join()
+    assert out["phase0/cached"] == 1.0 and "phase0/train/loss" not in out  # waited, loaded
+    assert out["phase0/dev_en"] == 0.5 and "phase1/train/loss" in out
+    assert out["prefix_cache/waits"] == 1.0 and out["prefix_cache/waited_s"] >= 1.0
+    assert claims.holder(key) is None

@@ -175,6 +175,8 @@ def test_search_logs_every_trial_and_analysis_reads_it(
         assert [d.name for d in node_dirs] == [nodes[0]]
         assert any((node_dirs[0] / "features").iterdir())
         assert (bucket / "raystilts-cache" / "features").is_dir()
+        claims = bucket / "raystilts-cache" / "claims"  # the prefix cache's turns, on the URI
+        assert claims.is_dir() and not list(claims.glob("*.claim"))  # all released
         for r in finished:
             ckpt = Path(r.tags["raystilts.checkpoint_path"].removeprefix("file://"))
             assert ckpt.is_relative_to(bucket), ckpt

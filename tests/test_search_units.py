@@ -306,9 +306,15 @@ def test_resume_refuses_an_edited_space_in_one_line(
     yaml_path.write_text(text)
     storage = tmp_path / "wd" / "ray_results"
     _write_fingerprint(load_space(yaml_path, catalog=REAL), str(storage))
-    (storage / "edited-mini_xnli").mkdir(parents=True)
+    (storage / "edited-mini_xnli").mkdir(parents=True)  # one target's, as before the pool
     (storage / "edited-mini_xnli" / "tuner.pkl").write_bytes(b"")
     args = ["search", str(yaml_path), "--resume", "--workdir", str(tmp_path / "wd")]
+    # a search of an older raystilts (one experiment per target): one line, not a crash
+    assert main([*args, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "one Tune experiment per target" in err
+    (storage / "edited-search").mkdir(parents=True)  # the search's one experiment
+    (storage / "edited-search" / "tuner.pkl").write_bytes(b"")
     # unchanged, or changed only in resources (other hardware): resumable
     _check_fingerprint(load_space(yaml_path, catalog=REAL), str(storage))
     yaml_path.write_text(text + "resources: {workers_per_trial: 2}\n")

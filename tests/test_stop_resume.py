@@ -71,7 +71,10 @@ def _wait_mid_trial(proc: subprocess.Popen[bytes], db: Path, log: Path) -> None:
     while True:
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, log.read_text()[-3000:]
-        trials = _runs(db, "trial").values() if db.exists() else []
+        try:
+            trials = _runs(db, "trial").values() if db.exists() else []
+        except sqlite3.OperationalError:  # MLflow made the file, not yet its tables
+            trials = []
         statuses = [s for s, _, _ in trials]
         if "FINISHED" in statuses and "RUNNING" in statuses:
             time.sleep(3)  # into the trial's training

@@ -39,6 +39,7 @@ __all__ = [
     "PHASE_SEP",
     "SEARCH_ID_TAG",
     "SEARCH_TAG",
+    "SELECTION_SCORE",
     "SPLITS",
     "TARGET_TAG",
     "TRIAL_ID_TAG",
@@ -57,6 +58,10 @@ KEY_SEP = "/"
 KEY_FIELDS = ("split", "task", "lang", "metric")  # the parts of a metric key, in order
 SPLITS = ("dev", "test")  # dev: model selection; test: reporting
 AVG = "avg"  # the "language" of a task's mean over its languages
+
+# In Tune's results only (no "/": MLflow never logs it): a trial's selection metric under one
+# name for every target, so that one Tune experiment holds the trials of all targets
+SELECTION_SCORE = "selection_score"
 
 TARGET_TAG = "raystilts.target"
 CHAIN_TAG = "raystilts.chain"

@@ -172,7 +172,7 @@ class PriorSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SearchSettings:
     num_samples: int = 6  # trials per target
-    max_concurrent: int = 2  # two concurrent trials is the useful ceiling on 2 cores
+    max_concurrent: int = 2  # trials at once, all targets together; 2 is the ceiling on 2 cores
     seeds: tuple[int, ...] = (0,)  # every sampled chain runs once per seed; Optuna sees the mean
     baseline_first: bool = True
     # rank intermediate tasks by a transferability estimate on the base model and try the

@@ -2,11 +2,13 @@
 
     summary = run_search(space, settings=SearchRun(workdir=Path("raystilts_runs")))
 
-Per target, one Tune run: :class:`RacingSearcher`, Tune's view of the Ray-free
-:class:`raystilts.search.searcher.ChainSearch` (an Optuna study over the define-by-run space: chain
-length, tasks in order, per-phase learning rates; seed racing; the warm start and the prior of
-:mod:`raystilts.search.prior`), proposes trials, ASHA stops weak ones on the English dev metric, and
-each trial is a Tune function that fits a ``TorchTrainer`` (DDP over ``workers_per_trial``
+One Tune run for every target of the search: :class:`PoolSearcher`, Tune's view of the Ray-free
+:class:`raystilts.search.pool.SearchPool` (every target's
+:class:`raystilts.search.searcher.ChainSearch` under one ``max_concurrent``: an Optuna study per
+target over the define-by-run space: chain length, tasks in order, per-phase learning rates; seed
+racing; the warm start and the prior of :mod:`raystilts.search.prior`, shared across targets),
+proposes trials with their target in the config, :class:`TargetSchedulers` runs each target's own
+ASHA on its English dev metric, and each trial is a Tune function that fits a ``TorchTrainer`` (DDP over ``workers_per_trial``
 workers; gloo on CPU, NCCL on GPU) running :func:`raystilts.train.runner.run_chain`. MLflow logging
 happens on the driver, in a Tune callback, so a killed or stopped trial never leaves its run
 RUNNING (the workers never talk to MLflow).
@@ -32,7 +34,7 @@ from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import Searcher
 
 from raystilts.core import stopping
 from raystilts.core.errors import UserError
@@ -43,6 +45,7 @@ from raystilts.core.schema import (
     OUTCOME_TAG,
     PHASE_SEP,
     SEARCH_TAG,
+    SELECTION_SCORE,
     TARGET_TAG,
     TRIAL_ID_TAG,
     parse_metric_key,
@@ -50,6 +53,7 @@ from raystilts.core.schema import (
 from raystilts.core.space import SearchSpace, all_chains, chain_from_params
 from raystilts.data import TOKENIZER_FILES, needs_of
 from raystilts.data import storage as storage_lib
+from raystilts.search.pool import TARGET, PoolLaunch, PoolTrials, build_pool
 from raystilts.search.prior import (
     Evidence,
     Reranker,
@@ -82,8 +86,10 @@ __all__ = [
     "MAX_DUPLICATES",
     "RACE_WITHIN_SD",
     "BaselineKeepingASHA",
+    "PoolSearcher",
     "RacingSearcher",
     "SearchRun",
+    "TargetSchedulers",
     "chain_identity",
     "config_key",
     "neighbour_params",
@@ -134,6 +140,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     import torch
 
     from raystilts.train.prefix_cache import PrefixCache
+    from raystilts.train.prefix_claims import PrefixClaims
     from raystilts.train.runner import ChainPlan, Dist, DivergedError, TrainSettings, run_chain
 
     torch.set_num_threads(int(cfg["threads"]))
@@ -165,9 +172,12 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         nodes = gathered
     final_dir = Path(tempfile.mkdtemp(prefix="raystilts-model-")) if cfg["save_model"] else None
     final_step = float(plan.target.steps)
+    key = selection_key(plan.target.task)
 
     def report(metrics: dict[str, float]) -> None:
         out: dict[str, Any] = dict(metrics)
+        if key in out:  # the one name Tune's searcher and schedulers read, for every target
+            out[SELECTION_SCORE] = out[key]
         checkpoint = None
         if metrics.get("target_step") == final_step:
             out["worker_nodes"] = ",".join(sorted(set(nodes)))
@@ -179,8 +189,13 @@ def _train_loop(cfg: dict[str, Any]) -> None:
                 checkpoint = train.Checkpoint.from_directory(str(final_dir))
         train.report(out, checkpoint=checkpoint)
 
+    # claims on the storage path: a prefix another trial (any node) is training is waited
+    # for, not trained again; the owner is the trial, so a restarted trial takes its own back
     cache = PrefixCache(
-        root=cfg["prefix_root"], local_dir=storage_lib.node_cache_root() / node / "prefixes"
+        root=cfg["prefix_root"],
+        local_dir=storage_lib.node_cache_root() / node / "prefixes",
+        claims=PrefixClaims(root=cfg["claims_root"]),
+        owner=cfg["owner"],
     )
     try:
         run_chain(
@@ -198,9 +213,10 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     except DivergedError as e:
         # every rank sees the same all-reduced loss, so all of them land here together; the
         # searcher gets the worst score, MLflow records the run as diverged (not the score)
-        key = selection_key(plan.target.task)
-        train.report({key: 0.0, "diverged": 1.0, "diverged_reason": str(e)})
+        worst = {key: 0.0, SELECTION_SCORE: 0.0}
+        train.report({**worst, "diverged": 1.0, "diverged_reason": str(e)})
     finally:
+        cache.close()  # a claim still held (a failed put, a stopped trial): others may train
         if final_dir is not None:
             shutil.rmtree(final_dir, ignore_errors=True)
 
@@ -209,15 +225,17 @@ def _trial(
     config: dict[str, Any],
     *,
     space: SearchSpace,
-    target: str,
     workspace: dict[str, Any],
     storage: str,
     threads: int,
     use_gpu: bool,
     prefix_root: str,
+    claims_root: str,
     model_fingerprint: str,
 ) -> None:
-    """A Tune function trainable: builds the chain from the sampled params and fits a TorchTrainer."""
+    """A Tune function trainable: builds the chain of the config's target (``TARGET``) from
+    the sampled params and fits a TorchTrainer."""
+    target = str(config[TARGET])
     plan = chain_from_params(config, space, target)
     trial_name = tune.get_context().get_trial_name()
     loop_cfg = {
@@ -225,6 +243,8 @@ def _trial(
         "languages": list(space.languages_for(target)),
         "seed": seed_of(config, space),
         "prefix_root": prefix_root,
+        "claims_root": claims_root,
+        "owner": f"{space.name}/{trial_name}",
         "model_fingerprint": model_fingerprint,
         "training": space.training,  # a frozen dataclass: pickles to the workers
         "mixture": space.intermediate.mixture,
@@ -310,6 +330,60 @@ class RacingSearcher(Searcher):
             self.set_state(pickle.load(f))
 
 
+class PoolSearcher(Searcher):
+    """Ray Tune's view of a :class:`raystilts.search.pool.SearchPool`: every target's
+    :class:`ChainSearch` in one Tune run, under the pool's one ``max_concurrent``; runs on the
+    Tune driver.
+
+    Each suggested config carries its target (``TARGET``), so the trainable, the schedulers
+    (:class:`TargetSchedulers`) and the MLflow callback know whose trial it is. Scores are read
+    under ``SELECTION_SCORE``, the selection metric of every target under one name. The
+    trial-id bookkeeping is :class:`raystilts.search.pool.PoolTrials`, which the cluster
+    simulation (``benchmarks/cluster_sim.py``) drives too. ``suggest`` returns None to make
+    Tune ask again (a slot waits for a first seed's score or a prefix in training) and
+    ``Searcher.FINISHED`` once every target is done.
+    """
+
+    def __init__(self, trials: PoolTrials) -> None:
+        self.trials = trials
+        super().__init__(metric=SELECTION_SCORE, mode="max")
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
+        return True  # metric and mode are fixed at construction; the space is the pool's
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        step = self.trials.suggest(trial_id)
+        if step is DONE:
+            return Searcher.FINISHED  # type: ignore[return-value]
+        return step.config if isinstance(step, PoolLaunch) else None
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.trials.progressed(trial_id)  # past its prefix: launches held for it may go
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        value = (result or {}).get(SELECTION_SCORE) if not error else None
+        score = float(value) if isinstance(value, (int, float)) else math.nan
+        self.trials.complete(trial_id, score)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"trials": self.trials}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:  # the pool with its Optuna studies (in memory)
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
 class MlflowCallback(tune.Callback):
     """Runs on the driver: one MLflow run per trial; every exit path ends the run."""
 
@@ -318,28 +392,29 @@ class MlflowCallback(tune.Callback):
         *,
         tracker: Tracker,
         space: SearchSpace,
-        target: str,
         parent: str | None = None,
         log: bool = True,
     ) -> None:
         self.tracker = tracker
         self.parent = parent
         self.log = log
-        self.done = 0
-        samples = (
-            len(all_chains(space, target))
-            if space.search.algorithm == "grid"
-            else space.search.num_samples
-        )
-        self.total = samples * len(space.search.seeds)
         self.space = space
-        self.target = target
-        self.task = CATALOG[target]
+        self.done: dict[str, int] = {}  # per target: trials ended
+        self.total: dict[str, int] = {}  # per target: trials at most
+        self.progress: dict[str, TrialProgress] = {}
+        for target in space.targets:
+            samples = (
+                len(all_chains(space, target))
+                if space.search.algorithm == "grid"
+                else space.search.num_samples
+            )
+            self.total[target] = samples * len(space.search.seeds)
+            self.progress[target] = TrialProgress(
+                target=target,
+                metric=selection_key(CATALOG[target]),
+                total=space.target_for(target).steps,
+            )
         self.runs: dict[str, str] = {}
-        self.steps: dict[str, int] = {}
-        self.progress = TrialProgress(
-            target=target, metric=selection_key(self.task), total=space.target_for(target).steps
-        )
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles the callback with its experiment; a restored (--resume) copy reconnects
@@ -347,7 +422,7 @@ class MlflowCallback(tune.Callback):
         # run is found again by its trial id (_run_of)
         state = {k: v for k, v in self.__dict__.items() if k != "tracker"}
         where = {"tracking_uri": self.tracker.tracking_uri, "experiment": self.tracker.experiment}
-        return state | {"runs": {}, "steps": {}, "done": 0, "tracker_at": where}
+        return state | {"runs": {}, "done": {}, "tracker_at": where}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         where = state.pop("tracker_at")
@@ -356,15 +431,16 @@ class MlflowCallback(tune.Callback):
 
     def _params(self, trial: Any) -> dict[str, Any]:
         config = dict(trial.config)
-        plan = chain_from_params(config, self.space, self.target)
+        target = str(config[TARGET])
+        plan = chain_from_params(config, self.space, target)
         params: dict[str, Any] = {
-            "target": self.target,
+            "target": target,
             "chain": plan.name,
             "intermediate": json.dumps(list(plan.tasks)),
             "chain_length": len(plan.phases),
             "seed": seed_of(config, self.space),
             "model": self.space.model,
-            "metric": self.task.metric,
+            "metric": CATALOG[target].metric,
             "target_lr": plan.target.lr,
             "target_steps": plan.target.steps,
             "workers_per_trial": self.space.resources.workers_per_trial,
@@ -372,7 +448,7 @@ class MlflowCallback(tune.Callback):
         }
         for i, p in enumerate(plan.phases):
             params |= {f"phase{i}_task": p.task, f"phase{i}_lr": p.lr, f"phase{i}_steps": p.steps}
-        params["config_key"] = config_key({k: v for k, v in params.items()}, self.target)
+        params["config_key"] = config_key({k: v for k, v in params.items()}, target)
         # scoring conventions, after the key (a space edit is refused on resume anyway)
         params["checkpoint"] = self.space.training.checkpoint
         params["pos_scheme"] = self.space.training.pos_scheme
@@ -392,7 +468,7 @@ class MlflowCallback(tune.Callback):
             run_name=f"{params['chain']}#{params['seed']}",
             params=params,
             tags={
-                TARGET_TAG: self.target,
+                TARGET_TAG: params["target"],
                 CHAIN_TAG: params["chain"],
                 TRIAL_ID_TAG: trial.trial_id,
                 SEARCH_TAG: self.space.name,
@@ -416,16 +492,19 @@ class MlflowCallback(tune.Callback):
             run, metrics, step=int(result.get("target_step", result.get("training_iteration", 0)))
         )
         if self.log:  # a live line per running trial (its end line comes from _end)
-            chain = chain_from_params(dict(trial.config), self.space, self.target).name
+            target = str(trial.config[TARGET])
+            chain = chain_from_params(dict(trial.config), self.space, target).name
             name = f"{chain}#{seed_of(trial.config, self.space)}"
-            line = self.progress.line(trial.trial_id, name, result)
+            line = self.progress[target].line(trial.trial_id, name, result)
             if line:
                 print(line, flush=True)
 
     def _end(
         self, trial: Any, status: str, outcome: str, tags: Mapping[str, str] | None = None
     ) -> None:
-        self.progress.forget(trial.trial_id)
+        target = str(trial.config[TARGET])
+        task = CATALOG[target]
+        self.progress[target].forget(trial.trial_id)
         run = self.runs.pop(trial.trial_id, None)
         if run is not None:
             self.tracker.end_trial(
@@ -435,16 +514,17 @@ class MlflowCallback(tune.Callback):
             )
         if self.log:  # one progress line per trial (Ray's own logs stay in its session dir)
             last = trial.last_result or {}
-            score = None if last.get("diverged") else last.get(selection_key(self.task))
+            score = None if last.get("diverged") else last.get(selection_key(task))
             shown = (
-                f"{'en' if self.task.has_train else 'avg'} dev {self.task.metric} {100 * score:.1f}"
+                f"{'en' if task.has_train else 'avg'} dev {task.metric} {100 * score:.1f}"
                 if score is not None
                 else "no score"
             )
-            chain = chain_from_params(dict(trial.config), self.space, self.target).name
-            self.done += 1
+            chain = chain_from_params(dict(trial.config), self.space, target).name
+            self.done[target] = self.done.get(target, 0) + 1
             print(
-                f"  [{self.target} {self.done}/{self.total}] {chain:38s} {shown:24s} {outcome}",
+                f"  [{target} {self.done[target]}/{self.total[target]}] {chain:38s} "
+                f"{shown:24s} {outcome}",
                 flush=True,
             )
 
@@ -458,8 +538,9 @@ class MlflowCallback(tune.Callback):
                 {DIVERGED_REASON_TAG: str(last.get("diverged_reason", ""))[:500]},
             )
             return
+        target = str(trial.config[TARGET])
         finished = any(
-            (key := parse_metric_key(k)) is not None and key[:2] == ("test", self.target) for k in last
+            (key := parse_metric_key(k)) is not None and key[:2] == ("test", target) for k in last
         )
         where = {  # the nodes that ran it and the saved model (training.save_model)
             f"raystilts.{k}": str(last[k])
@@ -595,7 +676,8 @@ def _check_address(address: str) -> None:
 
 
 def run_search(space: SearchSpace, *, run: SearchRun) -> dict[str, Any]:
-    """Run the search of ``space``, one Tune run per target; returns timing and trial counts."""
+    """Run the search of ``space``, one Tune run for all its targets; returns timing and trial
+    counts per target."""
     t0 = time.perf_counter()
     _preflight(space, run)
     tracker = Tracker(
@@ -700,12 +782,19 @@ def _preflight(space: SearchSpace, run: SearchRun) -> None:
         _check_address(run.address)  # before minutes of tokenization
     if run.resume:  # before anything is created
         storage = run.storage_path or str((run.workdir / "ray_results").resolve())
-        found = [
-            t
-            for t in space.targets
-            if tune.Tuner.can_restore(_experiment_path(storage, space.name, t))
-        ]
-        if not found:
+        if not tune.Tuner.can_restore(_experiment_path(storage, space.name)):
+            older = [
+                t
+                for t in space.targets
+                if tune.Tuner.can_restore(_experiment_path(storage, space.name, t))
+            ]
+            if older:
+                raise UserError(
+                    f"--resume: search {space.name!r} under {storage} was started by a raystilts "
+                    f"that ran one Tune experiment per target ({', '.join(older)}); this one "
+                    "runs all targets in one and cannot continue it: finish it with that "
+                    "version, or run without --resume (and another --workdir)"
+                )
             raise UserError(
                 f"--resume: no interrupted search {space.name!r} under {storage}; pass the "
                 "--workdir/--storage-path it ran with, or run without --resume"
@@ -817,9 +906,15 @@ def _check_fingerprint(space: SearchSpace, storage: str) -> None:
         )
 
 
-def _experiment_path(storage: str, name: str, target: str) -> str:
-    """Where Tune keeps the experiment of one target of a search."""
-    experiment = f"{name}-{target}"
+def _experiment_name(name: str) -> str:
+    """The Tune experiment of search ``name``: one for all its targets."""
+    return f"{name}-search"
+
+
+def _experiment_path(storage: str, name: str, target: str | None = None) -> str:
+    """Where Tune keeps the experiment of a search (with ``target``: where raystilts before the
+    one pool of targets kept one target's experiment)."""
+    experiment = _experiment_name(name) if target is None else f"{name}-{target}"
     if storage_lib.is_remote(storage):
         return storage_lib.join(storage, experiment)
     return str(Path(storage) / experiment)
@@ -880,9 +975,8 @@ def _warm_start(
 
 @dataclass(slots=True)
 class _Targets:
-    """What every target's Tune run of one search shares; ``counts`` and ``failed`` (trials and
-    errored trials per target) fill in as targets finish, so an interrupted search still
-    records the targets it finished."""
+    """What the search's one Tune run shares; ``counts`` and ``failed`` (trials and errored
+    trials per target) fill in once it ends."""
 
     space: SearchSpace
     run: SearchRun
@@ -893,79 +987,139 @@ class _Targets:
     threads: int
     use_gpu: bool
     warm: Mapping[str, Sequence[str]]
-    evidence: list[Evidence]  # the prior's (raystilts.search.prior); grows target by target
+    evidence: list[Evidence]  # the prior's (raystilts.search.prior) from earlier experiments
     counts: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
 
 
 def _run_targets(ctx: _Targets) -> None:
-    """One Tune run per target, in order; each target's finished trials join the evidence of
-    the next targets' prior."""
+    """One Tune run for every target: the pool (:func:`raystilts.search.pool.build_pool`) keeps
+    ``max_concurrent`` trials of any target running while any target has work; each target
+    keeps its own search, ASHA and selection; each target's finished trials join the other
+    targets' prior as they finish."""
     space, run = ctx.space, ctx.run
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" per target
-    trainables = _Trainables(ctx)
-    for target in space.targets:
-        metric = selection_key(CATALOG[target])
-        if run.log:
+    trainable = _Trainables(ctx)()
+    path = _experiment_path(ctx.storage, space.name)
+    if run.log:
+        for target in space.targets:
             print(
-                f"{target}: {space.search.num_samples} trials, {space.search.max_concurrent} at a time, selected on {metric}",
+                f"{target}: {space.search.num_samples} trials, selected on "
+                f"{selection_key(CATALOG[target])}",
                 flush=True,
             )
+        print(
+            f"{len(space.targets)} target(s) in one pool, {space.search.max_concurrent} "
+            "trials at a time",
+            flush=True,
+        )
+    if run.resume and tune.Tuner.can_restore(path):
+        # finished trials stay finished; unfinished ones continue; errored ones stay errored
+        # the restored RunConfig holds an unpickled copy of the old callback, which
+        # reconnects to MLflow on unpickling (MlflowCallback.__setstate__)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
+        if run.log:
+            print(f"resuming {path}", flush=True)
+        _fit(ctx, tuner)
+        return
+    tuner, searches = _new_tuner(ctx, trainable)
+    _fit(ctx, tuner)
+    if space.search.prior.other_targets and len(space.targets) > 1:
+        # the prior as the last trials left it, on the search run (each target's from the others)
+        evidence = [*ctx.evidence]
+        for search in searches.values():
+            evidence += evidence_from_search(search)
+        for target in space.targets:
+            _target_ranking(
+                space, target, ctx.warm.get(target), evidence, ctx.tracker, ctx.parent, False
+            )
+
+
+def _new_tuner(ctx: _Targets, trainable: Any) -> tuple[tune.Tuner, dict[str, ChainSearch]]:
+    """The search's Tune experiment, and each target's search in its pool: the same objects
+    the tabular replay and the cluster simulation drive."""
+    space = ctx.space
+    searches = {}
+    for target in space.targets:
         ranking, rerank = _target_ranking(
-            space, target, ctx.warm.get(target), ctx.evidence, ctx.tracker, ctx.parent, run.log
+            space, target, ctx.warm.get(target), ctx.evidence, ctx.tracker, ctx.parent, ctx.run.log
         )
-        trainable = trainables(target)
-        path = _experiment_path(ctx.storage, space.name, target)
-        if run.resume and tune.Tuner.can_restore(path):
-            # finished trials stay finished; unfinished ones continue; errored ones stay errored
-            # the restored RunConfig holds an unpickled copy of the old callback, which
-            # reconnects to MLflow on unpickling (MlflowCallback.__setstate__)
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True)
-            if run.log:
-                print(f"{target}: resuming {path}", flush=True)
-            _fit(ctx, target, tuner)
-            continue
-        # the same objects the tabular replay drives (benchmarks/transfer_tables.py)
-        search = build_search(space, target, ranking=ranking, rerank=rerank)
-        tuner = tune.Tuner(
-            trainable,
-            param_space={},
-            tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(
-                    RacingSearcher(search, metric=metric),
-                    max_concurrent=space.search.max_concurrent,
-                ),
-                scheduler=_scheduler(space, target),
-                num_samples=search.num_samples * len(space.search.seeds),
-                metric=metric,
-                mode="max",
-            ),
-            run_config=tune.RunConfig(
-                name=f"{space.name}-{target}",
-                storage_path=ctx.storage,
-                callbacks=[
-                    MlflowCallback(
-                        tracker=ctx.tracker,
-                        space=space,
-                        target=target,
-                        parent=ctx.parent,
-                        log=run.log,
-                    )
-                ],
-                verbose=0,
-            ),
-        )
-        _fit(ctx, target, tuner)
-        if space.search.prior.other_targets:  # this target's trials inform the next targets'
-            ctx.evidence += evidence_from_search(search)
+        searches[target] = build_search(space, target, ranking=ranking, rerank=rerank)
+    pool = build_pool(space, searches, earlier=ctx.evidence, warm=ctx.warm)
+    callback = MlflowCallback(tracker=ctx.tracker, space=space, parent=ctx.parent, log=ctx.run.log)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={},
+        tune_config=tune.TuneConfig(
+            search_alg=PoolSearcher(PoolTrials(pool)),  # the pool keeps max_concurrent
+            scheduler=TargetSchedulers({t: _scheduler(space, t) for t in space.targets}),
+            num_samples=sum(s.num_samples for s in searches.values()) * len(space.search.seeds),
+            metric=SELECTION_SCORE,
+            mode="max",
+        ),
+        run_config=tune.RunConfig(
+            name=_experiment_name(space.name),
+            storage_path=ctx.storage,
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+    return tuner, searches
 
 
-def _fit(ctx: _Targets, target: str, tuner: tune.Tuner) -> None:
-    """Run one target's Tune experiment and count its trials."""
+def _fit(ctx: _Targets, tuner: tune.Tuner) -> None:
+    """Run the search's Tune experiment and count its trials per target."""
     with stopping.tune_run():  # SIGTERM/Ctrl-C: Tune saves and stops, then we raise
         grid = tuner.fit()
-    ctx.counts[target] = len(grid)
-    ctx.failed[target] = grid.num_errors
+    ctx.counts.update({t: 0 for t in ctx.space.targets})
+    ctx.failed.update({t: 0 for t in ctx.space.targets})
+    for i in range(len(grid)):
+        result = grid[i]
+        target = str((result.config or {}).get(TARGET, ""))
+        if target in ctx.counts:
+            ctx.counts[target] += 1
+            ctx.failed[target] += result.error is not None
+
+
+class TargetSchedulers(TrialScheduler):
+    """The schedulers of every target in one Tune run: each trial goes to its target's
+    (``TARGET`` in its config), so ASHA's rungs compare a target's trials only. Trials start
+    in the order Tune created them (FIFO), as each scheduler here would start them itself.
+    Runs on the Tune driver."""
+
+    def __init__(self, schedulers: Mapping[str, TrialScheduler]) -> None:
+        super().__init__()
+        self.schedulers = dict(schedulers)
+        self._fifo = FIFOScheduler()
+
+    def _of(self, trial: Any) -> TrialScheduler:
+        return self.schedulers[str(trial.config[TARGET])]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if not super().set_search_properties(metric, mode, **spec):
+            return False
+        return all(s.set_search_properties(metric, mode, **spec) for s in self.schedulers.values())
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        return str(self._of(trial).on_trial_result(tune_controller, trial, result))
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        return self._fifo.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return "; ".join(f"{t}: {s.debug_string()}" for t, s in self.schedulers.items())
 
 
 def _scheduler(space: SearchSpace, target: str) -> Any:
@@ -1007,33 +1161,36 @@ class BaselineKeepingASHA(ASHAScheduler):
 
 
 class _Trainables:
-    """The trial function of each target, with what every trial of the search shares."""
+    """The trial function of the search (every target's), with what its trials share."""
 
     def __init__(self, ctx: _Targets) -> None:
         self.ctx = ctx
         storage = ctx.storage
         # chains sharing a prefix train it once, trials on any node reading the same cache
-        self.prefix_root = (
-            storage_lib.join(storage, "raystilts-cache", "prefixes")
-            if storage_lib.is_remote(storage)
-            else str(Path(storage) / "raystilts-cache" / "prefixes")
+        self.prefix_root, self.claims_root = (
+            (
+                storage_lib.join(storage, "raystilts-cache", name)
+                if storage_lib.is_remote(storage)
+                else str(Path(storage) / "raystilts-cache" / name)
+            )
+            for name in ("prefixes", "claims")
         )
         model = str(ctx.ws_config["model"])
         self.model_fingerprint = (
             storage_lib.content_key(Path(model)) if Path(model).is_dir() else model  # a hub id
         )
 
-    def __call__(self, target: str) -> Any:
+    def __call__(self) -> Any:
         ctx = self.ctx
         trainable = tune.with_parameters(
             _trial,
             space=ctx.space,
-            target=target,
             workspace=ctx.ws_config,
             storage=ctx.storage,
             threads=ctx.threads,
             use_gpu=ctx.use_gpu,
             prefix_root=self.prefix_root,
+            claims_root=self.claims_root,
             model_fingerprint=self.model_fingerprint,
         )
         return tune.with_resources(trainable, {"CPU": 0.01})  # the trial only waits

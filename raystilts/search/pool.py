@@ -22,6 +22,10 @@ and stopping); the pool only decides *which target* fills a free slot:
 
 ``on_report`` runs after every report (the driver shares the prior over intermediate tasks
 with the other targets there: :class:`SharedPrior`). Picklable, for Tune's searcher checkpoints.
+
+:func:`build_pool` wires a pool exactly as ``raystilts search`` runs it (its Tune searcher,
+``raystilts.search.driver.PoolSearcher``, drives a :class:`PoolTrials`), and
+``benchmarks/cluster_sim.py`` drives the same :class:`PoolTrials` on a simulated cluster.
 """
 
 from __future__ import annotations
@@ -33,8 +37,18 @@ from typing import Final
 from raystilts.core.space import SearchSpace, chain_from_params
 from raystilts.search.prior import Evidence, Reranker, build_prior, evidence_from_search
 from raystilts.search.searcher import DONE, ChainSearch, Launch, _Done, seed_of
+from raystilts.tasks import CATALOG
 
-__all__ = ["TARGET", "PoolLaunch", "PrefixesInTraining", "SearchPool", "SharedPrior"]
+__all__ = [
+    "TARGET",
+    "PoolLaunch",
+    "PoolTrials",
+    "PrefixesInTraining",
+    "SearchPool",
+    "SharedPrior",
+    "build_pool",
+    "trial_cost",
+]
 
 # The key of a trial's target in its config: one Tune experiment holds every target's trials.
 TARGET: Final = "__target__"
@@ -206,3 +220,70 @@ class SharedPrior:
             search.order = (*ranking, *(t for t in tasks if t not in ranking))
             search.ranked = True
             search.rerank = Reranker(prior, tuple(tasks), warm)
+
+
+def trial_cost(space: SearchSpace, target: str) -> float:
+    """A trial's relative length for the pool's longest-first rule: its target-phase steps
+    (none for a target without training data) plus one step per evaluated language, so of two
+    targets that train alike the one evaluated in more languages goes first. Intermediate
+    phases are left out: every target draws from the same ones, and a cached prefix costs
+    nothing."""
+    task = CATALOG.get(target)  # a space loaded with another catalog (tests): trained
+    steps = space.target_for(target).steps if task is None or task.has_train else 0
+    return float(steps + len(space.languages_for(target)))
+
+
+def build_pool(
+    space: SearchSpace,
+    searches: Mapping[str, ChainSearch],
+    *,
+    earlier: Sequence[Evidence] = (),
+    warm: Mapping[str, Sequence[str]] | None = None,
+) -> SearchPool:
+    """The pool of ``searches`` (one per target) as ``raystilts search`` runs it: at most
+    ``search.max_concurrent`` trials of all targets, longest trials first (:func:`trial_cost`),
+    a launch whose prefix a running trial is training held back (:class:`PrefixesInTraining`)
+    and, with ``search.prior.other_targets``, every target's prior rebuilt from all targets'
+    finished trials (:class:`SharedPrior`, plus ``earlier`` evidence and the ``warm`` start)."""
+    shared = SharedPrior(earlier=tuple(earlier), warm=dict(warm or {}))
+    return SearchPool(
+        searches,
+        max_concurrent=space.search.max_concurrent,
+        cost={t: trial_cost(space, t) for t in searches},
+        blocked=PrefixesInTraining(space),
+        on_report=shared if space.search.prior.other_targets else None,
+    )
+
+
+@dataclass(slots=True)
+class PoolTrials:
+    """A pool seen by trial ids, as a scheduler runs it: :meth:`suggest` names each launch
+    with the id of the trial that runs it, :meth:`progressed` says the trial reported (its
+    intermediate prefix is trained: launches held back for it may go), :meth:`complete` gives
+    its score. Ray Tune's searcher (``raystilts.search.driver.PoolSearcher``) and the cluster
+    simulation (``benchmarks/cluster_sim.py``) both call exactly these. Picklable."""
+
+    pool: SearchPool
+    trials: dict[str, PoolLaunch] = field(default_factory=dict)  # running: trial id -> launch
+
+    def suggest(self, trial_id: str) -> PoolLaunch | _Done | None:
+        """The launch trial ``trial_id`` runs, None to ask again later, or DONE."""
+        step = self.pool.suggest()
+        if isinstance(step, PoolLaunch):
+            self.trials[trial_id] = step
+            if isinstance(self.pool.blocked, PrefixesInTraining):
+                self.pool.blocked.started(trial_id, step.target, step.launch)
+        return step
+
+    def progressed(self, trial_id: str) -> None:
+        if isinstance(self.pool.blocked, PrefixesInTraining):
+            self.pool.blocked.progressed(trial_id)
+
+    def complete(self, trial_id: str, score: float) -> PoolLaunch | None:
+        """Trial ``trial_id`` ended with ``score`` (nan: failed); its launch, None if the
+        trial is not ours or was already reported."""
+        step = self.trials.pop(trial_id, None)
+        self.progressed(trial_id)
+        if step is not None:
+            self.pool.report(step.target, step.launch.key, step.launch.index, score)
+        return step

@@ -24,6 +24,13 @@ Layout under ``root``:
   corrupt). Processes of one node still serialise on a lock in ``local_dir``. Reads go through a
   node-local copy (:func:`raystilts.data.storage.fetch`).
 
+Across nodes, a prefix is trained once with ``claims`` (a
+:class:`raystilts.train.prefix_claims.PrefixClaims` on the search's storage path): before training
+a missing prefix, :meth:`PrefixCache.turn` says whether it is cached now, this trial's to train
+(it holds the claim, renewed while it trains, dropped by :meth:`put` or :meth:`close`) or being
+trained by another live trial, to wait for; a crashed trainer's claim expires, and the prefix is
+then trained by whoever asks next.
+
 Every read checks the weights against the sha256 in the manifest. A damaged entry (flipped
 bytes, truncated file, missing manifest) is logged with its key, removed and treated as a miss,
 so the prefix is trained again and the entry rebuilt; a damaged node-local copy is fetched
@@ -46,15 +53,17 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from filelock import FileLock
 
 from raystilts.data import storage
+from raystilts.train.prefix_claims import PrefixClaims
 
 __all__ = [
     "RUNNER_VERSION",
+    "WAIT_POLL_S",
     "CacheStats",
     "PhaseKey",
     "PrefixCache",
@@ -66,6 +75,11 @@ __all__ = [
 # Bump when the runner trains a phase differently for the same inputs (optimizer, schedule,
 # seeding, batching, head init): every cached prefix then misses instead of being reused wrongly.
 RUNNER_VERSION = "1"
+
+Turn = Literal["cached", "train", "wait"]  # PrefixCache.turn: what to do about a missing prefix
+# How often a trial waiting for another trial's prefix looks again (and, under DDP, tells the
+# other ranks it still waits: far inside any collective's timeout)
+WAIT_POLL_S = 10.0
 
 _WEIGHTS = "encoder.safetensors"
 _MANIFEST = "manifest.json"
@@ -205,7 +219,7 @@ class CacheStats:
     that another process finished while this one waited in :meth:`PrefixCache.claim`).
     """
 
-    hits: int = 0  # lookups (longest_hit or get) that returned a state
+    hits: int = 0  # lookups (longest_hit, get or a cached turn) that returned a state
     misses: int = 0  # lookups that returned none
     damaged: int = 0  # entries found damaged or partial, reported and removed
     rebuilds: int = 0  # puts that rewrote an entry this object had found damaged
@@ -213,6 +227,8 @@ class CacheStats:
     skipped_writes: int = 0  # puts that found a complete entry already there (idempotent)
     phases_requested: int = 0
     phases_saved: int = 0
+    waits: int = 0  # prefixes another trial was training when this one needed them
+    waited_s: float = 0.0  # time spent waiting for them
 
     @property
     def saved_share(self) -> float:
@@ -229,6 +245,8 @@ class CacheStats:
             "skipped_writes",
             "phases_requested",
             "phases_saved",
+            "waits",
+            "waited_s",
         )
         out = {f"{prefix}{n}": float(getattr(self, n)) for n in names}
         out[f"{prefix}saved_share"] = self.saved_share
@@ -328,20 +346,36 @@ class PrefixCache:
 
     ``local_dir`` is this node's scratch space for a URI ``root``: staging of uploads, node
     copies of remote entries and lock files. A local ``root`` needs none of it (entries are
-    written in place, locks live beside them). Safe across processes; use one object per thread.
+    written in place, locks live beside them). ``claims`` (and this process's ``owner`` name,
+    the same when a trial restarts) make a prefix trained once across nodes (:meth:`turn`).
+    Safe across processes; use one object per thread.
     """
 
-    def __init__(self, *, root: str, local_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        root: str,
+        local_dir: Path,
+        claims: PrefixClaims | None = None,
+        owner: str = "",
+        poll_s: float = WAIT_POLL_S,
+    ) -> None:
         if not root:
             raise ValueError("PrefixCache root is empty; pass a directory or an s3:// gs:// URI")
+        if claims is not None and not owner:
+            raise ValueError("PrefixCache with claims needs an owner (e.g. the trial's name)")
         self.root = root
         self.local_dir = Path(local_dir)
         self.remote = storage.is_remote(root)
         if self.remote:
             storage.check(root)  # a one-line UserError now, not at the first put
+        self.claims = claims
+        self.owner = owner
+        self.poll_s = poll_s
         self.stats = CacheStats()
         self._locks: dict[str, FileLock] = {}
         self._found_damaged: set[str] = set()
+        self._held: dict[str, contextlib.ExitStack] = {}  # claims held, with their heartbeats
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -395,6 +429,7 @@ class PrefixCache:
                 wrote = self._put_remote(key, encoder_state, meta)
             else:
                 wrote = self._put_local(key, encoder_state, meta)
+        self._drop(key)  # in the cache now: waiters take it from there
         if wrote:
             self.stats.writes += 1
             if key in self._found_damaged:
@@ -402,6 +437,45 @@ class PrefixCache:
                 self._found_damaged.discard(key)
         else:
             self.stats.skipped_writes += 1
+
+    def turn(self, key: str) -> tuple[Turn, dict[str, torch.Tensor] | None]:
+        """One look before training the missing prefix ``key``: ``("cached", state)`` once its
+        entry is there (counted as a hit), ``("train", None)`` when it is this owner's to train
+        (no claims; or the claim is ours now: new, a restarted trial's own, or one that expired
+        with its crashed holder; renewed until :meth:`put` or :meth:`close`), ``("wait", None)``
+        while another live owner trains it. Ask again every ``poll_s`` while waiting."""
+        state = self._read(key)
+        if state is not None:
+            self.stats.hits += 1
+            self.stats.phases_saved += 1
+            return "cached", state
+        if self.claims is None or key in self._held:
+            return "train", None
+        if not self.claims.claim(key, self.owner):
+            return "wait", None
+        held = contextlib.ExitStack()  # on close: the heartbeat stops, then the claim goes
+        held.callback(self.claims.release, key, self.owner)
+        held.enter_context(self.claims.heartbeat(key, self.owner))
+        self._held[key] = held
+        # it may have been completed between the look and the claim: then nothing to train
+        state = self._read(key)
+        if state is not None:
+            self._drop(key)
+            self.stats.hits += 1
+            self.stats.phases_saved += 1
+            return "cached", state
+        return "train", None
+
+    def close(self) -> None:
+        """Drop every claim this object holds (a trial ending, trained or not)."""
+        for key in list(self._held):
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            with contextlib.suppress(OSError):
+                held.close()
 
     @contextlib.contextmanager
     def claim(self, key: str) -> Iterator[None]:

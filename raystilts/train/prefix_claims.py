@@ -60,6 +60,7 @@ class PrefixClaims:
             from pyarrow import fs
 
             self._fs, where = fs.FileSystem.from_uri(self.root)
+            self._fs.create_dir(where, recursive=True)  # file:// writes need it; s3: no-op
             self.root = where
         else:
             Path(self.root).mkdir(parents=True, exist_ok=True)

@@ -48,9 +48,16 @@ from raystilts.metrics import scores as metrics_lib
 from raystilts.tasks.catalog import TaskSpec, selection_key
 from raystilts.train.accel import adamw, autocast, bf16_active, to_device
 from raystilts.train.checkpointing import BestCheckpoint, CheckpointChoice
+from raystilts.train.distributed_eval import gather_languages, languages_for_rank, sync_weights
 from raystilts.train.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
 from raystilts.train.models import build_model, encoder_state, unwrap
-from raystilts.train.prefix_cache import PhaseKey, PrefixCache, prefix_keys, settings_fingerprint
+from raystilts.train.prefix_cache import (
+    PhaseKey,
+    PrefixCache,
+    Turn,
+    prefix_keys,
+    settings_fingerprint,
+)
 
 __all__ = [
     "ChainPlan",
@@ -526,24 +533,32 @@ def _evaluate_target(
     plan: ChainPlan,
     score: Callable[..., dict[str, float]],
     model: nn.Module,
+    dist: Dist | None = None,
 ) -> dict[str, float]:
     """Dev, then test, of every evaluation language the task has the split in (a language's
     dev metrics go to its test evaluation: BUCC's threshold), plus the mean over languages
-    of each metric (``avg``; not of a BUCC threshold)."""
+    of each metric (``avg``; not of a BUCC threshold). Under DDP (``dist``) each rank scores
+    its share of the languages (:mod:`raystilts.train.distributed_eval`; a collective) and
+    rank 0 alone gets the metrics (the others: an empty dict)."""
     target = plan.target.task
+    dist = dist or Dist()
+    scored: dict[str, dict[str, dict[str, float]]] = {}  # language -> split -> metrics
+    for lang in languages_for_rank(plan.eval_languages, rank=dist.rank, world_size=dist.world_size):
+        scored[lang] = {}
+        for split in ("dev", "test"):
+            if split in target.splits(lang):
+                dev = scored[lang].get("dev")
+                scored[lang][split] = score(model, target, split, lang, dev)
+    every = gather_languages(scored, rank=dist.rank, world_size=dist.world_size)
+    if every is None:
+        return {}
     out: dict[str, float] = {}
-    dev: dict[str, dict[str, float]] = {}
     for split in ("dev", "test"):
-        per_lang: dict[str, dict[str, float]] = {}
-        for lang in plan.eval_languages:
-            if split not in target.splits(lang):
-                continue
-            per_lang[lang] = score(model, target, split, lang, dev.get(lang))
-            out.update(
-                {metric_key(split, target.name, lang, m): v for m, v in per_lang[lang].items()}
-            )
-        if split == "dev":
-            dev = per_lang
+        per_lang = {  # in the plan's language order, whichever rank scored them
+            lang: every[lang][split] for lang in plan.eval_languages if split in every[lang]
+        }
+        for lang, metrics in per_lang.items():
+            out.update({metric_key(split, target.name, lang, m): v for m, v in metrics.items()})
         names = sorted({m for d in per_lang.values() for m in d} - {"threshold"})
         for m in names:
             values = [d[m] for d in per_lang.values() if m in d]
@@ -603,6 +618,42 @@ class _ChainRun:
             torch.distributed.broadcast_object_list(shared, src=0)
             depth = int(shared[0])
         return depth, encoder
+
+    def await_prefix(self, i: int, keys: list[str]) -> tuple[bool, dict[str, torch.Tensor] | None]:
+        """Before training intermediate phase ``i``: ``(True, encoder)`` when its prefix is in
+        the cache now, or once the trial (on any node) that holds its claim has put it there;
+        ``(False, None)`` when this trial trains it (holding the claim). Rank 0 decides and
+        tells the other ranks every ``poll_s`` (no collective waits longer); only rank 0's
+        encoder is meaningful, as in :meth:`restore_prefix`."""
+        cache, dist = self.prefix_cache, self.dist
+        if cache is None:
+            return False, None
+        t0 = time.monotonic()
+        waited = False
+        while True:
+            turn: Turn = "train"
+            encoder: dict[str, torch.Tensor] | None = None
+            if dist.rank == 0:
+                untrained: tuple[Turn, dict[str, torch.Tensor] | None] = ("train", None)
+                turn, encoder = _cache_io(functools.partial(cache.turn, keys[i]), untrained)
+            if dist.world_size > 1:
+                shared = [turn]
+                torch.distributed.broadcast_object_list(shared, src=0)
+                turn = shared[0]
+            if turn != "wait":
+                break
+            waited = True
+            time.sleep(cache.poll_s)
+        if waited and dist.rank == 0:
+            cache.stats.waits += 1
+            cache.stats.waited_s += time.monotonic() - t0
+        if turn != "cached":
+            return False, None
+        if dist.rank == 0:
+            meta = cache.meta(keys[i]) or {}
+            self.info[f"phase{i}/dev_en"] = float(meta.get("dev_en", math.nan))  # type: ignore[arg-type]
+            self.info[f"phase{i}/cached"] = 1.0
+        return True, encoder
 
     def train_intermediate(
         self, i: int, encoder: dict[str, torch.Tensor] | None, keys: list[str]
@@ -703,8 +754,8 @@ class _ChainRun:
         best: BestCheckpoint | None,
         final_model_dir: Path | None,
     ) -> dict[str, float]:
-        """Everything the chain reports last; rank 0 alone restores the kept checkpoint,
-        evaluates every language and saves the model."""
+        """Everything the chain reports last; rank 0 alone restores the kept checkpoint and
+        saves the model, every rank evaluates its share of the languages (rank 0 gathers)."""
         plan = self.plan
         target = plan.target.task
         final: dict[str, float] = {
@@ -712,18 +763,20 @@ class _ChainRun:
             **self.info,
             **{f"target/{k}": v for k, v in stats.items()},
         }
-        if self.dist.rank != 0:
-            return final
         # with no earlier evaluation point the last step is kept
-        if best is not None and best.step is not None:
+        if self.dist.rank == 0 and best is not None and best.step is not None:
             dev = self.score(model, target, "dev", "en")[target.metric]
             best.consider(plan.target.steps, dev, unwrap(model))
             best.restore(unwrap(model))
+        sync_weights(model, world_size=self.dist.world_size)  # every rank scores rank 0's
+        scores = _evaluate_target(plan, self.score, model, self.dist)
+        if self.dist.rank != 0:
+            return final
         kept = best.step if best is not None and best.step is not None else plan.target.steps
         final["target/kept_step"] = float(kept)
         if self.prefix_cache is not None:
             final.update(self.prefix_cache.stats.as_metrics())
-        final.update(_evaluate_target(plan, self.score, model))
+        final.update(scores)
         if final_model_dir is not None:
             unwrap(model).save_pretrained(str(final_model_dir))  # type: ignore[operator]
         return final
@@ -772,7 +825,8 @@ def run_chain(
         keys = _prefix_keys(plan, store, settings, dist, model_fingerprint)
         depth, encoder = run.restore_prefix(keys)
     for i in range(depth, len(plan.phases)):
-        encoder = run.train_intermediate(i, encoder, keys)
+        cached, waited_for = run.await_prefix(i, keys)  # another trial's, once it is trained
+        encoder = waited_for if cached else run.train_intermediate(i, encoder, keys)
     model, stats, best = run.train_target(encoder, report)
     final = run.final_metrics(model, stats, best, final_model_dir)
     dist.barrier()
