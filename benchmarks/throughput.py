@@ -3,22 +3,30 @@
     python benchmarks/throughput.py --smoke             # tiny models, seconds: CI
     python benchmarks/throughput.py                     # embedded + XLM-R-base-shaped, 3 repeats
     python benchmarks/throughput.py --models embedded --tasks mini_mnli --repeats 5
+    python benchmarks/throughput.py --fp32 --no-pack    # raystilts without bf16 and packing
     python benchmarks/throughput.py --bf16-accuracy     # bf16 against fp32 on the embedded chains
 
 Same weights (one ``build_model`` call per side, same seed), same tokenized rows, batch 32,
-AdamW (fused on both sides), linear warmup over 10% of the steps, gradient clipping at 1.0.
+AdamW (fused on both sides), linear warmup over 10% of the steps, gradient clipping at 1.0,
+SDPA attention on both (transformers' default for these families).
 raystilts runs its own phase loop (``raystilts.train.runner._train_phase``) and ``evaluate``;
 ``Trainer`` gets the batches raystilts draws, in the same order and collated by the same
-function (like for like), and, in a second column, its own ``group_by_length`` sampler.
-Trainer.predict runs on the same evaluation rows with the same batch size.
+function (like for like: the same rows, padded), and, in another column, its own
+``group_by_length`` sampler. Trainer.predict runs on the same evaluation rows with the same
+batch size. Where raystilts packs a batch (per-token labels: raystilts.data.packing), it
+computes the same rows without their padding; ``computed/real`` says how much it computes.
+
+Precision: Trainer always runs in raystilts' precision in the ratio's column (``bf16=True``,
+autocast through accelerate, when raystilts autocasts in bf16; fp32 otherwise), and in the
+other precision in a reference column. ``--fp32`` runs both in fp32.
 
 Timing rules, stated before measuring: steady state only (the first ``--warmup`` steps of each
 run are excluded from both sides: they hold one-off allocation and Trainer's set-up), tokens
 are the rows' real (non-pad) tokens, the sides alternate A/B within every repeat and each
-figure is the median over repeats. Both sides run at their defaults (fp32 on a CPU); Trainer
-also, in its own column, with ``bf16=True``, and ``--bf16-cpu`` turns on raystilts' opt-in
-bf16 autocast on CPUs that compute bf16 natively (``TrainSettings.bf16_cpu``). The loss check trains both in fp32 with dropout off on the same batches: the
-mean losses must agree (the same computation), else the script exits 1.
+figure is the median over repeats. The XLM-R-base-shaped body runs fewer steps
+(``BASE_SIZE``; ``--base-full`` for ``--steps``). The loss check trains both in fp32 with
+dropout off on the same batches: the mean losses must agree (the same computation), else the
+script exits 1.
 
 Last line: ``throughput: train=R1 eval=R2`` (median over models and tasks of the ratios
 raystilts / Trainer with the same batches, and raystilts evaluate / Trainer.predict).
@@ -27,6 +35,7 @@ raystilts / Trainer with the same batches, and raystilts evaluate / Trainer.pred
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
@@ -348,13 +357,32 @@ def setups(
 class Row:
     model: str
     task: str
+    bf16: bool  # the precision of raystilts' run, and of Trainer's in the same column
     raystilts: list[float]  # train tokens/s per repeat
-    trainer: list[float]  # same batches, fp32
-    trainer_bf16: list[float]  # same batches, bf16=True
-    trainer_grouped: list[float]  # Trainer's own group_by_length sampler, fp32
+    trainer: list[float]  # same batches, same precision
+    trainer_other: list[float]  # same batches, the other precision
+    trainer_grouped: list[float]  # Trainer's own group_by_length sampler, same precision
     eval_raystilts: list[float]  # examples/s
-    eval_trainer: list[float]
-    padded: float  # padded / real tokens of raystilts' batches
+    eval_trainer: list[float]  # Trainer.predict, same precision
+    padded: float  # padded / real tokens of the batches as padded (what Trainer computes)
+    computed: float  # computed slots / real tokens of raystilts' batches (packed where it packs)
+
+
+def computed_slots(s: Setup, task: TaskSpec, feats: Features, fixed: list[list[int]]) -> int:
+    """Token slots raystilts computes for ``fixed``: packed rows where the runner packs them."""
+    from raystilts.data.packing import pack, packable
+    from raystilts.train.runner import _packed_positions
+
+    model = build_model(s.model_dir, task, None, seed=0, pad_id=s.pad_id)
+    start = _packed_positions(model, s.pad_id)
+    total = 0
+    for idx in fixed:
+        batch = collate(feats, idx, pad_id=s.pad_id)
+        if start is not None and packable(batch):
+            limit = s.store.model_limit or s.store.max_length
+            batch = pack(batch, position_start=start, limit=limit, pad_id=s.pad_id)
+        total += batch["input_ids"].numel()
+    return total
 
 
 def measure(s: Setup, task: TaskSpec, args: argparse.Namespace, tmp: str) -> Row:
@@ -363,10 +391,12 @@ def measure(s: Setup, task: TaskSpec, args: argparse.Namespace, tmp: str) -> Row
     fixed = runner_batches(feats, batch_size=32, seed=0, steps=args.steps)
     tokens = [sum(feats.length(i) for i in b) for b in fixed]
     padded = sum(len(b) * max(feats.length(i) for i in b) for b in fixed) / sum(tokens)
+    computed = computed_slots(s, task, feats, fixed) / sum(tokens) if not args.no_pack else padded
     split, lang = EVAL_SPLIT[task.name]
     n_eval = len(s.store.load(task, split, lang))
-    row = Row(s.name, task.name, [], [], [], [], [], [], padded)
-    settings = TrainSettings(batch_size=32, bf16_cpu=args.bf16_cpu)
+    settings = raystilts_settings(args)
+    bf16 = bf16_active(torch.device("cpu"), settings.bf16, cpu=settings.bf16_cpu)
+    row = Row(s.name, task.name, bf16, [], [], [], [], [], [], padded, computed)
     kw: dict[str, Any] = {"steps": args.steps, "dropout": True}
 
     def ours() -> None:
@@ -374,33 +404,50 @@ def measure(s: Setup, task: TaskSpec, args: argparse.Namespace, tmp: str) -> Row
         row.raystilts.append(steady(stamps, tokens, args.warmup))
         row.eval_raystilts.append(n_eval / eval_raystilts(s, task, settings))
 
-    def theirs(bf16: bool) -> Callable[[], None]:
+    def theirs(same: bool) -> Callable[[], None]:
+        precision = bf16 if same else not bf16
+
         def run() -> None:
-            stamps, seen, _ = train_trainer(s, task, feats, fixed=fixed, bf16=bf16, tmp=tmp, **kw)
+            stamps, seen, _ = train_trainer(
+                s, task, feats, fixed=fixed, bf16=precision, tmp=tmp, **kw
+            )
             if seen != tokens:
                 raise RuntimeError("Trainer did not train on raystilts' batches")
-            (row.trainer_bf16 if bf16 else row.trainer).append(steady(stamps, tokens, args.warmup))
-            if not bf16:
-                row.eval_trainer.append(n_eval / eval_trainer(s, task, False, tmp))
+            (row.trainer if same else row.trainer_other).append(steady(stamps, tokens, args.warmup))
+            if same:
+                row.eval_trainer.append(n_eval / eval_trainer(s, task, precision, tmp))
 
         return run
 
     def grouped() -> None:
-        stamps, seen, _ = train_trainer(s, task, feats, fixed=None, bf16=False, tmp=tmp, **kw)
+        stamps, seen, _ = train_trainer(s, task, feats, fixed=None, bf16=bf16, tmp=tmp, **kw)
         row.trainer_grouped.append(steady(stamps, seen, args.warmup))
 
-    runs = [ours, theirs(False), theirs(True), grouped]
+    runs = [ours, theirs(True), theirs(False), grouped]
     for rep in range(args.repeats):
         for run in runs[rep % len(runs) :] + runs[: rep % len(runs)]:
             run()
     return row
 
 
-def loss_check(s: Setup, task: TaskSpec, steps: int, tmp: str) -> tuple[float, float]:
-    """(raystilts, Trainer) mean training loss, fp32, dropout off, the same batches."""
+def raystilts_settings(args: argparse.Namespace) -> TrainSettings:
+    """raystilts' defaults, but for what the flags turn off or on."""
+    kw: dict[str, Any] = {"batch_size": 32, "pack": not args.no_pack}
+    if args.fp32:
+        kw["bf16"] = False
+    if args.bf16_cpu:
+        kw["bf16_cpu"] = True
+    return TrainSettings(**kw)
+
+
+def loss_check(
+    s: Setup, task: TaskSpec, steps: int, tmp: str, settings: TrainSettings
+) -> tuple[float, float]:
+    """(raystilts, Trainer) mean training loss, fp32, dropout off, the same batches (packed
+    where raystilts packs them, padded for Trainer): the same computation."""
     feats = s.store.load_train(task)
     fixed = runner_batches(feats, batch_size=32, seed=0, steps=steps)
-    settings = TrainSettings(batch_size=32, bf16=False)
+    settings = dataclasses.replace(settings, bf16=False)
     _, ours = train_raystilts(s, task, feats, steps=steps, settings=settings, dropout=False)
     _, _, theirs = train_trainer(
         s, task, feats, steps=steps, fixed=fixed, bf16=False, dropout=False, tmp=tmp
@@ -408,25 +455,31 @@ def loss_check(s: Setup, task: TaskSpec, steps: int, tmp: str) -> tuple[float, f
     return ours, theirs
 
 
-def profile(s: Setup, task: TaskSpec, steps: int, warmup: int, bf16_cpu: bool) -> dict[str, float]:
-    """Share of a raystilts step per part, the runner's own helpers and defaults, timed after
-    ``warmup`` steps (CPU: every call is synchronous, so wall time per part is its cost)."""
+def profile(
+    s: Setup, task: TaskSpec, steps: int, warmup: int, settings: TrainSettings
+) -> dict[str, float]:
+    """Share of a raystilts step per part, the runner's own helpers and settings, timed after
+    ``warmup`` steps (CPU: every call is synchronous, so wall time per part is its cost);
+    "batch" is collation, packing and the copy to the device."""
     from transformers import get_linear_schedule_with_warmup
 
-    from raystilts.train.accel import autocast, to_device
+    from raystilts.train.accel import autocast
+    from raystilts.train.runner import _packed_positions, _PhaseRows
 
-    feats = s.store.load_train(task)
-    settings = TrainSettings(batch_size=32, bf16_cpu=bf16_cpu)
+    dist = Dist()
     model = build_model(s.model_dir, task, None, seed=0, pad_id=s.pad_id).train()
+    rows = _PhaseRows.load(Phase(task=task, lr=LR, steps=steps), store=s.store, dist=dist, seed=0)
+    if settings.pack:
+        rows.positions = _packed_positions(model, s.pad_id)
+        rows.limit = s.store.model_limit or s.store.max_length
     opt = _optimizer(model, lr=LR, weight_decay=settings.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, 1, steps)
-    device = torch.device("cpu")
-    parts = dict.fromkeys(("collate", "forward", "backward", "optimizer"), 0.0)
-    for step, idx in enumerate(runner_batches(feats, batch_size=32, seed=0, steps=steps)):
+    parts = dict.fromkeys(("batch", "forward", "backward", "optimizer"), 0.0)
+    for step in range(steps):
         t = [time.perf_counter()]
-        batch = to_device(collate(feats, idx, pad_id=s.pad_id), device)
+        batch, _ = rows.next_batch(task.name, settings=settings, dist=dist, pad_id=s.pad_id)
         t.append(time.perf_counter())
-        with autocast(device, settings.bf16, cpu=settings.bf16_cpu):
+        with autocast(dist.device, settings.bf16, cpu=settings.bf16_cpu):
             loss = model(**batch).loss
         t.append(time.perf_counter())
         loss.backward()
@@ -468,7 +521,7 @@ def bf16_accuracy(s: Setup, seeds: Sequence[int]) -> None:
                     plan,
                     base_model=s.model_dir,
                     store=s.store,
-                    settings=TrainSettings(batch_size=32, bf16_cpu=bf16),
+                    settings=TrainSettings(batch_size=32, bf16=bf16, bf16_cpu=bf16),
                     report=lambda _: None,
                     pad_id=s.pad_id,
                 )
@@ -486,8 +539,9 @@ def bf16_accuracy(s: Setup, seeds: Sequence[int]) -> None:
 def report(rows: Sequence[Row], losses: dict[str, tuple[float, float]]) -> tuple[float, float]:
     med = statistics.median
     print(
-        "\nmodel     task        train tok/s: raystilts  Trainer  ratio | Trainer-bf16 ratio "
-        "| Trainer-grouped ratio | eval ex/s: raystilts  predict  ratio | padded/real"
+        "\nmodel     task        prec | train tok/s: raystilts  Trainer  ratio | Trainer other "
+        "precision ratio | Trainer-grouped ratio | eval ex/s: raystilts  predict  ratio "
+        "| padded/real computed/real"
     )
     train, evals = [], []
     for r in rows:
@@ -496,16 +550,22 @@ def report(rows: Sequence[Row], losses: dict[str, tuple[float, float]]) -> tuple
         train.append(ratio)
         evals.append(eval_ratio)
         print(
-            f"{r.model:9s} {r.task:11s} {med(r.raystilts):12.0f} {med(r.trainer):8.0f} "
-            f"{ratio:6.2f} | {med(r.raystilts) / med(r.trainer_bf16):17.2f} | "
+            f"{r.model:9s} {r.task:11s} {'bf16' if r.bf16 else 'fp32'} | "
+            f"{med(r.raystilts):12.0f} {med(r.trainer):8.0f} {ratio:6.2f} | "
+            f"{med(r.raystilts) / med(r.trainer_other):29.2f} | "
             f"{med(r.raystilts) / med(r.trainer_grouped):21.2f} | {med(r.eval_raystilts):15.0f} "
-            f"{med(r.eval_trainer):8.0f} {eval_ratio:6.2f} | {r.padded:.3f}"
+            f"{med(r.eval_trainer):8.0f} {eval_ratio:6.2f} | {r.padded:11.3f} {r.computed:13.3f}"
         )
     for key, (ours, theirs) in losses.items():
         print(
             f"loss check {key}: raystilts {ours:.6f} Trainer {theirs:.6f} |diff| {abs(ours - theirs):.2e}"
         )
     return med(train), med(evals)
+
+
+# the XLM-R-base-shaped body takes seconds a step on two cores: fewer steps and a shorter loss
+# check keep its rows to minutes, and 4 timed steps a run still give medians that repeat
+BASE_SIZE = {"steps": 6, "warmup": 2, "loss_steps": 4}
 
 
 def main() -> None:
@@ -520,9 +580,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
     ap.add_argument("--loss-steps", type=int, default=10)
     ap.add_argument(
+        "--base-full", action="store_true", help=f"the base model at --steps too, not {BASE_SIZE}"
+    )
+    ap.add_argument(
         "--bf16-accuracy", action="store_true", help="only the bf16/fp32 accuracy check"
     )
     ap.add_argument("--bf16-cpu", action="store_true", help="raystilts with bf16 on this CPU")
+    ap.add_argument("--fp32", action="store_true", help="raystilts (and its Trainer) in fp32")
+    ap.add_argument("--no-pack", action="store_true", help="raystilts' batches padded")
     ap.add_argument("--pretrained", action="store_true", help="the cached embedded model")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = ap.parse_args()
@@ -545,21 +610,31 @@ def main() -> None:
             bf16_accuracy(ws[0], args.seeds)
             return
         rows, losses = [], {}
-        bf16 = bf16_active(torch.device("cpu"), True, cpu=args.bf16_cpu)
-        print(f"threads {torch.get_num_threads()}, raystilts bf16 autocast: {bf16}", flush=True)
+        settings = raystilts_settings(args)
+        bf16 = bf16_active(torch.device("cpu"), settings.bf16, cpu=settings.bf16_cpu)
+        print(
+            f"threads {torch.get_num_threads()}, raystilts bf16 autocast: {bf16}, "
+            f"packing: {settings.pack}",
+            flush=True,
+        )
         for s in setups(
             args.models, tasks, Path(tmp), smoke=args.smoke, pretrained=args.pretrained
         ):
+            size = argparse.Namespace(**vars(args))
+            if s.name == "base" and not (args.smoke or args.base_full):
+                vars(size).update(BASE_SIZE)
             for task in tasks:
-                ours, theirs = loss_check(s, task, args.loss_steps, tmp)
+                t0 = time.perf_counter()
+                ours, theirs = loss_check(s, task, size.loss_steps, tmp, settings)
                 losses[f"{s.name}/{task.name}"] = (ours, theirs)
                 print(f"{s.name}/{task.name} loss check: {ours:.6f} {theirs:.6f}", flush=True)
-                rows.append(measure(s, task, args, tmp))
+                rows.append(measure(s, task, size, tmp))
                 print(f"{s.name}/{task.name} per repeat: {rows[-1]}", flush=True)
-                split = profile(s, task, args.steps, args.warmup, args.bf16_cpu)
+                split = profile(s, task, size.steps, size.warmup, settings)
                 print(
                     f"{s.name}/{task.name} profile: "
-                    + " ".join(f"{k} {v:.3f}" for k, v in split.items()),
+                    + " ".join(f"{k} {v:.3f}" for k, v in split.items())
+                    + f" ({time.perf_counter() - t0:.0f} s for this row)",
                     flush=True,
                 )
         train, evals = report(rows, losses)

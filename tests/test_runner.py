@@ -393,3 +393,58 @@ def test_a_prefix_another_trial_is_training_is_waited_for_not_trained_again(
     assert out["phase0/dev_en"] == 0.5 and "phase1/train/loss" in out
     assert out["prefix_cache/waits"] == 1.0 and out["prefix_cache/waited_s"] >= 1.0
     assert claims.holder(key) is None
+
+
+def test_packed_tagging_steps_equal_padded_ones(
+    store: FeatureStore, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With dropout off, two packed steps on mini_udpos move the weights as the same padded
+    steps do (packing changes what is computed, not the loss); classification never packs."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    import raystilts.data.packing as packing
+    import raystilts.train.runner as runner
+    from raystilts.train.models import build_model
+
+    model_dir = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model, model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(model_dir)
+    packed: list[int] = []
+    real_pack = packing.pack
+
+    def spy(batch, **kw):  # type: ignore[no-untyped-def]
+        out = real_pack(batch, **kw)
+        packed.append(out["input_ids"].numel())
+        return out
+
+    monkeypatch.setattr(runner, "pack", spy)
+    states = {}
+    for pack in (False, True):
+        task = CATALOG["mini_udpos"]
+        model = build_model(str(model_dir), task, None, seed=0, pad_id=1)
+        settings = TrainSettings(batch_size=8, warmup_ratio=0.0, pack=pack)
+        phase = Phase(task=task, lr=1e-2, steps=2)
+        runner._train_phase(
+            model, phase, store=store, settings=settings, dist=runner.Dist(), seed=0, pad_id=1
+        )
+        states[pack] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert len(packed) == 2  # both steps of the packed run, none of the padded one
+    for name, tensor in states[False].items():
+        assert torch_allclose(tensor, states[True][name]), name
+    packed.clear()
+    task = CATALOG["mini_xnli"]
+    model = build_model(str(model_dir), task, None, seed=0, pad_id=1)
+    runner._train_phase(
+        model,
+        Phase(task=task, lr=1e-2, steps=1),
+        store=store,
+        settings=TrainSettings(batch_size=8),
+        dist=runner.Dist(),
+        seed=0,
+        pad_id=1,
+    )
+    assert packed == []  # one label per row: padded as before

@@ -74,7 +74,7 @@ __all__ = [
 
 # Bump when the runner trains a phase differently for the same inputs (optimizer, schedule,
 # seeding, batching, head init): every cached prefix then misses instead of being reused wrongly.
-RUNNER_VERSION = "1"
+RUNNER_VERSION = "2"  # 2: per-token-label batches packed (raystilts.data.packing)
 
 Turn = Literal["cached", "train", "wait"]  # PrefixCache.turn: what to do about a missing prefix
 # How often a trial waiting for another trial's prefix looks again (and, under DDP, tells the
@@ -131,11 +131,13 @@ def settings_fingerprint(
     max_grad_norm: float,
     world_size: int = 1,
     bf16: bool = False,
+    packed: bool = False,
 ) -> str:
     """A hash of the training settings a phase's result depends on, and of ``RUNNER_VERSION``.
 
     ``world_size`` belongs here because each rank reads a different shard of every epoch;
-    ``bf16`` should be whether bf16 autocast is actually in effect (it changes the numbers).
+    ``bf16`` should be whether bf16 autocast is actually in effect (it changes the numbers);
+    ``packed`` whether packable batches are packed (their dropout masks fall differently).
 
     >>> a = settings_fingerprint(batch_size=32, grad_accum=1, warmup_ratio=0.1,
     ...                          weight_decay=0.01, max_grad_norm=1.0)
@@ -153,6 +155,7 @@ def settings_fingerprint(
             "max_grad_norm": float(max_grad_norm),
             "world_size": int(world_size),
             "bf16": bool(bf16),
+            "packed": bool(packed),
         }
     )[:16]
 

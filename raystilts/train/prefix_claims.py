@@ -59,8 +59,9 @@ class PrefixClaims:
         if storage.is_remote(self.root):
             from pyarrow import fs
 
-            self._fs, where = fs.FileSystem.from_uri(self.root)
-            self._fs.create_dir(where, recursive=True)  # file:// writes need it; s3: no-op
+            filesystem, where = fs.FileSystem.from_uri(self.root)
+            filesystem.create_dir(where, recursive=True)  # file:// writes need it; s3: no-op
+            self._fs = filesystem
             self.root = where
         else:
             Path(self.root).mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ from raystilts.data.features import (
     dev_language,
     eval_batches,
 )
+from raystilts.data.packing import pack, packable, position_start
 from raystilts.kinds import get_kind
 from raystilts.metrics import scores as metrics_lib
 from raystilts.tasks.catalog import TaskSpec, selection_key
@@ -50,7 +51,7 @@ from raystilts.train.accel import adamw, autocast, bf16_active, to_device
 from raystilts.train.checkpointing import BestCheckpoint, CheckpointChoice
 from raystilts.train.distributed_eval import gather_languages, languages_for_rank, sync_weights
 from raystilts.train.mixture import MultiTaskModel, TaskSampler, mixture_name, mixture_weights
-from raystilts.train.models import build_model, encoder_state, unwrap
+from raystilts.train.models import build_model, encoder_of, encoder_state, unwrap
 from raystilts.train.prefix_cache import (
     PhaseKey,
     PrefixCache,
@@ -170,6 +171,9 @@ class TrainSettings:
     bf16: bool = True  # used only where the device supports it
     bf16_cpu: bool = False  # bf16 on CPUs with native bf16 too (raystilts.train.accel: opt-in)
     compile: bool = False  # torch.compile each phase's model (its compile time counts in the phase)
+    # per-token-label batches (tagging, MLM) packed into fuller rows where the family supports
+    # it: the same loss without computing pad slots (raystilts.data.packing)
+    pack: bool = True
     # hidden layer mean-pooled for retrieval; None: the middle layer, as XTREME (negative: from
     # the top, -1 = last)
     retrieval_layer: int | None = None
@@ -309,6 +313,9 @@ class _PhaseRows:
     seed: int
     epoch: dict[str, int] = field(default_factory=dict)
     plans: dict[str, list[list[int]]] = field(default_factory=dict)
+    # where packed rows' positions start for this model (raystilts.data.packing), None: padded
+    positions: int | None = None
+    limit: int = 0  # the most tokens a packed row may hold (the model's positions)
 
     @classmethod
     def load(cls, phase: Phase, *, store: FeatureStore, dist: Dist, seed: int) -> _PhaseRows:
@@ -340,8 +347,9 @@ class _PhaseRows:
 
     def next_batch(
         self, name: str, *, settings: TrainSettings, dist: Dist, pad_id: int
-    ) -> dict[str, torch.Tensor]:
-        """Task ``name``'s next batch for this rank, on the device."""
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """Task ``name``'s next batch for this rank, on the device, packed (padding left out of
+        the compute) where :attr:`positions` allows, and its real (non-pad) token count."""
         if not self.plans.get(name):
             epoch = self.epoch.get(name, 0)
             mixed = self.sampler is not None
@@ -356,7 +364,21 @@ class _PhaseRows:
             self.epoch[name] = epoch + 1
         idx = self.plans[name].pop()
         batch = collate(self.feats[name], idx, pad_id=pad_id, mlm=self.maskers.get(name))
-        return to_device(batch, dist.device)
+        # counted while the batch is still on the host: never a device sync
+        tokens = int(batch["attention_mask"].sum())
+        if self.positions is not None and packable(batch):
+            batch = pack(batch, position_start=self.positions, limit=self.limit, pad_id=pad_id)
+        return to_device(batch, dist.device), tokens
+
+
+def _packed_positions(model: nn.Module, pad_id: int) -> int | None:
+    """Where a packed row's sequences start their positions for ``model``'s family, or None
+    when the family is not known to honour packed rows (raystilts.data.packing)."""
+    config = getattr(encoder_of(model), "config", None)
+    model_type = str(getattr(config, "model_type", ""))
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "flash_attention_2", "eager"):
+        return None
+    return position_start(model_type, pad_id=pad_id)
 
 
 def _backward(
@@ -399,6 +421,9 @@ def _train_phase(
     from transformers import get_linear_schedule_with_warmup
 
     rows = _PhaseRows.load(phase, store=store, dist=dist, seed=seed)
+    if settings.pack:
+        rows.positions = _packed_positions(model, pad_id)
+        rows.limit = store.model_limit or store.max_length
     opt = _optimizer(model, lr=phase.lr, weight_decay=settings.weight_decay)
     sched = get_linear_schedule_with_warmup(
         opt, math.ceil(settings.warmup_ratio * phase.steps), phase.steps
@@ -407,13 +432,13 @@ def _train_phase(
     step_model = torch.compile(model) if settings.compile else model
     torch.manual_seed(seed * 7919 + dist.rank)  # dropout masks differ across ranks
     loss_sum = torch.zeros((), device=dist.device)
-    tokens = torch.zeros((), device=dist.device, dtype=torch.long)
+    tokens = 0
     micro = 0
     t0 = time.perf_counter()
     for step in range(1, phase.steps + 1):
         name = rows.draw()
         for part in range(settings.grad_accum):
-            batch = rows.next_batch(name, settings=settings, dist=dist, pad_id=pad_id)
+            batch, real = rows.next_batch(name, settings=settings, dist=dist, pad_id=pad_id)
             loss_sum += _backward(
                 model,
                 step_model,
@@ -423,7 +448,7 @@ def _train_phase(
                 settings=settings,
                 dist=dist,
             )
-            tokens += batch["attention_mask"].sum()
+            tokens += real
             micro += 1
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
         opt.step()
@@ -436,7 +461,7 @@ def _train_phase(
     mean_loss = _checked_loss(loss_sum, micro / settings.grad_accum, phase, dist)
     return {
         "train/loss": mean_loss,
-        "train/tokens_per_s": float(tokens.item()) / max(elapsed, 1e-9),
+        "train/tokens_per_s": tokens / max(elapsed, 1e-9),
         "train/seconds": elapsed,
     }
 
@@ -497,6 +522,7 @@ def _prefix_keys(
             max_grad_norm=settings.max_grad_norm,
             world_size=dist.world_size,
             bf16=bf16,
+            packed=settings.pack,
         ),
     )
 
