@@ -51,7 +51,7 @@ def bf16_active(device: torch.device, bf16: bool, *, cpu: bool = False) -> bool:
     that support it; CPUs only with ``cpu`` and native bf16 (:func:`cpu_has_bf16`). CPU bf16 is
     opt-in: on the embedded model (128 wide) it was no faster than fp32, the casts cost what
     the narrower matmuls save, while on an XLM-R-base-shaped body (768 wide) Trainer's bf16
-    trained 1.85x faster than fp32 on an AVX512-BF16 CPU; turning it on by default waits for
+    trained 1.6-1.85x faster than fp32 on an AVX512-BF16 CPU; turning it on by default waits for
     the accuracy check against fp32 (``benchmarks/throughput.py --bf16-accuracy``)."""
     if not bf16:
         return False
