@@ -81,7 +81,6 @@ resources:
 def test_job_on_two_nodes_trains_on_both_and_records_everything(
     cluster: dict[str, str], tmp_path: Path, tiny_model: Path, mini_data: Path
 ) -> None:
-    from ray.job_submission import JobStatus
 
     from raystilts.tracking.store import load_runs
 
@@ -89,26 +88,7 @@ def test_job_on_two_nodes_trains_on_both_and_records_everything(
     space.write_text(SPACE.format(model=tiny_model))
     shared = tmp_path / "shared"  # "a directory every node mounts"
     db = tmp_path / "mlflow.db"
-    entrypoint = " ".join(
-        [
-            sys.executable, "-m", "raystilts.cli", "search", str(space),
-            "--address", "auto", "--storage-path", str(shared),
-            "--workdir", str(tmp_path / "wd"), "--cache-dir", str(tmp_path / "driver-cache"),
-            "--tracking-uri", f"sqlite:///{db}", "--data-dir", str(mini_data),
-        ]
-    )  # fmt: skip
-    client = _job_client(cluster["DASHBOARD"])
-    job = _submit(client, entrypoint)
-    deadline = time.monotonic() + 600
-    while client.get_job_status(job) not in (
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.STOPPED,
-    ):
-        assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
-        time.sleep(3)
-    logs = client.get_job_logs(job)
-    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    logs = _search_job(cluster, space, shared, db, tmp_path, mini_data, timeout_s=600)
     assert "mini_xnli: 2" in logs  # the driver's summary
 
     nodes = set(_ray_nodes(cluster["GCS"]))
@@ -153,34 +133,13 @@ def test_two_targets_share_the_cluster_and_their_common_prefix_trains_once(
     one trial and loaded by the other."""
     import sqlite3
 
-    from ray.job_submission import JobStatus
-
     from raystilts.tracking.store import load_runs
 
     space = tmp_path / "space.yaml"
     space.write_text(POOL_SPACE.format(model=tiny_model))
     shared = tmp_path / "shared"
     db = tmp_path / "mlflow.db"
-    entrypoint = " ".join(
-        [
-            sys.executable, "-m", "raystilts.cli", "search", str(space),
-            "--address", "auto", "--storage-path", str(shared),
-            "--workdir", str(tmp_path / "wd"), "--cache-dir", str(tmp_path / "driver-cache"),
-            "--tracking-uri", f"sqlite:///{db}", "--data-dir", str(mini_data),
-        ]
-    )  # fmt: skip
-    client = _job_client(cluster["DASHBOARD"])
-    job = _submit(client, entrypoint)
-    deadline = time.monotonic() + 900
-    while client.get_job_status(job) not in (
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.STOPPED,
-    ):
-        assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
-        time.sleep(3)
-    logs = client.get_job_logs(job)
-    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    logs = _search_job(cluster, space, shared, db, tmp_path, mini_data, timeout_s=900)
     assert "2 target(s) in one pool, 2 trials at a time" in logs
 
     runs = load_runs(tracking_uri=f"sqlite:///{db}", experiment="pool2")
@@ -222,6 +181,39 @@ def _job_client(dashboard: str) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(3)
+
+
+def _search_job(
+    cluster: dict[str, str],
+    space: Path,
+    shared: Path,
+    db: Path,
+    tmp_path: Path,
+    mini_data: Path,
+    *,
+    timeout_s: float,
+) -> str:
+    """Run `raystilts search SPACE` as a Ray job on the cluster; its logs once it succeeded."""
+    from ray.job_submission import JobStatus
+
+    entrypoint = " ".join(
+        [
+            sys.executable, "-m", "raystilts.cli", "search", str(space),
+            "--address", "auto", "--storage-path", str(shared),
+            "--workdir", str(tmp_path / "wd"), "--cache-dir", str(tmp_path / "driver-cache"),
+            "--tracking-uri", f"sqlite:///{db}", "--data-dir", str(mini_data),
+        ]
+    )  # fmt: skip
+    client = _job_client(cluster["DASHBOARD"])
+    job = _submit(client, entrypoint)
+    done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
+    deadline = time.monotonic() + timeout_s
+    while client.get_job_status(job) not in done:
+        assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
+        time.sleep(3)
+    logs = str(client.get_job_logs(job))
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    return logs
 
 
 def _submit(client: Any, entrypoint: str) -> str:
