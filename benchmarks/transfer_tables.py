@@ -60,7 +60,7 @@ import optuna
 
 from raystilts.core.space import SearchSpace, load_space_dict
 from raystilts.core.transfer_tables import BASELINE, TransferTable, read_table
-from raystilts.search.prior import Evidence, Prior, Reranker, build_prior
+from raystilts.search.prior import Evidence, Prior, Reranker, build_prior, seed_sd
 from raystilts.search.searcher import Launch, build_search
 
 SEARCHES = ("default", "no-prior", "random", "grid")
@@ -103,22 +103,16 @@ def truth_of(table: TransferTable, target: str) -> Truth:
         i: statistics.fmean(f) if (f := [v for v in c.values() if math.isfinite(v)]) else math.nan
         for i, c in cells.items()
     }
-    num, dof = 0.0, 0
-    for c in cells.values():
-        finite = [v for v in c.values() if math.isfinite(v)]
-        if len(finite) >= 2:
-            num += statistics.variance(finite) * (len(finite) - 1)
-            dof += len(finite) - 1
+    finite = {i: [v for v in c.values() if math.isfinite(v)] for i, c in cells.items()}
     base = table.baseline(target)
-    if dof:
-        sd, source = math.sqrt(num / dof), "seeds"
-    elif len(base) >= 2:
-        sd, source = statistics.stdev(base), "baseline"
+    sd = seed_sd(finite, base)  # the prior's own rule: pooled over cells, else baseline runs
+    if any(len(v) >= 2 for v in finite.values()):
+        source = "seeds"
     else:
-        sd, source = 0.0, "none"
+        source = "baseline" if sd is not None else "none"
     finite_means = [m for m in means.values() if math.isfinite(m)]
     best = max(finite_means) if finite_means else math.nan
-    return Truth(means, best, sd, source, tuple(seeds), len(cells) * len(seeds))
+    return Truth(means, best, sd or 0.0, source, tuple(seeds), len(cells) * len(seeds))
 
 
 def _seed_order(seed: str) -> tuple[int, float, str]:
